@@ -1,0 +1,772 @@
+"""Configuration of the ``lattice-ml`` command: schema, loading, merging, validation.
+
+A configuration is a TOML document with four tables, ``[lattice]``, ``[theory]``, ``[sampler]``
+and ``[run]``. The schema below is declarative (plain dataclasses, no third-party library): each
+table holds :class:`Param` entries (type, default, range, allowed words, one line of
+documentation), and a table may have a *selector* parameter whose value picks a variant
+sub-table with further parameters. ``[theory]`` is selected by ``name`` and, for φ⁴, by
+``form``; ``[sampler]`` is selected by ``name``. Adding a theory or a sampler means adding one
+entry to :data:`THEORIES` or :data:`SAMPLERS` (and removing its word from the ``planned``
+tuple).
+
+Layers
+------
+:func:`load_config` merges, in this order, the schema defaults, the embedded ``default.toml``,
+the user's file (if any) and the ``--set KEY=VALUE`` overrides, then validates the result and
+returns a plain, fully resolved ``dict`` of ``dict``\\ s (every key of the chosen variants present,
+ints where ints are expected, floats where floats are expected, ``lattice.shape`` a list of
+ints). A layer that changes a selector (e.g. ``theory.form`` from ``"hopping"`` to
+``"standard"``) discards the lower layers' keys that belong to the old variant, so a file or a
+``--set`` that switches the form starts from the new form's defaults instead of inheriting
+couplings that mean something else.
+
+Every problem raises :class:`ConfigError` whose message names the dotted key, the problem and
+where the value came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = [
+    "ConfigError",
+    "Param",
+    "Table",
+    "SCHEMA",
+    "THEORIES",
+    "SAMPLERS",
+    "DEFAULT_CONFIG_NAME",
+    "default_config_text",
+    "load_config",
+    "parse_override",
+    "merge_layers",
+    "validate_config",
+    "resolved_params",
+    "iter_schema",
+    "dump_toml",
+]
+
+DEFAULT_CONFIG_NAME = "default.toml"
+_DEFAULT_SOURCE = "default.toml (embedded)"
+_SET_SOURCE = "--set"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the dotted key, the problem and the source.
+
+    Attributes
+    ----------
+    key : str or None
+        Dotted key (``"sampler.n_samples"``) or table (``"[samplr]"``) concerned, if any.
+    problem : str
+        What is wrong, without the key.
+    source : str or None
+        Where the offending value came from: a file name, ``"--set"`` or the embedded default.
+    """
+
+    def __init__(self, key: str | None, problem: str, source: str | None = None):
+        self.key = key
+        self.problem = problem
+        self.source = source
+        msg = f"{key}: {problem}" if key else problem
+        if source:
+            msg += f" (in {source})"
+        super().__init__(msg)
+
+
+# --------------------------------------------------------------------------------------------
+# schema
+# --------------------------------------------------------------------------------------------
+
+class _Required:
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+"""Default of a parameter that the user must give (none of the current ones)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One configuration key.
+
+    kind : ``"int"``, ``"float"``, ``"str"``, ``"bool"`` or ``"shape"`` (list of 2–4 even ints ≥ 2).
+    default : value used when no layer sets the key (:data:`REQUIRED`: must be set).
+    minimum, maximum : inclusive bounds (``None``: unbounded); ``exclusive_minimum`` makes the
+        lower bound strict.
+    choices : allowed words of a ``"str"`` key (for a selector: the keys of ``Table.variants``).
+    noun : what the word names, in error messages (``"theory"``, ``"backend"``, ...).
+    doc : one line for ``default.toml``, ``lattice-ml config`` and ``docs/cli.md``.
+    """
+
+    kind: str
+    default: Any = REQUIRED
+    doc: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    choices: tuple[str, ...] | None = None
+    noun: str = "value"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of parameters, optionally with a selector that picks a variant sub-table.
+
+    The parameters of the chosen variant (recursively) are added to ``params``. ``planned``
+    lists selector words that the specification names but that are not implemented yet: they
+    get a "not implemented yet" error rather than "unknown".
+    """
+
+    params: dict[str, Param]
+    selector: str | None = None
+    variants: dict[str, "Table"] = field(default_factory=dict)
+    planned: tuple[str, ...] = ()
+    doc: str = ""
+
+    def owned_keys(self) -> set[str]:
+        """Keys defined inside the variants (at any depth) and not in ``params``."""
+        keys: set[str] = set()
+        for variant in self.variants.values():
+            keys |= set(variant.params) | variant.owned_keys()
+        return keys - set(self.params)
+
+
+# Standard-form defaults are the same theory as the hopping-form defaults (beta = 0.64,
+# lam = 1.0) after phi_standard = sqrt(beta / 2) phi_hopping:
+#   m2 = (2 / beta) (1 - 2 lam) - 2 D  (D = 2),   lam_standard = 4 lam / beta**2.
+_PHI4 = Table(
+    doc="real scalar φ⁴ theory",
+    params={
+        "form": Param("str", "hopping", choices=("standard", "hopping"), noun="form of phi4",
+                      doc='"standard": S = Σ [Σ_μ (φ(x+μ)−φ(x))² + m2 φ² + lam φ⁴]; '
+                          '"hopping": S = Σ [−beta Σ_μ φ(x+μ)φ(x) + φ² + lam (φ²−1)²]'),
+    },
+    selector="form",
+    variants={
+        "standard": Table(params={
+            "m2": Param("float", -7.125, doc="bare mass squared m² (any sign)"),
+            "lam": Param("float", 9.765625, minimum=0.0, doc="quartic coupling λ ≥ 0"),
+        }),
+        "hopping": Table(params={
+            "beta": Param("float", 0.64, minimum=0.0,
+                          doc="hopping coupling β ≥ 0 (β = 2κ in the κ convention)"),
+            "lam": Param("float", 1.0, minimum=0.0, doc="quartic coupling λ ≥ 0"),
+        }),
+    },
+)
+
+THEORIES: dict[str, Table] = {"phi4": _PHI4}
+"""Implemented theories: ``name`` → variant table of ``[theory]``."""
+
+PLANNED_THEORIES: tuple[str, ...] = ("u1", "su2", "su3", "suN", "schwinger")
+
+_HMC = Table(
+    doc="hybrid Monte Carlo",
+    params={
+        "integrator": Param("str", "omelyan", choices=("leapfrog", "omelyan"), noun="integrator",
+                            doc='molecular-dynamics integrator: "leapfrog" or "omelyan" (2MN)'),
+        "n_steps": Param("int", 8, minimum=1, doc="integration steps per trajectory (outer level)"),
+        "tau": Param("float", 1.0, minimum=0.0, exclusive_minimum=True,
+                     doc="trajectory length (molecular-dynamics time) > 0"),
+        "fine_steps": Param("int", 0, minimum=0,
+                            doc="0: one time scale; > 0: the local potential on an inner level "
+                                "with this many steps per outer step"),
+    },
+)
+
+SAMPLERS: dict[str, Table] = {"hmc": _HMC}
+"""Implemented samplers: ``name`` → variant table of ``[sampler]``."""
+
+PLANNED_SAMPLERS: tuple[str, ...] = ("heatbath", "flow", "flow_hmc", "slhmc")
+
+SCHEMA: dict[str, Table] = {
+    "lattice": Table(
+        doc="the periodic lattice",
+        params={
+            "shape": Param("shape", [16, 16],
+                           doc="extents [L0, L1, ...]: D = 2, 3 or 4 even integers ≥ 2"),
+        },
+    ),
+    "theory": Table(
+        doc="the field theory and its couplings",
+        params={
+            "name": Param("str", "phi4", choices=tuple(THEORIES), noun="theory",
+                          doc="theory: " + " | ".join(THEORIES)
+                              + " (planned: " + ", ".join(PLANNED_THEORIES) + ")"),
+        },
+        selector="name",
+        variants=THEORIES,
+        planned=PLANNED_THEORIES,
+    ),
+    "sampler": Table(
+        doc="the Markov chains",
+        params={
+            "name": Param("str", "hmc", choices=tuple(SAMPLERS), noun="sampler",
+                          doc="sampler: " + " | ".join(SAMPLERS)
+                              + " (planned: " + ", ".join(PLANNED_SAMPLERS) + ")"),
+            "n_chains": Param("int", 8, minimum=1,
+                              doc="independent chains run at once (the batch axis)"),
+            "n_therm": Param("int", 200, minimum=0,
+                             doc="thermalisation trajectories per chain, not measured"),
+            "n_samples": Param("int", 2000, minimum=1, doc="measurements per chain"),
+            "measure_every": Param("int", 1, minimum=1,
+                                   doc="trajectories between measurements"),
+        },
+        selector="name",
+        variants=SAMPLERS,
+        planned=PLANNED_SAMPLERS,
+    ),
+    "run": Table(
+        doc="reproducibility, backend and display",
+        params={
+            "seed": Param("int", 1, minimum=0, doc="master seed ≥ 0 (chain b uses stream b)"),
+            "backend": Param("str", "numpy", choices=("numpy", "cupy", "array_api_strict"),
+                             noun="backend", doc='array library: "numpy", "cupy" or '
+                                                 '"array_api_strict"'),
+            "dtype": Param("str", "float64", choices=("float64", "float32"), noun="dtype",
+                           doc='real floating type of the fields: "float64" or "float32"'),
+            "progress": Param("str", "auto", choices=("auto", "always", "never"),
+                              noun="progress mode",
+                              doc='progress line on stderr: "auto" (only on a terminal), '
+                                  '"always" or "never"'),
+        },
+    ),
+}
+"""The whole schema: table name → :class:`Table`."""
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _range_text(p: Param) -> str:
+    parts = []
+    if p.minimum is not None:
+        parts.append(f"{'>' if p.exclusive_minimum else '>='} {p.minimum:g}")
+    if p.maximum is not None:
+        parts.append(f"<= {p.maximum:g}")
+    return " and ".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else _toml_value(value, strict=False)
+
+
+def _chain_text(chain: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{k} = {v!r}" for k, v in chain)
+
+
+def _find_owner(table: Table, key: str, chain: tuple[tuple[str, str], ...] = ()):
+    """The selector chain of the first variant of ``table`` that defines ``key``."""
+    if table.selector is None:
+        return None
+    for word, variant in table.variants.items():
+        here = chain + ((table.selector, word),)
+        if key in variant.params:
+            return here
+        found = _find_owner(variant, key, here)
+        if found is not None:
+            return found
+    return None
+
+
+def _all_keys(table: Table) -> set[str]:
+    return set(table.params) | table.owned_keys()
+
+
+def iter_schema() -> Iterable[tuple[str, tuple[tuple[str, str], ...], str, Param]]:
+    """Every parameter as ``(table, selector chain, key, Param)``, in schema order.
+
+    The selector chain says which variant the key belongs to, e.g.
+    ``(("name", "phi4"), ("form", "hopping"))`` for ``theory.beta``; it is empty for keys
+    common to every variant.
+    """
+
+    def walk(section: str, table: Table, chain):
+        for key, p in table.params.items():
+            yield section, chain, key, p
+        for word, variant in table.variants.items():
+            yield from walk(section, variant, chain + ((table.selector, word),))
+
+    for section, table in SCHEMA.items():
+        yield from walk(section, table, ())
+
+
+# --------------------------------------------------------------------------------------------
+# checking single values
+# --------------------------------------------------------------------------------------------
+
+def _check_value(key: str, p: Param, value: Any, source: str | None,
+                 table: Table | None = None) -> Any:
+    """Type- and range-checked ``value`` of ``p`` (ints become floats for float keys)."""
+    if p.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {_type_name(value)} {_fmt(value)}",
+                              source)
+        value = int(value)
+    elif p.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number, got {_type_name(value)} {_fmt(value)}",
+                              source)
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, got {value}", source)
+    elif p.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {_type_name(value)} "
+                                   f"{_fmt(value)}", source)
+    elif p.kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {_type_name(value)} {_fmt(value)}",
+                              source)
+        if p.choices is not None and value not in p.choices:
+            planned = table.planned if table is not None else ()
+            available = ", ".join(p.choices)
+            if value in planned:
+                raise ConfigError(key, f"{p.noun} {value!r} is not implemented yet "
+                                       f"(available: {available})", source)
+            guess = _suggest(value, tuple(p.choices) + tuple(planned))
+            hint = f"; did you mean {guess!r}?" if guess else ""
+            extra = f"; planned: {', '.join(planned)}" if planned else ""
+            raise ConfigError(key, f"unknown {p.noun} {value!r}{hint} "
+                                   f"(available: {available}{extra})", source)
+        return value
+    elif p.kind == "shape":
+        return _check_shape(key, value, source)
+    else:  # pragma: no cover - schema error
+        raise AssertionError(f"unknown parameter kind {p.kind!r}")
+
+    lo, hi = p.minimum, p.maximum
+    if lo is not None and (value <= lo if p.exclusive_minimum else value < lo):
+        raise ConfigError(key, f"must be {_range_text(p)}, got {_fmt(value)}", source)
+    if hi is not None and value > hi:
+        raise ConfigError(key, f"must be {_range_text(p)}, got {_fmt(value)}", source)
+    return value
+
+
+def _check_shape(key: str, value: Any, source: str | None) -> list[int]:
+    if not isinstance(value, list):
+        raise ConfigError(key, f"must be a list of 2, 3 or 4 integers like [16, 16], got "
+                               f"{_type_name(value)} {_fmt(value)}", source)
+    if len(value) not in (2, 3, 4):
+        raise ConfigError(key, f"must have 2, 3 or 4 extents (D = 2, 3 or 4), got "
+                               f"{len(value)}: {_fmt(value)}", source)
+    for i, n in enumerate(value):
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise ConfigError(key, f"extent [{i}] must be an integer, got {_type_name(n)} "
+                                   f"{_fmt(n)} in {_fmt(value)}", source)
+        if n < 2:
+            raise ConfigError(key, f"extent [{i}] = {n} must be a positive even integer >= 2 "
+                                   f"in {_fmt(value)}", source)
+        if n % 2:
+            raise ConfigError(key, f"extent [{i}] = {n} is odd in {_fmt(value)}; every extent "
+                                   "must be even (even/odd checkerboards need even extents)",
+                              source)
+    return [int(n) for n in value]
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+
+def _unknown_top_level(name: str, value: Any, source: str | None) -> ConfigError:
+    tables = ", ".join(SCHEMA)
+    if isinstance(value, dict):
+        guess = _suggest(name, SCHEMA)
+        hint = f"; did you mean [{guess}]?" if guess else ""
+        return ConfigError(f"[{name}]", f"unknown table{hint} (tables: {tables})", source)
+    # a bare key outside any table: find the table it belongs in
+    owners = [f"{s}.{k}" for s, _, k, _ in iter_schema() if k == name]
+    if not owners:
+        leaves = {k: f"{s}.{k}" for s, _, k, _ in iter_schema()}
+        guess = _suggest(name, leaves)
+        owners = [leaves[guess]] if guess else []
+    hint = f"; did you mean {owners[0]}?" if owners else ""
+    return ConfigError(name, f"unknown top-level key{hint} (every key belongs in one of the "
+                             f"tables {tables})", source)
+
+
+def resolved_params(section: str, values: Mapping[str, Any]) -> tuple[dict[str, Param], list]:
+    """Parameters allowed in ``section`` given the selector words in ``values``.
+
+    Returns ``(params, chain)``: ``params`` maps each allowed key to its :class:`Param` (common
+    keys first, then the chosen variants' keys); ``chain`` lists the ``(selector, word)`` pairs
+    followed. Unknown selector words stop the descent (validation reports them).
+    """
+    table = SCHEMA[section]
+    params: dict[str, Param] = {}
+    chain: list[tuple[str, str]] = []
+    while True:
+        params.update(table.params)
+        if table.selector is None:
+            break
+        word = values.get(table.selector, table.params[table.selector].default)
+        if not isinstance(word, str) or word not in table.variants:
+            break
+        chain.append((table.selector, word))
+        table = table.variants[word]
+    return params, chain
+
+
+def _validate_section(section: str, values: Any, sources: Mapping[str, str]) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ConfigError(section, f"must be a table [{section}], got {_type_name(values)} "
+                                   f"{_fmt(values)}", sources.get(section))
+    out: dict[str, Any] = {}
+    table: Table | None = SCHEMA[section]
+    chain: list[tuple[str, str]] = []
+    allowed: dict[str, Param] = {}
+    while table is not None:
+        # the selector first, so that a bad theory name is reported before its keys
+        order = list(table.params)
+        if table.selector is not None:
+            order.remove(table.selector)
+            order.insert(0, table.selector)
+        for key in order:
+            p = table.params[key]
+            dotted = f"{section}.{key}"
+            if key in values:
+                out[key] = _check_value(dotted, p, values[key], sources.get(dotted), table)
+            elif p.default is REQUIRED:
+                where = f" with {_chain_text(chain)}" if chain else ""
+                raise ConfigError(dotted, f"is required{where}: {p.doc}")
+            else:
+                out[key] = copy.deepcopy(p.default)
+        allowed.update(table.params)
+        if table.selector is None:
+            break
+        word = out[table.selector]
+        chain.append((table.selector, word))
+        table = table.variants[word]
+
+    for key in values:
+        if key in allowed:
+            continue
+        dotted = f"{section}.{key}"
+        src = sources.get(dotted)
+        owner = _find_owner(SCHEMA[section], key)
+        here = ", ".join(allowed)
+        if owner is not None:
+            common = 0
+            while common < min(len(owner), len(chain)) and owner[common] == chain[common]:
+                common += 1
+            switch = ", ".join(f"{section}.{k} = {v!r}" for k, v in owner[common:])
+            raise ConfigError(dotted, f"does not belong to [{section}] with {_chain_text(chain)}"
+                                      f" (allowed keys: {here}); {key} needs {switch}", src)
+        guess = _suggest(key, allowed)
+        hint = f"; did you mean {section}.{guess}?" if guess else ""
+        raise ConfigError(dotted, f"unknown key{hint} (allowed keys: {here})", src)
+
+    # schema order: common keys first, then the variants' keys
+    return {k: out[k] for k in allowed}
+
+
+def validate_config(raw: Mapping[str, Any], sources: Mapping[str, str] | None = None
+                    ) -> dict[str, Any]:
+    """Check ``raw`` (a parsed, merged TOML document) and fill in defaults.
+
+    ``sources`` maps dotted keys (and table names) to where their value came from, for the
+    error messages. Returns a new plain dict; raises :class:`ConfigError`.
+    """
+    sources = sources or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(None, f"a configuration must be a TOML table, got {_type_name(raw)}")
+    for name, value in raw.items():
+        if name not in SCHEMA:
+            raise _unknown_top_level(name, value, sources.get(name))
+    return {section: _validate_section(section, raw.get(section, {}), sources)
+            for section in SCHEMA}
+
+
+# --------------------------------------------------------------------------------------------
+# layers
+# --------------------------------------------------------------------------------------------
+
+def _reset_variant_keys(table: Table, lower: dict, upper: Mapping) -> None:
+    """Drop from ``lower`` the keys of a variant that ``upper`` switches away from."""
+    sel = table.selector
+    if sel is None:
+        return
+    low = lower.get(sel, table.params[sel].default)
+    up = upper.get(sel, low)
+    if up != low:
+        for key in table.owned_keys():
+            lower.pop(key, None)
+    elif isinstance(low, str) and low in table.variants:
+        _reset_variant_keys(table.variants[low], lower, upper)
+
+
+def merge_layers(layers: Sequence[tuple[Mapping[str, Any], str]]
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merge ``(document, source)`` layers, later ones winning.
+
+    Returns ``(merged, sources)`` where ``sources`` maps each dotted key (and each table
+    name) to the source of its value. A layer that changes a selector word (``theory.name``,
+    ``theory.form``, ``sampler.name``) first discards the lower layers' keys that belong to
+    the variant it switches away from.
+    """
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for doc, src in layers:
+        for name, value in doc.items():
+            lower = merged.get(name)
+            if isinstance(value, dict) and isinstance(lower, dict):
+                table = SCHEMA.get(name)
+                if table is not None:
+                    before = set(lower)
+                    _reset_variant_keys(table, lower, value)
+                    for dropped in before - set(lower):
+                        sources.pop(f"{name}.{dropped}", None)
+                for key, v in value.items():
+                    lower[key] = copy.deepcopy(v)
+                    sources[f"{name}.{key}"] = src
+            else:
+                merged[name] = copy.deepcopy(value)
+                sources[name] = src
+                if isinstance(value, dict):
+                    for key in value:
+                        sources[f"{name}.{key}"] = src
+    return merged, sources
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+def default_config_text() -> str:
+    """The text of the embedded ``default.toml`` (with its comments)."""
+    return resources.files("lattice_ml.cli").joinpath(DEFAULT_CONFIG_NAME).read_text("utf-8")
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(None, f"{source}: invalid TOML: {exc}") from None
+
+
+def _read_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(None, f"config file not found: {p}") from None
+    except IsADirectoryError:
+        raise ConfigError(None, f"config file {p} is a directory") from None
+    except OSError as exc:
+        raise ConfigError(None, f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(None, f"{p}: not UTF-8 text (byte {exc.start}); a TOML file must "
+                                "be UTF-8") from None
+    return _parse_toml(text, str(p))
+
+
+_KEY_PART = re.compile(r"[A-Za-z0-9_-]+")
+_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*")
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """Parse one ``--set KEY=VALUE`` into ``((table, key), value)``.
+
+    The value is read as a TOML value (``500``, ``0.5``, ``[8, 8]``, ``"text"``, ``true``); a
+    bare word that is not valid TOML (``hopping``, ``array_api_strict``) is taken as a string.
+    A one-part key must name a table and take an inline table (``lattice={shape=[8,8]}``).
+    """
+    where = f"--set {text!r}"
+    if "=" not in text:
+        raise ConfigError(None, f"{where}: expected KEY=VALUE, e.g. sampler.n_samples=500")
+    key_text, value_text = text.split("=", 1)
+    key_text, value_text = key_text.strip(), value_text.strip()
+    parts = tuple(key_text.split("."))
+    if not key_text or not all(_KEY_PART.fullmatch(part) for part in parts):
+        raise ConfigError(None, f"{where}: the key must be TABLE.KEY, e.g. "
+                                "sampler.n_samples=500")
+    if len(parts) > 2:
+        raise ConfigError(None, f"{where}: keys have two parts, TABLE.KEY "
+                                f"(like sampler.n_samples), got {key_text!r}")
+    if not value_text:
+        raise ConfigError(key_text, f"{where}: empty value")
+    try:
+        value = tomllib.loads(f"v = {value_text}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        if _BARE_WORD.fullmatch(value_text):
+            value = value_text
+        else:
+            raise ConfigError(key_text, f"{where}: the value is not a valid TOML value "
+                                        f"({exc}); quote strings, write lists as [8, 8]"
+                              ) from None
+    if len(parts) == 1 and not (parts[0] in SCHEMA and isinstance(value, dict)):
+        raise _unknown_top_level(parts[0], value, _SET_SOURCE)
+    return parts, value
+
+
+def _overrides_layer(overrides: Iterable[str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        if len(parts) == 1:
+            layer.setdefault(parts[0], {})
+            if not isinstance(layer[parts[0]], dict):  # pragma: no cover - defensive
+                layer[parts[0]] = {}
+            layer[parts[0]].update(value)
+        else:
+            table, key = parts
+            slot = layer.setdefault(table, {})
+            if not isinstance(slot, dict):  # pragma: no cover - defensive
+                slot = layer[table] = {}
+            slot[key] = value
+    return layer
+
+
+def _schema_defaults() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section in SCHEMA:
+        params, _ = resolved_params(section, {})
+        out[section] = {k: copy.deepcopy(p.default) for k, p in params.items()
+                        if p.default is not REQUIRED}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Load, merge and validate a configuration.
+
+    Parameters
+    ----------
+    path : str, Path or None
+        A TOML file; ``None`` runs the embedded ``default.toml`` alone. A file only needs the
+        keys that differ from the embedded default.
+    overrides : iterable of str
+        ``KEY=VALUE`` strings as given to ``--set`` (see :func:`parse_override`), applied last
+        and in order.
+
+    Returns
+    -------
+    dict
+        ``{"lattice": {...}, "theory": {...}, "sampler": {...}, "run": {...}}``, fully
+        resolved: every key of the chosen theory form and sampler present, with the types of
+        the schema.
+
+    Raises
+    ------
+    ConfigError
+        For a missing or unreadable file, a TOML syntax error, a malformed ``--set``, an unknown
+        table or key, a wrong type, an out-of-range value, a bad lattice shape, an unknown or
+        unimplemented name, or a key that does not belong to the chosen theory or sampler.
+    """
+    layer_set = _overrides_layer(list(overrides))  # syntax errors first: cheap and clear
+    layers: list[tuple[Mapping[str, Any], str]] = [
+        (_schema_defaults(), "the schema defaults"),
+        (_parse_toml(default_config_text(), _DEFAULT_SOURCE), _DEFAULT_SOURCE),
+    ]
+    if path is not None:
+        layers.append((_read_file(path), str(path)))
+    layers.append((layer_set, _SET_SOURCE))
+    merged, sources = merge_layers(layers)
+    return validate_config(merged, sources)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+def _toml_string(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(value: Any, strict: bool = True) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        text = repr(value)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v, strict) for v in value) + "]"
+    if isinstance(value, dict) and not strict:
+        return "{" + ", ".join(f"{k} = {_toml_value(v, False)}" for k, v in value.items()) + "}"
+    if strict:
+        raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
+    return repr(value)
+
+
+def dump_toml(config: Mapping[str, Mapping[str, Any]], comments: bool = True) -> str:
+    """A resolved configuration as TOML text (two levels: tables of scalars and lists).
+
+    With ``comments`` each key gets its one-line documentation from the schema. The text
+    parses back (``tomllib.loads``) to ``config``.
+    """
+    lines: list[str] = []
+    for section, values in config.items():
+        if lines:
+            lines.append("")
+        table = SCHEMA.get(section)
+        if comments and table is not None and table.doc:
+            lines.append(f"# {table.doc}")
+        lines.append(f"[{section}]")
+        params = resolved_params(section, values)[0] if section in SCHEMA else {}
+        for key, value in values.items():
+            line = f"{key} = {_toml_value(value)}"
+            p = params.get(key)
+            if comments and p is not None and p.doc:
+                line += f"  # {p.doc}"
+            lines.append(line)
+    return "\n".join(lines) + "\n"
