@@ -1,0 +1,31 @@
+"""Statistics of Monte Carlo histories: Γ-method, jackknife, bootstrap, binning, reweighting.
+
+Histories are host data of shape ``(N,)`` (one chain) or ``(R, N)`` (replicas/chains first);
+any array type is accepted and converted to NumPy. See ``docs/statistics.md``.
+"""
+
+from lattice_ml.stats.gamma import GammaResult, WindowWarning, gamma_method, tau_int
+from lattice_ml.stats.resampling import (
+    BinningAnalysis,
+    ResampleResult,
+    binning,
+    binning_analysis,
+    bootstrap,
+    jackknife,
+)
+from lattice_ml.stats.reweighting import effective_sample_size, reweight
+
+__all__ = [
+    "GammaResult",
+    "WindowWarning",
+    "gamma_method",
+    "tau_int",
+    "ResampleResult",
+    "BinningAnalysis",
+    "jackknife",
+    "bootstrap",
+    "binning",
+    "binning_analysis",
+    "effective_sample_size",
+    "reweight",
+]
