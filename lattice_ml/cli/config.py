@@ -185,6 +185,9 @@ _HMC = Table(
         "fine_steps": Param("int", 0, minimum=0,
                             doc="0: one time scale; > 0: the local potential on an inner level "
                                 "with this many steps per outer step"),
+        "tau_jitter": Param("float", 0.1, minimum=0.0, maximum=0.9,
+                            doc="each chain's trajectory length is drawn uniformly from "
+                                "[tau (1 - j), tau (1 + j)] every trajectory (0: fixed)"),
     },
 )
 
@@ -197,7 +200,7 @@ SCHEMA: dict[str, Table] = {
     "lattice": Table(
         doc="the periodic lattice",
         params={
-            "shape": Param("shape", [16, 16],
+            "shape": Param("shape", [32, 32],
                            doc="extents [L0, L1, ...]: D = 2, 3 or 4 even integers ≥ 2"),
         },
     ),
@@ -218,13 +221,16 @@ SCHEMA: dict[str, Table] = {
             "name": Param("str", "hmc", choices=tuple(SAMPLERS), noun="sampler",
                           doc="sampler: " + " | ".join(SAMPLERS)
                               + " (planned: " + ", ".join(PLANNED_SAMPLERS) + ")"),
-            "n_chains": Param("int", 8, minimum=1,
+            "n_chains": Param("int", 16, minimum=1,
                               doc="independent chains run at once (the batch axis)"),
-            "n_therm": Param("int", 200, minimum=0,
+            "n_therm": Param("int", 500, minimum=0,
                              doc="thermalisation trajectories per chain, not measured"),
-            "n_samples": Param("int", 2000, minimum=1, doc="measurements per chain"),
+            "n_samples": Param("int", 5000, minimum=1, doc="measurements per chain"),
             "measure_every": Param("int", 1, minimum=1,
                                    doc="trajectories between measurements"),
+            "start": Param("str", "cold", choices=("cold", "hot"), noun="start",
+                           doc='initial field: "cold" (phi = 0) or "hot" (standard normal '
+                               'per site)'),
         },
         selector="name",
         variants=SAMPLERS,
