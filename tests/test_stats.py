@@ -278,7 +278,13 @@ def test_pathological_anticorrelated_history():
     t = np.arange(1000)
     x = (-1.0) ** t + 0.01 * np.random.default_rng(0).standard_normal(1000)
     with pytest.raises(ValueError, match="pathological"):
-        gamma_method(x)
+        gamma_method(x, pathological="raise")
+    with pytest.warns(WindowWarning, match="pathological"):
+        naive = gamma_method(x)
+    assert naive.window == 0 and naive.tau_int == pytest.approx(0.5, rel=1e-2)
+    n = x.size
+    # the naive error sqrt(Γ(0)/N) (with the bias factor): an upper bound here
+    assert naive.error == pytest.approx(np.sqrt(x.var() * (1 + 1 / n) / n), rel=1e-12)
     res = gamma_method(x, convention="pyerrors")  # pyerrors clips τ_int(W) at 1/2
     assert res.tau_int > 0.5 and np.isfinite(res.error)
 

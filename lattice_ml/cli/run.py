@@ -9,8 +9,8 @@ recomputed from it with :func:`lattice_ml.stats.gamma_method`, the chains taken 
 
 from __future__ import annotations
 
-import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from ..lattice import Lattice
 from ..samplers import HMC, EuclideanSpace, Level
 from ..scalar import (Phi4Action, abs_magnetization, binder_cumulant, magnetization, momentum_space_propagator, phi2,
                       second_moment_correlation_length, susceptibility, two_point_function)
-from ..stats import gamma_method
+from ..stats import WindowWarning, gamma_method
 from .output import atomic_save_npz
 from .progress import Progress
 
@@ -65,27 +65,36 @@ def _measure_phi4(phi) -> dict:
     }
 
 
-def _entry(res) -> dict:
-    """Summary entry of a Γ-method result, with the key names of SPEC section 4."""
+def _entry(data, f=None) -> dict | None:
+    """Γ-method summary entry with the key names of SPEC section 4 (``mean``, ``error``,
+    ``tau_int``, ``tau_int_error``, ...); a warning of the analysis (window at its limit,
+    anticorrelated history) is kept in the entry under ``warning``. ``None`` when the derived
+    quantity is undefined at the measured means (e.g. a correlation length with G(0) < G(p1))."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WindowWarning)
+        try:
+            res = gamma_method(data, f=f)
+        except ValueError:
+            if f is None:
+                raise
+            return None
     d = res.to_dict()
     d["mean"] = d.pop("value")
+    if caught:
+        d["warning"] = "; ".join(str(w.message) for w in caught)
     return d
 
 
 def phi4_summary(hist: dict, volume: int, L: int) -> dict:
     """Observables of SPEC section 4 with Γ-method errors from the histories (chains = replicas)."""
-    obs = {}
-    for key in ("phi2", "abs_magnetization", "magnetization"):
-        obs[key] = _entry(gamma_method(hist[key]))
-    obs["susceptibility"] = _entry(gamma_method(
-        [hist["m2"], hist["abs_magnetization"]], f=lambda m: susceptibility(m[0], m[1], volume)))
-    obs["binder_cumulant"] = _entry(
-        gamma_method([hist["m2"], hist["m4"]], f=lambda m: binder_cumulant(m[0], m[1])))
-    xi = gamma_method([hist["g0"], hist["g1"]],
-                      f=lambda m: second_moment_correlation_length(m[0], m[1], L))
-    if math.isfinite(xi.value):
-        obs["correlation_length"] = _entry(xi)
-    return obs
+    obs = {key: _entry(hist[key]) for key in ("phi2", "abs_magnetization", "magnetization")}
+    obs["susceptibility"] = _entry([hist["m2"], hist["abs_magnetization"]],
+                                   f=lambda m: susceptibility(m[0], m[1], volume))
+    obs["binder_cumulant"] = _entry([hist["m2"], hist["m4"]],
+                                    f=lambda m: binder_cumulant(m[0], m[1]))
+    obs["correlation_length"] = _entry(
+        [hist["g0"], hist["g1"]], f=lambda m: second_moment_correlation_length(m[0], m[1], L))
+    return {k: v for k, v in obs.items() if v is not None}
 
 
 def run_job(config: dict, out_dir: Path, progress: str = "auto") -> dict:
@@ -110,7 +119,9 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto") -> dict:
     total = n_therm + n_samples * every
     hist: dict[str, list] = {}
     n_acc = n_traj = 0
-    with Progress(total, "hmc", progress) as bar:
+    # overflow in a diverging trajectory is caught below as a non-finite field, with a message
+    # that says what to do; NumPy's floating-point warnings would only add noise
+    with Progress(total, "hmc", progress) as bar, np.errstate(all="ignore"):
         for k in range(total):
             phi, info = hmc.step(phi, rng)
             acc = to_numpy(info.accepted)
@@ -135,7 +146,7 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto") -> dict:
 
     observables = phi4_summary(arrays, lat.volume, lat.shape[0])
     dh = arrays["delta_h"]
-    observables["exp_minus_delta_h"] = _entry(gamma_method(np.exp(-dh)))
+    observables["exp_minus_delta_h"] = _entry(np.exp(-dh))
     th = config["theory"]
     return {
         "theory": "phi4",

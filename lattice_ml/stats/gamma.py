@@ -263,6 +263,7 @@ def gamma_method(
     grad: Callable[[np.ndarray], Sequence[float]] | None = None,
     bias_correction: bool = True,
     convention: str = "wolff",
+    pathological: str = "naive",
 ) -> GammaResult:
     """Mean (or derived quantity), its error and ``τ_int`` by Wolff's Γ-method.
 
@@ -290,11 +291,16 @@ def gamma_method(
     bias_correction : bool
         Apply Wolff's eq. (49) ``Γ(t) → Γ(t) + C_F(W)/N_tot`` (default True), which removes the
         leading O(τ/N) bias of ``C_F``, i.e. ``C_F → C_F (1 + (2W+1)/N_tot)``.
+    pathological : {"naive", "raise"}
+        What the "wolff" convention does when ``C_F(W) ≤ 0`` (a strongly anticorrelated history,
+        ρ(1) ≤ −1/2): ``"naive"`` (default) warns (:class:`WindowWarning`) and reports the
+        naive error with ``W = 0``, ``τ_int = 1/2``, an upper bound for anticorrelated data, so a
+        long run's summary is not lost; ``"raise"`` raises ``ValueError`` as Wolff's UWerr does.
     convention : {"wolff", "pyerrors"}
         ``"wolff"`` (default): fluctuations about the global mean (Wolff's replica formula);
         the bias correction is applied to Γ itself, so ``τ_int = C_F'/(2Γ'(0))`` and ``ρ`` are
         the corrected ones; ``δτ_int`` uses this ``τ_int``; a non-positive ``C_F`` raises
-        ``ValueError``. ``"pyerrors"`` reproduces ``pyerrors.Obs.gamma_method`` exactly:
+        ``ValueError`` or falls back (see ``pathological``). ``"pyerrors"`` reproduces ``pyerrors.Obs.gamma_method`` exactly:
         fluctuations about each replica's own mean, ``τ_int(W)`` clipped to ``≥ 1/2 + ε``,
         ``τ_int = τ_int(W) (1 + (2W+1)/N_tot)/(1 + 1/N_tot)``,
         ``σ_F² = 2 τ_int Γ(0) (1 + 1/N_tot)/N_tot``, ``δτ_int`` from the uncorrected
@@ -318,6 +324,8 @@ def gamma_method(
     """
     if convention not in _CONVENTIONS:
         raise ValueError(f"convention must be one of {_CONVENTIONS}, not {convention!r}")
+    if pathological not in ("naive", "raise"):
+        raise ValueError(f"pathological must be 'naive' or 'raise', not {pathological!r}")
     if not (isinstance(S, (int, float, np.floating, np.integer)) and math.isfinite(S) and S >= 0):
         raise ValueError(f"S must be a finite number >= 0, got {S!r}")
     x, _ = as_primaries(data)
@@ -396,10 +404,17 @@ def gamma_method(
             gamma = gamma + c_f / n_tot
             c_f = gamma[0] + 2.0 * gamma[1 : window + 1].sum()
         if not c_f > 0.0:
-            raise ValueError(
-                f"Γ pathological: estimated C_F(W={window}) = {c_f:.3g} <= 0 "
-                "(strongly anticorrelated history); the Γ-method error is undefined"
-            )
+            message = (f"Γ pathological: estimated C_F(W={window}) = {c_f:.3g} <= 0 "
+                       "(strongly anticorrelated history); the Γ-method error is undefined")
+            if pathological == "raise":
+                raise ValueError(message)
+            warnings.warn(message + "; reporting the naive error (W = 0, tau_int = 1/2), an "
+                          "upper bound for anticorrelated data", WindowWarning, stacklevel=2)
+            window = 0
+            gamma = autocovariance(d_f, w_max)
+            c_f = gamma[0] * ((1 + 1 / n_tot) if bias_correction else 1.0)
+            if bias_correction:
+                gamma = gamma + c_f / n_tot
         rho_out = gamma / gamma[0]
         tau = c_f / (2.0 * gamma[0])
         error = math.sqrt(c_f / n_tot)
