@@ -1,0 +1,180 @@
+"""The schema of the ``lattice-ml`` configuration: every table, key, type, range and default.
+
+Declarative data only (validation lives in :mod:`lattice_ml.cli.config`). A table may have a
+*selector* key whose value picks a variant sub-table with further keys: ``[theory]`` is selected
+by ``name`` and, for φ⁴, by ``form``; ``[sampler]`` by ``name``. Adding a theory or a sampler is
+one entry in :data:`THEORIES` or :data:`SAMPLERS` (and removing its word from the planned tuple).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["REQUIRED", "Param", "Table", "THEORIES", "PLANNED_THEORIES", "SAMPLERS",
+           "PLANNED_SAMPLERS", "SCHEMA"]
+
+
+class _Required:
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+"""Default of a parameter that the user must give (none of the current ones)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One configuration key.
+
+    kind : ``"int"``, ``"float"``, ``"str"``, ``"bool"`` or ``"shape"`` (list of 2–4 even ints ≥ 2).
+    default : value used when no layer sets the key (:data:`REQUIRED`: must be set).
+    minimum, maximum : inclusive bounds (``None``: unbounded); ``exclusive_minimum`` makes the
+        lower bound strict.
+    choices : allowed words of a ``"str"`` key (for a selector: the keys of ``Table.variants``).
+    noun : what the word names, in error messages (``"theory"``, ``"backend"``, ...).
+    doc : one line for ``default.toml``, ``lattice-ml config`` and ``docs/cli.md``.
+    """
+
+    kind: str
+    default: Any = REQUIRED
+    doc: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    choices: tuple[str, ...] | None = None
+    noun: str = "value"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of parameters, optionally with a selector that picks a variant sub-table.
+
+    The parameters of the chosen variant (recursively) are added to ``params``. ``planned``
+    lists selector words that the specification names but that are not implemented yet: they
+    get a "not implemented yet" error rather than "unknown".
+    """
+
+    params: dict[str, Param]
+    selector: str | None = None
+    variants: dict[str, "Table"] = field(default_factory=dict)
+    planned: tuple[str, ...] = ()
+    doc: str = ""
+
+    def owned_keys(self) -> set[str]:
+        """Keys defined inside the variants (at any depth) and not in ``params``."""
+        keys: set[str] = set()
+        for variant in self.variants.values():
+            keys |= set(variant.params) | variant.owned_keys()
+        return keys - set(self.params)
+
+
+# Standard-form defaults are the same theory as the hopping-form defaults (beta = 0.64,
+# lam = 1.0) after phi_standard = sqrt(beta / 2) phi_hopping:
+#   m2 = (2 / beta) (1 - 2 lam) - 2 D  (D = 2),   lam_standard = 4 lam / beta**2.
+_PHI4 = Table(
+    doc="real scalar φ⁴ theory",
+    params={
+        "form": Param("str", "hopping", choices=("standard", "hopping"), noun="form of phi4",
+                      doc='"standard": S = Σ [Σ_μ (φ(x+μ)−φ(x))² + m2 φ² + lam φ⁴]; '
+                          '"hopping": S = Σ [−beta Σ_μ φ(x+μ)φ(x) + φ² + lam (φ²−1)²]'),
+    },
+    selector="form",
+    variants={
+        "standard": Table(params={
+            "m2": Param("float", -7.125, doc="bare mass squared m² (any sign)"),
+            "lam": Param("float", 9.765625, minimum=0.0, doc="quartic coupling λ ≥ 0"),
+        }),
+        "hopping": Table(params={
+            "beta": Param("float", 0.64, minimum=0.0,
+                          doc="hopping coupling β ≥ 0 (β = 2κ in the κ convention)"),
+            "lam": Param("float", 1.0, minimum=0.0, doc="quartic coupling λ ≥ 0"),
+        }),
+    },
+)
+
+THEORIES: dict[str, Table] = {"phi4": _PHI4}
+"""Implemented theories: ``name`` → variant table of ``[theory]``."""
+
+PLANNED_THEORIES: tuple[str, ...] = ("u1", "su2", "su3", "suN", "schwinger")
+
+_HMC = Table(
+    doc="hybrid Monte Carlo",
+    params={
+        "integrator": Param("str", "omelyan", choices=("leapfrog", "omelyan"), noun="integrator",
+                            doc='molecular-dynamics integrator: "leapfrog" or "omelyan" (2MN)'),
+        "n_steps": Param("int", 8, minimum=1, doc="integration steps per trajectory (outer level)"),
+        "tau": Param("float", 1.0, minimum=0.0, exclusive_minimum=True,
+                     doc="trajectory length (molecular-dynamics time) > 0"),
+        "fine_steps": Param("int", 0, minimum=0,
+                            doc="0: one time scale; > 0: the local potential on an inner level "
+                                "with this many steps per outer step"),
+        "tau_jitter": Param("float", 0.1, minimum=0.0, maximum=0.9,
+                            doc="each chain's trajectory length is drawn uniformly from "
+                                "[tau (1 - j), tau (1 + j)] every trajectory (0: fixed)"),
+    },
+)
+
+SAMPLERS: dict[str, Table] = {"hmc": _HMC}
+"""Implemented samplers: ``name`` → variant table of ``[sampler]``."""
+
+PLANNED_SAMPLERS: tuple[str, ...] = ("heatbath", "flow", "flow_hmc", "slhmc")
+
+SCHEMA: dict[str, Table] = {
+    "lattice": Table(
+        doc="the periodic lattice",
+        params={
+            "shape": Param("shape", [32, 32],
+                           doc="extents [L0, L1, ...]: D = 2, 3 or 4 even integers ≥ 2"),
+        },
+    ),
+    "theory": Table(
+        doc="the field theory and its couplings",
+        params={
+            "name": Param("str", "phi4", choices=tuple(THEORIES), noun="theory",
+                          doc="theory: " + " | ".join(THEORIES)
+                              + " (planned: " + ", ".join(PLANNED_THEORIES) + ")"),
+        },
+        selector="name",
+        variants=THEORIES,
+        planned=PLANNED_THEORIES,
+    ),
+    "sampler": Table(
+        doc="the Markov chains",
+        params={
+            "name": Param("str", "hmc", choices=tuple(SAMPLERS), noun="sampler",
+                          doc="sampler: " + " | ".join(SAMPLERS)
+                              + " (planned: " + ", ".join(PLANNED_SAMPLERS) + ")"),
+            "n_chains": Param("int", 16, minimum=1,
+                              doc="independent chains run at once (the batch axis)"),
+            "n_therm": Param("int", 500, minimum=0,
+                             doc="thermalisation trajectories per chain, not measured"),
+            "n_samples": Param("int", 5000, minimum=1, doc="measurements per chain"),
+            "measure_every": Param("int", 1, minimum=1,
+                                   doc="trajectories between measurements"),
+            "start": Param("str", "cold", choices=("cold", "hot"), noun="start",
+                           doc='initial field: "cold" (phi = 0) or "hot" (standard normal '
+                               'per site)'),
+        },
+        selector="name",
+        variants=SAMPLERS,
+        planned=PLANNED_SAMPLERS,
+    ),
+    "run": Table(
+        doc="reproducibility, backend and display",
+        params={
+            "seed": Param("int", 1, minimum=0, doc="master seed ≥ 0 (chain b uses stream b)"),
+            "backend": Param("str", "numpy", choices=("numpy", "cupy", "array_api_strict"),
+                             noun="backend", doc='array library: "numpy", "cupy" or '
+                                                 '"array_api_strict"'),
+            "dtype": Param("str", "float64", choices=("float64", "float32"), noun="dtype",
+                           doc='real floating type of the fields: "float64" or "float32"'),
+            "progress": Param("str", "auto", choices=("auto", "always", "never"),
+                              noun="progress mode",
+                              doc='progress line on stderr: "auto" (only on a terminal), '
+                                  '"always" or "never"'),
+        },
+    ),
+}
+"""The whole schema: table name → :class:`Table`."""
