@@ -92,3 +92,40 @@ def test_console_script_default_config_prints():
     res = subprocess.run([sys.executable, "-m", "lattice_ml.cli.main", "config"],
                          capture_output=True, text=True)
     assert res.returncode == 0 and "[lattice]" in res.stdout
+
+
+GAUGE_SMALL = ["--set", "lattice.shape=[6,6]", "--set", "sampler.n_chains=2",
+               "--set", "sampler.n_therm=5", "--set", "sampler.n_samples=20",
+               "--set", "run.progress=never"]
+
+
+@pytest.mark.parametrize("extra,keys", [
+    (["--set", "theory.name=u1"], {"plaquette", "polyakov_loop", "topological_susceptibility"}),
+    (["--set", "theory.name=su2", "--set", "theory.action=symanzik",
+      "--set", "sampler.fine_steps=2"], {"plaquette", "polyakov_loop"}),
+    (["--set", "theory.name=suN", "--set", "theory.N=4", "--set", "lattice.shape=[4,4,4]"],
+     {"plaquette", "polyakov_loop"}),
+])
+def test_gauge_runs(tmp_path, extra, keys):
+    out = tmp_path / "g"
+    assert main(["run", "--out", str(out), *GAUGE_SMALL, *extra]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert keys <= set(summary["observables"])
+    assert 0 < summary["observables"]["plaquette"]["mean"] < 1
+    assert summary["acceptance"] > 0.5
+    hist = np.load(out / "history.npz")
+    assert hist["plaquette"].shape == (2, 20)
+
+
+@pytest.mark.parametrize("extra,key", [
+    (["--set", "theory.name=su2", "--set", "sampler.name=heatbath",
+      "--set", "theory.action=iwasaki"], "sampler.name"),
+    (["--set", "theory.name=su3", "--set", "sampler.fine_steps=3"], "sampler.fine_steps"),
+    (["--set", "theory.name=u1", "--set", "theory.N=3"], "theory.N"),
+])
+def test_gauge_config_errors(tmp_path, capsys, extra, key):
+    out = tmp_path / "bad"
+    assert main(["run", "--out", str(out), *GAUGE_SMALL, *extra]) == 2
+    err = capsys.readouterr().err
+    assert key in err
+    assert not (out / "summary.json").exists()

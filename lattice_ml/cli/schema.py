@@ -94,10 +94,32 @@ _PHI4 = Table(
     },
 )
 
-THEORIES: dict[str, Table] = {"phi4": _PHI4}
+_GAUGE_ACTIONS = ("wilson", "symanzik", "iwasaki", "dbw2")
+
+
+def _gauge(doc: str, beta: float, with_N: bool = False) -> Table:
+    params = {
+        "beta": Param("float", beta, minimum=0.0, exclusive_minimum=True,
+                      doc="gauge coupling β > 0 in S = −(β/N) Σ [c0 Re Tr P + c1 Re Tr R]"),
+        "action": Param("str", "wilson", choices=_GAUGE_ACTIONS, noun="gauge action",
+                        doc='"wilson" (c1 = 0), "symanzik" (−1/12), "iwasaki" (−0.331) or '
+                            '"dbw2" (−1.4088)'),
+    }
+    if with_N:
+        params["N"] = Param("int", 4, minimum=2, doc="number of colours N ≥ 2 of SU(N)")
+    return Table(doc=doc, params=params)
+
+
+THEORIES: dict[str, Table] = {
+    "phi4": _PHI4,
+    "u1": _gauge("compact U(1) gauge theory", 2.0),
+    "su2": _gauge("SU(2) gauge theory", 2.3),
+    "su3": _gauge("SU(3) gauge theory", 6.0),
+    "suN": _gauge("SU(N) gauge theory", 11.0, with_N=True),
+}
 """Implemented theories: ``name`` → variant table of ``[theory]``."""
 
-PLANNED_THEORIES: tuple[str, ...] = ("u1", "su2", "su3", "suN", "schwinger")
+PLANNED_THEORIES: tuple[str, ...] = ("schwinger",)
 
 _HMC = Table(
     doc="hybrid Monte Carlo",
@@ -108,18 +130,26 @@ _HMC = Table(
         "tau": Param("float", 1.0, minimum=0.0, exclusive_minimum=True,
                      doc="trajectory length (molecular-dynamics time) > 0"),
         "fine_steps": Param("int", 0, minimum=0,
-                            doc="0: one time scale; > 0: the local potential on an inner level "
-                                "with this many steps per outer step"),
+                            doc="0: one time scale; > 0: two levels, with this many inner steps "
+                                "per outer step (φ⁴: local potential inner; gauge: plaquettes "
+                                "inner, rectangles outer)"),
         "tau_jitter": Param("float", 0.1, minimum=0.0, maximum=0.9,
                             doc="each chain's trajectory length is drawn uniformly from "
                                 "[tau (1 - j), tau (1 + j)] every trajectory (0: fixed)"),
     },
 )
 
-SAMPLERS: dict[str, Table] = {"hmc": _HMC}
+_HEATBATH = Table(
+    doc="heatbath + over-relaxation (gauge theories with the Wilson action)",
+    params={
+        "n_or": Param("int", 1, minimum=0, doc="over-relaxation sweeps after each heatbath sweep"),
+    },
+)
+
+SAMPLERS: dict[str, Table] = {"hmc": _HMC, "heatbath": _HEATBATH}
 """Implemented samplers: ``name`` → variant table of ``[sampler]``."""
 
-PLANNED_SAMPLERS: tuple[str, ...] = ("heatbath", "flow", "flow_hmc", "slhmc")
+PLANNED_SAMPLERS: tuple[str, ...] = ("flow", "flow_hmc", "slhmc")
 
 SCHEMA: dict[str, Table] = {
     "lattice": Table(

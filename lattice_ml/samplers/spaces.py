@@ -20,8 +20,9 @@ fields and whose drift is the exponential map; the integrators are not rewritten
 from __future__ import annotations
 
 from ..backend import namespace
+from ..groups import algebra_to_matrix, expm_algebra, n_generators
 
-__all__ = ["EuclideanSpace"]
+__all__ = ["EuclideanSpace", "LieGroupSpace"]
 
 
 class EuclideanSpace:
@@ -37,3 +38,33 @@ class EuclideanSpace:
 
     def drift(self, field, p, eps):
         return field + eps * p
+
+
+class LieGroupSpace:
+    """Link fields ``U[batch, D, *sites, N, N]`` of U(1) (N = 1) or SU(N).
+
+    Momenta are Lie-algebra fields ``P = sum_a p_a T_a`` (matrix form, layout of the links) with
+    p_a ~ N(0, 1) and ``Tr(T_a T_b) = -delta_ab / 2``, so ``K = -sum Re Tr P^2 = sum p_a^2 / 2``;
+    the drift is ``U -> exp(eps P) U`` (:func:`lattice_ml.groups.expm_algebra`), which keeps the
+    links in the group. Forces must be Lie-algebra fields of the same layout (e.g.
+    :meth:`lattice_ml.gauge.GaugeAction.force`).
+    """
+
+    def __init__(self, N: int):
+        if not isinstance(N, int) or N < 1:
+            raise ValueError(f"N must be a positive integer (1 for U(1)), got {N!r}")
+        self.N = N
+
+    def sample_momenta(self, field, rng):
+        coords = rng.normal(tuple(field.shape[1:-2]) + (n_generators(self.N),))
+        xp = namespace(field)
+        return xp.astype(algebra_to_matrix(coords, self.N), field.dtype)
+
+    def kinetic_energy(self, p):
+        xp = namespace(p)
+        # -Tr P^2 = sum_ij |P_ij|^2 for anti-hermitian P
+        sq = xp.real(p) ** 2 + xp.imag(p) ** 2
+        return xp.sum(sq, axis=tuple(range(1, p.ndim)))
+
+    def drift(self, field, p, eps):
+        return expm_algebra(eps * p) @ field

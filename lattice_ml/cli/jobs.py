@@ -1,0 +1,161 @@
+"""What ``lattice-ml run`` runs: one *job* per theory, built from a validated config.
+
+A job knows its initial field, its Markov step (HMC or heatbath), what to measure on every
+sampled configuration, and how to turn the histories into the observables of SPEC section 4.
+The run loop (:mod:`lattice_ml.cli.run`) is the same for every theory.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..backend import namespace, to_numpy
+from ..gauge import GaugeAction
+from ..gauge.observables import average_plaquette, polyakov_loop, topological_charge_2d
+from ..groups import haar_random, identity_like
+from ..lattice import Lattice
+from ..samplers import HMC, EuclideanSpace, LieGroupSpace, Level
+from ..scalar import (Phi4Action, abs_magnetization, binder_cumulant, magnetization,
+                      momentum_space_propagator, phi2, second_moment_correlation_length,
+                      susceptibility, two_point_function)
+from ..stats import WindowWarning, gamma_method
+from .config import ConfigError
+
+__all__ = ["build_job", "summary_entry", "Phi4Job", "GaugeJob"]
+
+GAUGE_N = {"u1": 1, "su2": 2, "su3": 3}
+
+
+def summary_entry(data, f=None) -> dict | None:
+    """Γ-method summary entry with the key names of SPEC section 4 (``mean``, ``error``,
+    ``tau_int``, ``tau_int_error``, ...); a warning of the analysis (window at its limit,
+    anticorrelated history) is kept in the entry under ``warning``. ``None`` when the derived
+    quantity is undefined at the measured means (e.g. a correlation length with G(0) < G(p1))."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WindowWarning)
+        try:
+            res = gamma_method(data, f=f)
+        except ValueError:
+            if f is None:
+                raise
+            return None
+    d = res.to_dict()
+    d["mean"] = d.pop("value")
+    if caught:
+        d["warning"] = "; ".join(str(w.message) for w in caught)
+    return d
+
+
+def _hmc_levels(sm: dict, whole, outer, inner) -> list[Level]:
+    if sm["fine_steps"]:
+        return [Level([outer], sm["n_steps"], sm["integrator"]),
+                Level([inner], sm["fine_steps"], sm["integrator"])]
+    return [Level([whole], sm["n_steps"], sm["integrator"])]
+
+
+class Phi4Job:
+    """Real φ⁴ theory sampled with HMC."""
+
+    def __init__(self, config: dict):
+        self.lattice = lat = Lattice(config["lattice"]["shape"])
+        th, sm = config["theory"], config["sampler"]
+        if th["form"] == "standard":
+            self.action = Phi4Action(lat, "standard", m2=th["m2"], lam=th["lam"])
+        else:
+            self.action = Phi4Action(lat, "hopping", beta=th["beta"], lam=th["lam"])
+        a = self.action
+        self.sampler = HMC(_hmc_levels(sm, a, a.part("kinetic"), a.part("local")),
+                           EuclideanSpace(), tau=sm["tau"], tau_jitter=sm["tau_jitter"])
+        self.start = sm["start"]
+        self.description = {"theory": "phi4", "form": th["form"],
+                            "couplings": {k: th[k] for k in ("m2", "beta", "lam") if k in th}}
+
+    def initial_field(self, rng):
+        phi = rng.normal(self.lattice.shape)  # drawn for both starts: the streams stay aligned
+        return 0.0 * phi if self.start == "cold" else phi
+
+    def measure(self, phi) -> dict:
+        M = magnetization(phi)
+        g0, g1 = momentum_space_propagator(phi)
+        return {"phi2": phi2(phi), "magnetization": M, "abs_magnetization": abs_magnetization(phi),
+                "m2": M * M, "m4": (M * M) ** 2, "g0": g0, "g1": g1,
+                "two_point": two_point_function(phi)}
+
+    def summarize(self, hist: dict) -> dict:
+        V, L = self.lattice.volume, self.lattice.shape[0]
+        obs = {key: summary_entry(hist[key])
+               for key in ("phi2", "abs_magnetization", "magnetization")}
+        obs["susceptibility"] = summary_entry([hist["m2"], hist["abs_magnetization"]],
+                                              f=lambda m: susceptibility(m[0], m[1], V))
+        obs["binder_cumulant"] = summary_entry([hist["m2"], hist["m4"]],
+                                               f=lambda m: binder_cumulant(m[0], m[1]))
+        obs["correlation_length"] = summary_entry(
+            [hist["g0"], hist["g1"]], f=lambda m: second_moment_correlation_length(m[0], m[1], L))
+        return obs
+
+
+class GaugeJob:
+    """Pure U(1) or SU(N) gauge theory sampled with HMC or heatbath + over-relaxation."""
+
+    def __init__(self, config: dict):
+        self.lattice = Lattice(config["lattice"]["shape"])
+        th, sm = config["theory"], config["sampler"]
+        self.N = N = th.get("N", GAUGE_N.get(th["name"]))
+        self.action = a = GaugeAction(th["beta"], N, th["action"])
+        if sm["name"] == "heatbath":
+            if th["action"] != "wilson":
+                raise ConfigError("sampler.name", "the heatbath needs theory.action = 'wilson' "
+                                  f"(rectangles couple links of one parity), not {th['action']!r}")
+            from ..samplers.heatbath import Heatbath
+
+            self.sampler = Heatbath(th["beta"], N, n_or=sm["n_or"])
+        else:
+            if sm["fine_steps"] and a.c1 == 0.0:
+                raise ConfigError("sampler.fine_steps", "two time scales split the improved "
+                                  "action into rectangles (outer) and plaquettes (inner); the "
+                                  "Wilson action has no rectangles: set fine_steps = 0")
+            self.sampler = HMC(_hmc_levels(sm, a, a.part("rectangle") if a.c1 else a,
+                                           a.part("plaquette")),
+                               LieGroupSpace(N), tau=sm["tau"], tau_jitter=sm["tau_jitter"])
+        self.start = sm["start"]
+        self.description = {"theory": th["name"], "N": N, "action": th["action"],
+                            "couplings": {"beta": th["beta"]}}
+
+    def initial_field(self, rng):
+        shape = (self.lattice.dim, *self.lattice.shape)
+        hot = haar_random(rng, shape, self.N)  # drawn for both starts: the streams stay aligned
+        return identity_like(hot) if self.start == "cold" else hot
+
+    def measure(self, U) -> dict:
+        xp = namespace(U)
+        out = {"plaquette": average_plaquette(U),
+               "polyakov_loop": xp.abs(xp.real(polyakov_loop(U)))}
+        if self.lattice.dim == 2 and self.N == 1:
+            out["topological_charge"] = topological_charge_2d(U)
+        return out
+
+    def summarize(self, hist: dict) -> dict:
+        obs = {"plaquette": summary_entry(hist["plaquette"]),
+               "polyakov_loop": summary_entry(hist["polyakov_loop"])}
+        if "topological_charge" in hist:
+            V = self.lattice.volume
+            obs["topological_susceptibility"] = summary_entry(hist["topological_charge"] ** 2 / V)
+            obs["topological_charge"] = summary_entry(hist["topological_charge"])
+        return obs
+
+
+def build_job(config: dict):
+    """The job of a validated config."""
+    name = config["theory"]["name"]
+    if name == "phi4":
+        return Phi4Job(config)
+    if name in ("u1", "su2", "su3", "suN"):
+        return GaugeJob(config)
+    raise ConfigError("theory.name", f"theory {name!r} has no runner")
+
+
+def host(x) -> np.ndarray:
+    """A measurement as a float64 host array."""
+    return to_numpy(x).astype(np.float64)

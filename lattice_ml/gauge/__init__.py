@@ -1,0 +1,7 @@
+"""Gauge fields: paths and staples, Wilson and improved actions with forces, observables."""
+
+from .action import RECTANGLE_COEFFICIENTS, GaugeAction, plaquette_field, staples
+from .paths import link, loop_shapes, loops_through_link, shift_by, transport
+
+__all__ = ["GaugeAction", "RECTANGLE_COEFFICIENTS", "plaquette_field", "staples", "link",
+           "loop_shapes", "loops_through_link", "shift_by", "transport"]
