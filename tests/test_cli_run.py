@@ -129,3 +129,17 @@ def test_gauge_config_errors(tmp_path, capsys, extra, key):
     err = capsys.readouterr().err
     assert key in err
     assert not (out / "summary.json").exists()
+
+
+def test_heatbath_run(tmp_path):
+    out = tmp_path / "hb"
+    argv = ["run", "--out", str(out), *GAUGE_SMALL, "--set", "theory.name=su3",
+            "--set", "sampler.name=heatbath", "--set", "sampler.n_or=2",
+            "--set", "lattice.shape=[4,4,4,4]", "--set", "theory.beta=5.7"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sampler"] == "heatbath" and summary["acceptance"] == 1.0
+    assert "exp_minus_delta_h" not in summary["observables"]
+    assert 0.3 < summary["observables"]["plaquette"]["mean"] < 0.7
+    hist = np.load(out / "history.npz")
+    assert "delta_h" not in hist and hist["plaquette"].shape == (2, 20)

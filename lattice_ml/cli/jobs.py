@@ -16,7 +16,7 @@ from ..gauge import GaugeAction
 from ..gauge.observables import average_plaquette, polyakov_loop, topological_charge_2d
 from ..groups import haar_random, identity_like
 from ..lattice import Lattice
-from ..samplers import HMC, EuclideanSpace, LieGroupSpace, Level
+from ..samplers import HMC, EuclideanSpace, Heatbath, LieGroupSpace, Level
 from ..scalar import (Phi4Action, abs_magnetization, binder_cumulant, magnetization,
                       momentum_space_propagator, phi2, second_moment_correlation_length,
                       susceptibility, two_point_function)
@@ -108,8 +108,6 @@ class GaugeJob:
             if th["action"] != "wilson":
                 raise ConfigError("sampler.name", "the heatbath needs theory.action = 'wilson' "
                                   f"(rectangles couple links of one parity), not {th['action']!r}")
-            from ..samplers.heatbath import Heatbath
-
             self.sampler = Heatbath(th["beta"], N, n_or=sm["n_or"])
         else:
             if sm["fine_steps"] and a.c1 == 0.0:

@@ -1,8 +1,10 @@
-"""Samplers: molecular-dynamics integrators and HMC (written once for any field space)."""
+"""Samplers: molecular-dynamics integrators and HMC (written once for any field space), and
+heatbath + over-relaxation for gauge fields."""
 
+from .heatbath import Heatbath, HeatbathStep, heatbath_sweep, overrelaxation_sweep
 from .hmc import HMC, HMCStep, metropolis, select_chains
 from .integrators import OMELYAN_LAMBDA, SCHEMES, Level, integrate
 from .spaces import EuclideanSpace, LieGroupSpace
 
-__all__ = ["HMC", "HMCStep", "metropolis", "select_chains", "Level", "integrate", "SCHEMES",
+__all__ = ["Heatbath", "HeatbathStep", "heatbath_sweep", "overrelaxation_sweep", "HMC", "HMCStep", "metropolis", "select_chains", "Level", "integrate", "SCHEMES",
            "OMELYAN_LAMBDA", "EuclideanSpace", "LieGroupSpace"]
