@@ -36,6 +36,10 @@ __all__ = [
     "asarray",
     "real_dtype",
     "complex_dtype",
+    "device_of",
+    "real_dtype_of",
+    "complex_dtype_of",
+    "make_complex",
     "RandomStreams",
 ]
 
@@ -107,6 +111,26 @@ def real_dtype(xp, name: str = "float64"):
 def complex_dtype(xp, real):
     """The complex dtype whose real and imaginary parts have dtype ``real``."""
     return xp.complex64 if real == xp.float32 else xp.complex128
+
+
+def device_of(x):
+    """The device an array lives on (``array_api_compat.device``)."""
+    return array_api_compat.device(x)
+
+
+def real_dtype_of(xp, dtype):
+    """float32 for float32/complex64, float64 for float64/complex128."""
+    return xp.float32 if dtype in (xp.float32, xp.complex64) else xp.float64
+
+
+def complex_dtype_of(xp, dtype):
+    """complex64 for float32/complex64, complex128 for float64/complex128."""
+    return xp.complex64 if dtype in (xp.float32, xp.complex64) else xp.complex128
+
+
+def make_complex(xp, re, im, cdtype):
+    """The complex array ``re + i im`` of dtype ``cdtype`` from real arrays."""
+    return xp.astype(re, cdtype) + 1j * xp.astype(im, cdtype)
 
 
 def asarray(x: Any, xp, dtype=None, device=None):

@@ -50,7 +50,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .backend import namespace
+from .backend import complex_dtype_of, device_of, make_complex, namespace, real_dtype_of
 from .lattice import shift
 
 __all__ = [
@@ -79,33 +79,12 @@ __all__ = [
 # ------------------------------------------------------------------------------------------
 # small helpers
 # ------------------------------------------------------------------------------------------
-def _device(x):
-    import array_api_compat
-
-    return array_api_compat.device(x)
-
 
 def _is_complex(xp, dtype) -> bool:
     return xp.isdtype(dtype, "complex floating")
 
 
-def _real_dtype_of(xp, dtype):
-    """float32 for complex64/float32, float64 for complex128/float64."""
-    if dtype in (xp.complex64, xp.float32):
-        return xp.float32
-    return xp.float64
 
-
-def _complex_dtype_of(xp, dtype):
-    """complex64 for complex64/float32, complex128 otherwise."""
-    if dtype in (xp.complex64, xp.float32):
-        return xp.complex64
-    return xp.complex128
-
-
-def _cplx(xp, re, im, cdtype):
-    """Complex array ``re + i im`` of dtype ``cdtype`` from real arrays."""
-    return xp.astype(re, cdtype) + 1j * xp.astype(im, cdtype)
 
 
 def _matrix_n(M, what: str = "matrix") -> int:
@@ -128,7 +107,7 @@ def _rows(M, N):
 def _phase_root(xp, d, N: int):
     """``exp(-i arg(d) / N)`` with the principal arg in (-pi, pi] (continuous away from d < 0)."""
     phi = xp.atan2(xp.imag(d), xp.real(d)) / N
-    return _cplx(xp, xp.cos(phi), -xp.sin(phi), d.dtype)
+    return make_complex(xp, xp.cos(phi), -xp.sin(phi), d.dtype)
 
 
 # ------------------------------------------------------------------------------------------
@@ -241,14 +220,14 @@ def identity_like(M):
     """Identity matrices with the shape, dtype and device of ``M`` ``[..., N, N]``."""
     xp = namespace(M)
     N = _matrix_n(M)
-    return identity(N, tuple(M.shape[:-2]), xp, dtype=M.dtype, device=_device(M))
+    return identity(N, tuple(M.shape[:-2]), xp, dtype=M.dtype, device=device_of(M))
 
 
 def _add_diagonal(M, s):
     """``M + s 1`` with ``s`` of shape ``M.shape[:-2]``."""
     xp = namespace(M)
     N = M.shape[-1]
-    eye = xp.eye(N, dtype=M.dtype, device=_device(M))
+    eye = xp.eye(N, dtype=M.dtype, device=device_of(M))
     return M + s[..., None, None] * eye
 
 
@@ -270,10 +249,10 @@ def algebra_to_matrix(x, N: int):
                          f"got shape {tuple(x.shape)}")
     if _is_complex(xp, x.dtype):
         raise ValueError("algebra coordinates must be real")
-    rdtype = _real_dtype_of(xp, x.dtype)
+    rdtype = real_dtype_of(xp, x.dtype)
     x = xp.astype(x, rdtype)
-    cdtype = _complex_dtype_of(xp, rdtype)
-    zero = xp.zeros(tuple(x.shape[:-1]), dtype=rdtype, device=_device(x))
+    cdtype = complex_dtype_of(xp, rdtype)
+    zero = xp.zeros(tuple(x.shape[:-1]), dtype=rdtype, device=device_of(x))
     entries = []
     for terms in _entry_terms(N):
         re, im = zero, zero
@@ -282,7 +261,7 @@ def algebra_to_matrix(x, N: int):
                 re = re + tr * x[..., a]
             if ti != 0.0:
                 im = im + ti * x[..., a]
-        entries.append(_cplx(xp, re, im, cdtype))
+        entries.append(make_complex(xp, re, im, cdtype))
     return _from_entries(xp, entries, N)
 
 
@@ -381,7 +360,7 @@ def expm_algebra(X, method: str = "auto"):
     if method not in _EXPM_METHODS:
         raise ValueError(f"unknown exp method {method!r}; choose one of {', '.join(_EXPM_METHODS)}")
     if not _is_complex(xp, X.dtype):
-        X = xp.astype(X, _complex_dtype_of(xp, X.dtype))
+        X = xp.astype(X, complex_dtype_of(xp, X.dtype))
     if method == "auto":
         if N == 1:
             method = "u1"
@@ -398,7 +377,7 @@ def expm_algebra(X, method: str = "auto"):
         raise ValueError(f"exp method {method!r} is for N = {need[method]}, got N = {N}")
     if method == "u1":
         th = xp.imag(X)
-        return _cplx(xp, xp.cos(th), xp.sin(th), X.dtype)
+        return make_complex(xp, xp.cos(th), xp.sin(th), X.dtype)
     if method == "su2":
         return _expm_su2(X)
     A = project_algebra(X)
@@ -428,8 +407,8 @@ def _expm_su2(X):
     c, s = xp.cos(r), _sinc(xp, r)
     sb1, sb2, sb3 = s * b1, s * b2, s * b3
     cd = X.dtype
-    return _from_entries(xp, [_cplx(xp, c, sb3, cd), _cplx(xp, sb2, sb1, cd),
-                              _cplx(xp, -sb2, sb1, cd), _cplx(xp, c, -sb3, cd)], 2)
+    return _from_entries(xp, [make_complex(xp, c, sb3, cd), make_complex(xp, sb2, sb1, cd),
+                              make_complex(xp, -sb2, sb1, cd), make_complex(xp, c, -sb3, cd)], 2)
 
 
 # below this c1 = Tr(Q^2)/2 the Cayley-Hamilton-reduced Taylor series replaces Morningstar-Peardon
@@ -481,7 +460,7 @@ def su3_exp_coefficients(Q, Q2=None):
         tgt[0] = tgt[0] + coeff * a
         tgt[1] = tgt[1] + coeff * b
         tgt[2] = tgt[2] + coeff * d
-    f_series = [_cplx(xp, s_re[j], s_im[j], cd) for j in range(3)]
+    f_series = [make_complex(xp, s_re[j], s_im[j], cd) for j in range(3)]
 
     # --- Morningstar-Peardon closed form at |c0|
     c1s = xp.where(small, xp.ones_like(c1), c1)
@@ -496,12 +475,12 @@ def su3_exp_coefficients(Q, Q2=None):
     u2, w2 = u * u, w * w
     xi0 = _sinc(xp, xp.abs(w))
     cw = xp.cos(w)
-    e2 = _cplx(xp, xp.cos(2.0 * u), xp.sin(2.0 * u), cd)      # e^{2iu}
-    em = _cplx(xp, xp.cos(u), -xp.sin(u), cd)                 # e^{-iu}
-    h0 = xp.astype(u2 - w2, cd) * e2 + em * _cplx(xp, 8.0 * u2 * cw,
+    e2 = make_complex(xp, xp.cos(2.0 * u), xp.sin(2.0 * u), cd)      # e^{2iu}
+    em = make_complex(xp, xp.cos(u), -xp.sin(u), cd)                 # e^{-iu}
+    h0 = xp.astype(u2 - w2, cd) * e2 + em * make_complex(xp, 8.0 * u2 * cw,
                                                   2.0 * u * (3.0 * u2 + w2) * xi0, cd)
-    h1 = xp.astype(2.0 * u, cd) * e2 - em * _cplx(xp, 2.0 * u * cw, -(3.0 * u2 - w2) * xi0, cd)
-    h2 = e2 - em * _cplx(xp, cw, 3.0 * u * xi0, cd)
+    h1 = xp.astype(2.0 * u, cd) * e2 - em * make_complex(xp, 2.0 * u * cw, -(3.0 * u2 - w2) * xi0, cd)
+    h2 = e2 - em * make_complex(xp, cw, 3.0 * u * xi0, cd)
     den = xp.astype(9.0 * u2 - w2, cd)
     f0, f1, f2 = h0 / den, h1 / den, h2 / den
     f0 = xp.where(neg, xp.conj(f0), f0)
@@ -524,8 +503,8 @@ def _expm_eigh(A):
     # exp(-i lam) - 1 = -2 sin^2(lam/2) - i sin(lam): exact for small lam, so that
     # 1 + V (e^{-i lam} - 1) V^dagger keeps tiny arguments to relative precision
     sh = xp.sin(0.5 * lam)
-    ph = _cplx(xp, -2.0 * sh * sh, -xp.sin(lam), A.dtype)
-    eye = xp.eye(A.shape[-1], dtype=A.dtype, device=_device(A))
+    ph = make_complex(xp, -2.0 * sh * sh, -xp.sin(lam), A.dtype)
+    eye = xp.eye(A.shape[-1], dtype=A.dtype, device=device_of(A))
     return (V * ph[..., None, :]) @ dagger(V) + eye
 
 
@@ -582,7 +561,7 @@ def reunitarize(U):
     xp = namespace(U)
     N = _matrix_n(U, "links")
     if not _is_complex(xp, U.dtype):
-        U = xp.astype(U, _complex_dtype_of(xp, U.dtype))
+        U = xp.astype(U, complex_dtype_of(xp, U.dtype))
     if N == 1:
         return U / xp.astype(xp.abs(U), U.dtype)
     return _fix_det(_gram_schmidt_rows(U))
@@ -685,7 +664,7 @@ def check_links(U, N: int | None = None, tol: float | None = None, name: str = "
     if tol is None:
         tol = _default_tol(xp, U.dtype)
     err = xp.abs(_add_diagonal(dagger(U) @ U, -xp.ones(shape[:-2], dtype=U.dtype,
-                                                         device=_device(U))))
+                                                         device=device_of(U))))
     dev = float(xp.max(err))
     if not dev <= tol:
         raise ValueError(f"{name} are not unitary: max |U^dagger U - 1| = {dev:.3g} "

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .backend import namespace
+from .backend import device_of, namespace, real_dtype_of
 
 __all__ = ["Lattice", "shift", "site_axes"]
 
@@ -62,24 +62,12 @@ def shift(field, mu: int, step: int = 1, site_axis: int = 1, antiperiodic: bool 
         sign_host = np.where(wraps % 2 == 0, 1.0, -1.0)
         shape = [1] * field.ndim
         shape[axis] = L
-        sign = xp.reshape(xp.asarray(sign_host, dtype=_real_of(xp, field.dtype),
-                                     device=_device(field)), tuple(shape))
+        sign = xp.reshape(xp.asarray(sign_host, dtype=real_dtype_of(xp, field.dtype),
+                                     device=device_of(field)), tuple(shape))
         out = out * sign
     return out
 
 
-def _device(x):
-    import array_api_compat
-
-    return array_api_compat.device(x)
-
-
-def _real_of(xp, dtype):
-    if dtype == xp.complex64:
-        return xp.float32
-    if dtype == xp.complex128:
-        return xp.float64
-    return dtype
 
 
 class Lattice:

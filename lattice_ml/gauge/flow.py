@@ -57,7 +57,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..backend import namespace, to_numpy
+from ..backend import device_of, namespace, to_numpy
 from ..groups import check_links, expm_algebra, project_algebra, trace
 from .action import GaugeAction, plaquette_field
 from .paths import link
@@ -382,7 +382,7 @@ def wilson_flow(U, t_max: float, eps: float, measure_every: int = 1,
     E_p = xp.stack(Ep, axis=1)
     E_c = xp.stack(Ec, axis=1)
     rdtype = E_p.dtype
-    t = xp.asarray(np.asarray(times), dtype=rdtype, device=_device(U))
+    t = xp.asarray(np.asarray(times), dtype=rdtype, device=device_of(U))
     t2 = t * t
     t2E_p = t2 * E_p
     t2E_c = t2 * E_c
@@ -393,11 +393,6 @@ def wilson_flow(U, t_max: float, eps: float, measure_every: int = 1,
                       t2E_clover=t2E_c, W_plaquette=W_p, W_clover=W_c, observables=obs, U=U,
                       eps=float(eps), method=method)
 
-
-def _device(x):
-    import array_api_compat
-
-    return array_api_compat.device(x)
 
 
 # ------------------------------------------------------------------------------------------

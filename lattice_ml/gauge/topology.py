@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import math
 
-import array_api_compat
-
-from ..backend import namespace
+from ..backend import device_of, namespace
 from ..groups import dagger, trace
 from .paths import transport
 
@@ -88,7 +86,7 @@ def _traceless_antihermitian_part(Q, traceless: bool):
     F = 0.125 * (Q - dagger(Q))
     if traceless:
         N = Q.shape[-1]
-        eye = xp.eye(N, dtype=F.dtype, device=array_api_compat.device(F))
+        eye = xp.eye(N, dtype=F.dtype, device=device_of(F))
         F = F - (trace(F) / N)[..., None, None] * eye
     return F
 

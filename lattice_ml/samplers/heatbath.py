@@ -75,7 +75,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import RandomStreams, backend_name, namespace, to_numpy
+from ..backend import RandomStreams, backend_name, device_of, make_complex, namespace, real_dtype_of, to_numpy
 from ..gauge.action import GaugeAction
 from ..groups import check_links, reunitarize
 from ..lattice import Lattice
@@ -110,18 +110,7 @@ _TINY_COUPLING = 1e-12  # couplings below this are treated as this (distribution
 # ------------------------------------------------------------------------------------------
 # small helpers
 # ------------------------------------------------------------------------------------------
-def _device(x):
-    import array_api_compat
 
-    return array_api_compat.device(x)
-
-
-def _real_dtype(xp, cdtype):
-    return xp.float32 if cdtype == xp.complex64 else xp.float64
-
-
-def _cplx(xp, re, im, cdtype):
-    return xp.astype(re, cdtype) + 1j * xp.astype(im, cdtype)
 
 
 def subgroups(N: int) -> list[tuple[int, int]]:
@@ -147,8 +136,8 @@ def _qconj(a):
 def _qentries(xp, q, cdtype):
     """The four complex entries (00, 01, 10, 11) of the SU(2) matrix of quaternion ``q``."""
     q0, q1, q2, q3 = q
-    return (_cplx(xp, q0, q3, cdtype), _cplx(xp, q2, q1, cdtype),
-            _cplx(xp, -q2, q1, cdtype), _cplx(xp, q0, -q3, cdtype))
+    return (make_complex(xp, q0, q3, cdtype), make_complex(xp, q2, q1, cdtype),
+            make_complex(xp, -q2, q1, cdtype), make_complex(xp, q0, -q3, cdtype))
 
 
 def _qmatrix(xp, q, cdtype):
@@ -360,8 +349,8 @@ def _heatbath_flat(U, V, beta: float, rng, rounds: int):
     if rng.n_chains != B:
         raise ValueError(f"the random streams hold {rng.n_chains} chains, the links {B}")
     cd = U.dtype
-    rd = _real_dtype(xp, cd)
-    dev = _device(U)
+    rd = real_dtype_of(xp, cd)
+    dev = device_of(U)
     if backend_name(rng.xp) != backend_name(xp):
         raise ValueError(f"the random streams make {backend_name(rng.xp)} arrays, the links are "
                          f"{backend_name(xp)} arrays: create RandomStreams with the links' "
@@ -382,7 +371,7 @@ def _heatbath_flat(U, V, beta: float, rng, rounds: int):
         # e^{i theta} V^* / |V|
         ph_re = xp.where(pos, xp.real(v) / avs, xp.ones_like(av))
         ph_im = xp.where(pos, -xp.imag(v) / avs, xp.zeros_like(av))
-        new = _cplx(xp, f * ph_re - sin * ph_im, f * ph_im + sin * ph_re, cd)
+        new = make_complex(xp, f * ph_re - sin * ph_im, f * ph_im + sin * ph_re, cd)
         return xp.reshape(new, (B, n, 1, 1)), xp.sum(used, axis=1), fallback.rounds
     rows = 4 * rounds + 2
     if N == 2:
@@ -418,7 +407,7 @@ def _overrelax_flat(U, V, reverse: bool = False):
         # (V^*/|V|)^2 = e^{-2i arg V}
         c = xp.where(pos, xp.real(v) / avs, xp.ones_like(av))
         s = xp.where(pos, xp.imag(v) / avs, xp.zeros_like(av))
-        ph = _cplx(xp, c * c - s * s, -2.0 * c * s, cd)
+        ph = make_complex(xp, c * c - s * s, -2.0 * c * s, cd)
         return xp.conj(U) * ph[..., None, None]
     if N == 2:
         _, w = _qnormalise(xp, _qproject(xp, V[..., 0, 0], V[..., 0, 1], V[..., 1, 0],
@@ -528,7 +517,7 @@ def _sweep(U, shape, update, reverse: bool = False):
     """Apply ``update(U_c, V_c)`` to every (direction, parity) half-sweep in order."""
     xp = namespace(U)
     B, D, N = U.shape[0], U.shape[1], U.shape[-1]
-    dev = _device(U)
+    dev = device_of(U)
     vol = math.prod(shape)
     tables = _parity_tables(shape)
     lat = Lattice(shape)

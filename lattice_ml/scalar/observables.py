@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend import namespace
+from ..backend import device_of, namespace
 from ..lattice import shift
 
 __all__ = [
@@ -93,7 +93,7 @@ def momentum_space_propagator(phi):
         # project onto the axis first: Phi_mu(x_mu) = sum over the other axes
         other = tuple(1 + nu for nu in range(D) if nu != mu)
         proj = xp.sum(phi, axis=other)  # [batch, L]
-        x = xp.arange(L, dtype=phi.dtype, device=_device(phi))
+        x = xp.arange(L, dtype=phi.dtype, device=device_of(phi))
         c = xp.cos(2.0 * math.pi * x / L)
         s = xp.sin(2.0 * math.pi * x / L)
         re = xp.sum(proj * c, axis=1)
@@ -101,11 +101,6 @@ def momentum_space_propagator(phi):
         g1 = g1 + (re * re + im * im) / volume
     return g0, g1 / len(axes)
 
-
-def _device(x):
-    import array_api_compat
-
-    return array_api_compat.device(x)
 
 
 # -- functions of expectation values (for the Γ-method) -------------------------------------------
