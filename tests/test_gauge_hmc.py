@@ -125,3 +125,20 @@ def test_multiple_time_scales_sample_the_same_distribution(N, beta, n_meas):
                           levels=[Level([a.part("rectangle")], 4, "omelyan"),
                                   Level([a.part("plaquette")], 2, "omelyan")])[0]
     assert abs(r1.value - r2.value) < 4 * np.hypot(r1.error, r2.error)
+
+
+def test_hmc_rejects_invalid_fields():
+    xp = namespace_by_name("numpy")
+    rng = RandomStreams(1, 1, xp)
+    U = to_numpy(haar_random(rng, (2, 4, 4), 3)).copy()
+    hmc = HMC([Level([GaugeAction(1.0, 3)], 2)], LieGroupSpace(3))
+    bad = U.copy()
+    bad[0, 0, 0, 0] *= 1.1
+    with pytest.raises(ValueError, match="not unitary"):
+        hmc.step(bad, rng)
+    bad = U.copy()
+    bad[0, 1, 2, 3, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        hmc.step(bad, rng)
+    with pytest.raises(ValueError, match="3x3|N = 3"):
+        hmc.step(to_numpy(haar_random(rng, (2, 4, 4), 2)), rng)

@@ -234,3 +234,11 @@ def test_bad_hmc_arguments():
         Level([INTERACTING], 3, "euler")
     with pytest.raises(ValueError, match="n_steps"):
         Level([INTERACTING], 0)
+
+
+def test_hmc_rejects_nan_field():
+    hmc = HMC([Level([INTERACTING], 3)], EuclideanSpace())
+    phi = np.zeros((1, 4, 4))
+    phi[0, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        hmc.step(phi, RandomStreams(0, 1))

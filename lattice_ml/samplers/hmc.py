@@ -115,7 +115,12 @@ class HMC:
         return field, p, tuple(counts)
 
     def step(self, field, rng):
-        """One HMC update of every chain; returns ``(field, HMCStep)``."""
+        """One HMC update of every chain; returns ``(field, HMCStep)``.
+
+        The incoming field is validated by the space (``space.check``): a field with NaN, or
+        links that are not in the group, raise ``ValueError`` naming the problem.
+        """
+        self.space.check(field)
         p = self.space.sample_momenta(field, rng)
         tau = self.tau
         if self.tau_jitter > 0:

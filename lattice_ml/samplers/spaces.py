@@ -10,6 +10,9 @@ depends on what the field *is* goes through a ``FieldSpace``. A space provides
 ``drift(field, p, eps) -> field``
     The field after moving for a time ``eps`` at fixed momentum: ``field + eps p`` on a flat
     space, ``exp(eps p) U`` on a Lie group.
+``check(field)``
+    Raise ``ValueError`` naming the problem if ``field`` is not a valid point of the space
+    (NaN/inf; for links also layout, unitarity and det 1). HMC calls it on the field it is given.
 
 Momentum updates ("kicks") are always ``p + eps F`` with the force ``F = -dS/dfield`` expressed
 in the same layout as ``p``; they are linear on every space (a Lie algebra is a vector space),
@@ -20,7 +23,7 @@ fields and whose drift is the exponential map; the integrators are not rewritten
 from __future__ import annotations
 
 from ..backend import namespace
-from ..groups import algebra_to_matrix, expm_algebra, n_generators
+from ..groups import algebra_to_matrix, check_links, expm_algebra, n_generators
 
 __all__ = ["EuclideanSpace", "LieGroupSpace"]
 
@@ -31,6 +34,12 @@ class EuclideanSpace:
 
     def sample_momenta(self, field, rng):
         return rng.normal(tuple(field.shape[1:]))
+
+    def check(self, field):
+        xp = namespace(field)
+        bad = int(xp.sum(xp.astype(~xp.isfinite(field), xp.int64)))
+        if bad:
+            raise ValueError(f"field contains {bad} non-finite (NaN or inf) entries")
 
     def kinetic_energy(self, p):
         xp = namespace(p)
@@ -54,6 +63,9 @@ class LieGroupSpace:
         if not isinstance(N, int) or N < 1:
             raise ValueError(f"N must be a positive integer (1 for U(1)), got {N!r}")
         self.N = N
+
+    def check(self, field):
+        check_links(field, self.N)
 
     def sample_momenta(self, field, rng):
         coords = rng.normal(tuple(field.shape[1:-2]) + (n_generators(self.N),))
