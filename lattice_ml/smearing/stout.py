@@ -1,0 +1,589 @@
+"""Stout smearing (Morningstar & Peardon, PRD 69 (2004) 054501) for U(1) and SU(N), any loop set,
+with an exact hand-written backward pass for the links and the weights.
+
+Conventions (see docs/smearing.md)
+----------------------------------
+Links ``U[batch, D, *sites, N, N]``; ``U_mu(x)`` transports from ``x + mu_hat`` to ``x``. For a
+closed loop through ``U_mu(x)`` that starts with ``(mu, +1)`` the *staple* ``S`` is the rest of
+the loop (:func:`lattice_ml.gauge.staples`), so ``U_mu(x) S`` is the loop matrix at ``x``. One
+stout step is
+
+    W_mu(x) = sum_k rho_k(mu, x) sum_{loops of type k through U_mu(x)} S,
+    Z_mu(x) = U_mu(x) W_mu(x),
+    Q_mu(x) = -TA(Z_mu(x)),                 U'_mu(x) = exp(Q_mu(x)) U_mu(x).
+
+In Morningstar-Peardon's notation ``C = W^dagger`` (their staples run from x to x + mu),
+``Omega = C U^dagger = Z^dagger`` and ``i Q_MP = TA(Omega) = Q``: the same map. With this sign a
+small positive rho moves every link towards its staples: ``d/drho Re Tr(U'_mu(x) W_mu(x)) =
+|TA(Z)|^2 >= 0`` at rho = 0, and for the plaquette loop set with one rho the step is an Euler
+step of the Wilson flow (``Q = (2N/beta) rho F_Wilson``).
+
+Force convention
+----------------
+A scalar L of the links has the *force* ``F = -dL/dU`` as a Lie-algebra field, exactly as
+:meth:`lattice_ml.gauge.GaugeAction.force`: for every algebra direction X at one link,
+``d/ds L(exp(s X) U) |_{s=0} = 2 Re Tr(X F)``, i.e. ``-2 Re Tr(T_a F) = -dL/ds_a`` along each
+generator. So ``stout_backward(U, rho, action.force(U'))`` is the force of ``S(U'(U))``.
+
+Backward recursion (one layer; E = exp(Q), F' the force at U'):
+
+    B       = E^dagger F'
+    Lambda  = TA(L(Q, B))                   (exact exp derivative, :mod:`.expderiv`)
+    F_mu(x) = E^dagger F' E  -  TA(U_mu(x) [W_mu(x) Lambda_mu(x) + Y_mu(x)])
+    dL/drho_k(mu, x) = -2 Re Tr(Lambda_mu(x) U_mu(x) S_k,mu(x))
+
+where ``Y`` collects, for every loop through every link ``U_mu(x)`` with its first link replaced
+by ``M = rho Lambda_mu(x) U_mu(x)``, the loop opened at each of its other links (forward steps
+``nu``: the product from that link's end round to its start, added to Y_nu at the link's site;
+backward steps: the dagger of it). See docs/smearing.md for the derivation.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Sequence
+
+from ..backend import asarray, complex_dtype_of, device_of, namespace, real_dtype_of
+from ..gauge.paths import link, loop_shapes, loops_through_link, shift_by
+from ..groups import dagger, expm_algebra, project_algebra
+from .expderiv import expm_pullback
+
+__all__ = ["stout_smear", "stout_backward", "StoutContext", "StoutSmearing", "resolve_loops",
+           "chair_shapes", "custom_loops", "restrict_loops", "polyakov_loops",
+           "direction_weights"]
+
+Step = tuple[int, int]
+
+
+# ------------------------------------------------------------------------------------------
+# loop sets
+# ------------------------------------------------------------------------------------------
+def chair_shapes(D: int) -> list[tuple[Step, ...]]:
+    """The 6-link chair (bent rectangle) ``+mu +nu -mu +rho -nu -rho``; needs D >= 3."""
+    if D < 3:
+        raise ValueError("chair loops need D >= 3")
+    return [((0, 1), (1, 1), (0, -1), (2, 1), (1, -1), (2, -1))]
+
+
+@lru_cache(maxsize=None)
+def _named(name: str, D: int) -> tuple:
+    if name in ("plaquette", "rectangle"):
+        shapes = loop_shapes(name, D)
+    elif name == "chair":
+        shapes = chair_shapes(D)
+    else:
+        raise ValueError(f"unknown loop type {name!r}; choose 'plaquette', 'rectangle', 'chair', "
+                         "or give a dict {mu: [paths]}")
+    return tuple(tuple(loops_through_link(shapes, mu, D)) for mu in range(D))
+
+
+def custom_loops(shapes: Sequence[Sequence[Step]], D: int) -> dict:
+    """``{mu: loops}``: every loop of the given closed shapes (and their images under lattice
+    rotations and reflections) through ``U_mu(x)``, via :func:`loops_through_link`."""
+    shapes = [tuple((int(m), int(s)) for m, s in p) for p in shapes]
+    return {mu: list(loops_through_link(shapes, mu, D)) for mu in range(D)}
+
+
+def restrict_loops(spec, D: int, directions: Sequence[int]) -> dict:
+    """Loops of ``spec`` (a name or a ``{mu: paths}`` dict) that use only ``directions``, and only
+    for links in those directions (e.g. ``directions=range(1, D)``: spatial smearing)."""
+    allowed = set(directions)
+    by_mu = _as_by_mu(spec, D)
+    return {mu: [p for p in by_mu[mu] if all(m in allowed for m, _ in p)] if mu in allowed else []
+            for mu in range(D)}
+
+
+def polyakov_loops(T: int, D: int, mu: int = 0) -> dict:
+    """The loop that winds once around direction ``mu`` (extent T) through every link of that
+    direction: ``{mu: [((mu, +1),) * T]}``; no loops for the other directions. Its staple is
+    the product of the other ``T - 1`` links of the line (closed on the torus)."""
+    return {nu: ([((mu, 1),) * T] if nu == mu else []) for nu in range(D)}
+
+
+def _as_by_mu(spec, D: int) -> tuple:
+    if isinstance(spec, str):
+        return _named(spec, D)
+    if isinstance(spec, dict):
+        bad = [k for k in spec if not (isinstance(k, int) and 0 <= k < D)]
+        if bad:
+            raise ValueError(f"loop dict keys must be directions 0..{D - 1}, got {bad}")
+        out = []
+        for mu in range(D):
+            paths = []
+            for p in spec.get(mu, ()):
+                p = tuple((int(m), int(s)) for m, s in p)
+                if not p or p[0] != (mu, 1):
+                    raise ValueError(f"loop {p} for direction {mu} must start with ({mu}, +1)")
+                if any(not 0 <= m < D or s not in (1, -1) for m, s in p):
+                    raise ValueError(f"loop {p}: steps must be (direction in 0..{D - 1}, +-1)")
+                paths.append(p)
+            out.append(tuple(paths))
+        return tuple(out)
+    raise TypeError(f"a loop type is a name ('plaquette', 'rectangle', 'chair') or a dict "
+                    f"{{mu: [paths]}}, not {type(spec).__name__}")
+
+
+def resolve_loops(loops, D: int) -> list[tuple]:
+    """Normalise a loop-set argument to a list (one entry per loop type) of tuples over mu of the
+    paths through ``U_mu(x)``. ``loops`` is a name, a ``{mu: paths}`` dict, or a sequence of
+    those."""
+    if isinstance(loops, (str, dict)):
+        loops = [loops]
+    return [_as_by_mu(spec, D) for spec in loops]
+
+
+def _check_closed(by_mu, shape):
+    for paths in by_mu:
+        for p in paths:
+            disp = [0] * len(shape)
+            for m, s in p:
+                disp[m] += s
+            if any(d % L for d, L in zip(disp, shape)):
+                raise ValueError(f"loop {p} is not closed on the lattice {list(shape)}")
+
+
+def direction_weights(D: int, rho_s: float, rho_t: float | None = None) -> list[float]:
+    """Per-direction weights ``[rho_t, rho_s, ..., rho_s]`` (time is direction 0)."""
+    return [rho_s if rho_t is None else rho_t] + [rho_s] * (D - 1)
+
+
+# ------------------------------------------------------------------------------------------
+# weights
+# ------------------------------------------------------------------------------------------
+def _canonical_rho(r, U, xp):
+    """rho as a real array broadcastable to ``[batch, D, *sites]`` (canonical, ndim 2 + D),
+    and the shape it was given in."""
+    D = U.shape[1]
+    rdt = real_dtype_of(xp, U.dtype)
+    a = asarray(r, xp, dtype=rdt, device=device_of(U))
+    given = tuple(a.shape)
+    sites = tuple(U.shape[2:2 + D])
+    if a.ndim == 0:
+        canon = (1,) * (2 + D)
+    elif a.ndim == 1:
+        canon = (1, a.shape[0]) + (1,) * D
+    elif a.ndim == 1 + D:
+        canon = (1,) + given
+    elif a.ndim == 2 + D:
+        canon = given
+    else:
+        raise ValueError(f"a weight must be a scalar, [D], [D, *sites] or [batch, D, *sites]; "
+                         f"got shape {given} for links {tuple(U.shape)}")
+    full = (U.shape[0], D) + sites
+    for c, f in zip(canon, full):
+        if c not in (1, f):
+            raise ValueError(f"weight of shape {given} does not broadcast to [batch, D, *sites] = "
+                             f"{list(full)}")
+    return xp.reshape(a, canon), given
+
+
+def _rho_at(R, mu, cdt, xp):
+    """The weights of direction mu as ``[batch|1, *sites|1, 1, 1]`` complex."""
+    r = R[:, mu if R.shape[1] > 1 else 0, ...]
+    return xp.astype(r, cdt)[..., None, None]
+
+
+def _reduce_to(g, canon_shape, given, xp):
+    """Sum the full ``[batch, D, *sites]`` gradient g over the broadcast axes of rho."""
+    axes = tuple(i for i, (c, f) in enumerate(zip(canon_shape, g.shape)) if c == 1 and f != 1)
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+    return xp.reshape(g, given)
+
+
+def _normalise_rho(rho, loops, n_types):
+    """One weight per loop type: ``loops`` a single type -> ``rho`` is one weight."""
+    if isinstance(loops, (str, dict)):
+        return [rho], True
+    if not isinstance(rho, (list, tuple)) or len(rho) != n_types:
+        raise ValueError(f"give a list with one weight per loop type ({n_types} types), got "
+                         f"{rho!r}")
+    return list(rho), False
+
+
+# ------------------------------------------------------------------------------------------
+# one layer
+# ------------------------------------------------------------------------------------------
+def _staple(U, mu, path):
+    D = U.shape[1]
+    pos = [0] * D
+    pos[mu] = 1
+    out = None
+    for nu, s in path[1:]:
+        if s > 0:
+            m = shift_by(link(U, nu), pos)
+            pos[nu] += 1
+        else:
+            pos[nu] -= 1
+            m = dagger(shift_by(link(U, nu), pos))
+        out = m if out is None else out @ m
+    if out is None:  # a one-link loop (winding around an extent-1 direction)
+        return None
+    return out
+
+
+def _staple_sum(U, mu, paths):
+    total = None
+    for p in paths:
+        s = _staple(U, mu, p)
+        if s is None:
+            xp = namespace(U)
+            N = U.shape[-1]
+            s = xp.zeros_like(link(U, mu)) + xp.eye(N, dtype=U.dtype, device=device_of(U))
+        total = s if total is None else total + s
+    return total
+
+
+class StoutContext:
+    """What one forward layer keeps for the backward pass.
+
+    ``keep="links"``: only the input links (the backward recomputes staples and exp).
+    ``keep="all"``: also, per direction, the staple sum of every loop type, ``Q`` and
+    ``exp(Q)`` (``(n_types + 2)`` link fields more).
+    """
+
+    def __init__(self, U, keep: str):
+        self.U = U
+        self.keep = keep
+        self.staples = None   # [mu][k] staple-sum fields or None (no loops)
+        self.Q = None         # [mu]
+        self.E = None         # [mu]
+
+
+def _layer_pieces(U, R, loopsets, xp, method):
+    """Per mu: staples per type, Q, E (exp Q)."""
+    D = U.shape[1]
+    cdt = U.dtype
+    S_all, Q_all, E_all = [], [], []
+    for mu in range(D):
+        S_mu = []
+        W = None
+        for k, by_mu in enumerate(loopsets):
+            paths = by_mu[mu]
+            if not paths:
+                S_mu.append(None)
+                continue
+            S = _staple_sum(U, mu, paths)
+            S_mu.append(S)
+            t = _rho_at(R[k], mu, cdt, xp) * S
+            W = t if W is None else W + t
+        S_all.append(S_mu)
+        if W is None:
+            Q_all.append(None)
+            E_all.append(None)
+            continue
+        Q = -project_algebra(link(U, mu) @ W)
+        Q_all.append(Q)
+        E_all.append(expm_algebra(Q, method=method))
+    return S_all, Q_all, E_all
+
+
+def _prepare(U, rho, loops):
+    xp = namespace(U)
+    if U.ndim < 5 or U.shape[1] != U.ndim - 4 or U.shape[-1] != U.shape[-2]:
+        raise ValueError(f"links of shape {tuple(U.shape)} are not in the layout "
+                         "[batch, D, *sites, N, N]")
+    D = U.shape[1]
+    loopsets = resolve_loops(loops, D)
+    for by_mu in loopsets:
+        _check_closed(by_mu, tuple(U.shape[2:2 + D]))
+    rhos, single = _normalise_rho(rho, loops, len(loopsets))
+    canon = [_canonical_rho(r, U, xp) for r in rhos]
+    R = [c[0] for c in canon]
+    return xp, loopsets, R, canon, single
+
+
+def _exp_methods(method, N):
+    if method == "auto":
+        return "auto", "auto"
+    if method == "eigh":
+        return "eigh", "eigh"
+    if method == "taylor":
+        return "taylor", "block"
+    return method, method
+
+
+def stout_smear(U, rho, loops="plaquette", *, keep: str | None = None, method: str = "auto"):
+    """One stout-smearing step ``U'_mu(x) = exp(Q_mu(x)) U_mu(x)``, ``Q = -TA(U W)``.
+
+    Parameters
+    ----------
+    U : array ``[batch, D, *sites, N, N]`` (complex; N = 1 for U(1))
+    rho : weight, or a list with one weight per loop type. A weight is a scalar, a ``[D]``
+        array (one per link direction; :func:`direction_weights` builds ``[rho_t, rho_s, ...]``),
+        a ``[D, *sites]`` or a ``[batch, D, *sites]`` array (axes of length 1 broadcast).
+    loops : a loop type or a sequence of loop types: ``"plaquette"``, ``"rectangle"``,
+        ``"chair"``, or a dict ``{mu: [paths starting with (mu, +1)]}`` (see
+        :func:`custom_loops`, :func:`restrict_loops`, :func:`polyakov_loops`).
+    keep : None, ``"links"`` or ``"all"``: if given, return ``(U', context)`` for
+        :func:`stout_backward` (see :class:`StoutContext` for what is kept).
+    method : exp method of :func:`lattice_ml.groups.expm_algebra` (``"auto"``).
+
+    Returns ``U'`` ``[batch, D, *sites, N, N]`` (or ``(U', ctx)``).
+    """
+    xp, loopsets, R, _, _ = _prepare(U, rho, loops)
+    em, _ = _exp_methods(method, U.shape[-1])
+    S_all, Q_all, E_all = _layer_pieces(U, R, loopsets, xp, em)
+    D = U.shape[1]
+    out = xp.stack([link(U, mu) if E_all[mu] is None else E_all[mu] @ link(U, mu)
+                    for mu in range(D)], axis=1)
+    if keep is None:
+        return out
+    if keep not in ("links", "all"):
+        raise ValueError(f"keep must be None, 'links' or 'all', not {keep!r}")
+    ctx = StoutContext(U, keep)
+    if keep == "all":
+        ctx.staples, ctx.Q, ctx.E = S_all, Q_all, E_all
+    return out, ctx
+
+
+def _path_pullback(U, mu, path, M, Y):
+    """Add to ``Y[nu]`` the loop ``path`` (first link replaced by M at every x) opened at each of
+    its other links: the product from the link's end round to its start (forward step), or its
+    dagger (backward step), placed at the link's site."""
+    D = U.shape[1]
+    pos = [0] * D
+    pos[mu] = 1
+    A, where = [], []
+    for nu, s in path[1:]:
+        if s > 0:
+            A.append(shift_by(link(U, nu), pos))
+            where.append((nu, s, tuple(pos)))
+            pos[nu] += 1
+        else:
+            pos[nu] -= 1
+            A.append(dagger(shift_by(link(U, nu), pos)))
+            where.append((nu, s, tuple(pos)))
+    m = len(A)
+    suf = [None] * m
+    for i in range(m - 2, -1, -1):
+        suf[i] = A[i + 1] if suf[i + 1] is None else A[i + 1] @ suf[i + 1]
+    pre = M
+    for i in range(m):
+        G = pre if suf[i] is None else suf[i] @ pre
+        nu, s, site = where[i]
+        if s < 0:
+            G = dagger(G)
+        G = shift_by(G, [-d for d in site])
+        Y[nu] = G if Y[nu] is None else Y[nu] + G
+        if i < m - 1:
+            pre = pre @ A[i]
+
+
+def stout_backward(U, rho, force, loops="plaquette", *, context: StoutContext | None = None,
+                   method: str = "auto"):
+    """Backward pass of :func:`stout_smear`: the force at the thin links and dL/drho.
+
+    Parameters
+    ----------
+    U, rho, loops, method : as given to :func:`stout_smear` (U: the thin input links).
+    force : ``[batch, D, *sites, N, N]`` algebra field ``F' = -dL/dU'`` at the smeared links, in
+        the convention of :meth:`lattice_ml.gauge.GaugeAction.force`. A batch of configurations
+        means ``L = sum_b L_b``.
+    context : the context returned by ``stout_smear(..., keep=...)`` (optional; with
+        ``keep="all"`` the staples and exponentials are reused, otherwise recomputed).
+
+    Returns ``(F, grad_rho)``: ``F = -dL/dU`` ``[batch, D, *sites, N, N]`` and ``dL/drho`` in the
+    shape of rho (one array per loop type, a list if rho was a list; a weight that broadcast
+    over axes gets the sum over them).
+    """
+    xp, loopsets, R, canon, single = _prepare(U, rho, loops)
+    em, dm = _exp_methods(method, U.shape[-1])
+    D = U.shape[1]
+    cdt = U.dtype
+    if context is not None and context.keep == "all":
+        S_all, Q_all, E_all = context.staples, context.Q, context.E
+    else:
+        S_all, Q_all, E_all = _layer_pieces(U, R, loopsets, xp, em)
+    rdt = real_dtype_of(xp, cdt)
+    zeros_g = None
+    Y = [None] * D
+    adj = [None] * D
+    g = [[None] * D for _ in loopsets]
+    for mu in range(D):
+        Fp = force[:, mu, ...]
+        Umu = link(U, mu)
+        if E_all[mu] is None:
+            adj[mu] = Fp
+            continue
+        E = E_all[mu]
+        B = dagger(E) @ Fp
+        adj[mu] = B @ E
+        Lam = expm_pullback(Q_all[mu], B, method=dm)
+        LU = Lam @ Umu
+        Wl = None
+        for k, by_mu in enumerate(loopsets):
+            S = S_all[mu][k]
+            if S is None:
+                continue
+            rk = _rho_at(R[k], mu, cdt, xp)
+            # dL/drho = -2 Re Tr(S Lambda U)
+            P = S * xp.matrix_transpose(LU)
+            g[k][mu] = -2.0 * xp.sum(xp.reshape(xp.real(P), tuple(P.shape[:-2]) + (-1,)),
+                                     axis=-1)
+            t = rk * (S @ Lam)
+            Wl = t if Wl is None else Wl + t
+            Mk = rk * LU
+            for path in by_mu[mu]:
+                _path_pullback(U, mu, path, Mk, Y)
+        Y[mu] = Wl if Y[mu] is None else Y[mu] + Wl
+    F = []
+    for nu in range(D):
+        f = adj[nu]
+        if Y[nu] is not None:
+            f = f - project_algebra(link(U, nu) @ Y[nu])
+        F.append(f)
+    F = xp.stack(F, axis=1)
+    grads = []
+    batch_sites = (U.shape[0],) + tuple(U.shape[2:2 + D])
+    for k in range(len(loopsets)):
+        parts = []
+        for mu in range(D):
+            if g[k][mu] is None:
+                if zeros_g is None:
+                    zeros_g = xp.zeros(batch_sites, dtype=rdt, device=device_of(U))
+                parts.append(zeros_g)
+            else:
+                parts.append(g[k][mu])
+        full = xp.stack(parts, axis=1)
+        grads.append(_reduce_to(full, tuple(R[k].shape), canon[k][1], xp))
+    return F, (grads[0] if single else grads)
+
+
+# ------------------------------------------------------------------------------------------
+# several layers with a flat parameter vector
+# ------------------------------------------------------------------------------------------
+_DIRECTIONS = ("isotropic", "anisotropic", "per_direction")
+
+
+class StoutSmearing:
+    """A stack of stout layers with trainable weights in one flat real array.
+
+    Parameters
+    ----------
+    n_layers : int
+    loops : loop types shared by every layer (as in :func:`stout_smear`).
+    D : int
+        Number of dimensions.
+    directions : ``"isotropic"`` (one weight per loop type), ``"anisotropic"`` (two: ``rho_t``
+        for mu = 0 and ``rho_s`` for mu >= 1) or ``"per_direction"`` (D).
+    site_shape : optional lattice shape: then every weight is also a field over the sites.
+    rho : initial value of every weight (float), or a flat array of all parameters.
+    keep : ``"links"`` or ``"all"`` (what each layer keeps for the backward; see
+        :class:`StoutContext`).
+
+    Parameter layout: ``theta[layer, type, class, *site_shape]`` flattened in C order, with the
+    direction classes ``[all]``, ``[t, s]`` or ``[0, ..., D-1]``.
+
+    ``forward(U)`` returns the smeared links and keeps the layer inputs; ``backward(F')``
+    returns ``(F, dL/dtheta)`` (flat, same layout as :meth:`parameters`).
+    """
+
+    def __init__(self, n_layers: int, loops="plaquette", *, D: int = 4,
+                 directions: str = "isotropic", site_shape: Sequence[int] | None = None,
+                 rho: Any = 0.1, keep: str = "all", method: str = "auto"):
+        if not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"n_layers must be a positive integer, not {n_layers!r}")
+        if directions not in _DIRECTIONS:
+            raise ValueError(f"directions must be one of {', '.join(_DIRECTIONS)}")
+        if keep not in ("links", "all"):
+            raise ValueError(f"keep must be 'links' or 'all', not {keep!r}")
+        self.n_layers = n_layers
+        self.loops = [loops] if isinstance(loops, (str, dict)) else list(loops)
+        self.D = D
+        self.n_types = len(resolve_loops(loops, D))
+        self.directions = directions
+        self.n_classes = {"isotropic": 1, "anisotropic": 2, "per_direction": D}[directions]
+        self.site_shape = tuple(site_shape) if site_shape is not None else ()
+        self.keep = keep
+        self.method = method
+        self.param_shape = (n_layers, self.n_types, self.n_classes) + self.site_shape
+        n = 1
+        for s in self.param_shape:
+            n *= s
+        self.n_parameters = n
+        if isinstance(rho, (int, float)):
+            import numpy as _np  # host-side initial parameter vector only
+            self._theta = _np.full(n, float(rho))
+        else:
+            self.set_parameters(rho)
+        self._ctx = None
+
+    # -- parameters ----------------------------------------------------------------------------
+    def parameters(self):
+        """The flat real parameter array (the object's own array; copy before mutating)."""
+        return self._theta
+
+    def set_parameters(self, theta) -> None:
+        """Replace the parameters by the flat array ``theta`` (length ``n_parameters``)."""
+        shape = tuple(theta.shape) if hasattr(theta, "shape") else (len(theta),)
+        if shape != (self.n_parameters,):
+            raise ValueError(f"parameters must have shape ({self.n_parameters},), got {shape}")
+        self._theta = theta
+        self._ctx = None
+
+    def _layer_rho(self, theta, layer, xp, D):
+        T = xp.reshape(theta, self.param_shape)[layer, ...]
+        out = []
+        for k in range(self.n_types):
+            w = T[k, ...]  # [class, *site_shape]
+            if self.directions == "isotropic":
+                r = w[0, ...] if not self.site_shape else xp.reshape(w, (1,) + self.site_shape)
+            elif self.directions == "anisotropic":
+                idx = xp.asarray([0] + [1] * (D - 1), device=device_of(theta))
+                r = xp.take(w, idx, axis=0)
+            else:
+                r = w
+            out.append(r)
+        return out
+
+    def _grad_layer(self, grads, xp, D):
+        out = []
+        for g in grads:
+            if self.directions == "isotropic":
+                out.append(xp.reshape(g, (1,) + self.site_shape))
+            elif self.directions == "anisotropic":
+                out.append(xp.stack([g[0, ...], xp.sum(g[1:, ...], axis=0)], axis=0))
+            else:
+                out.append(g)
+        return xp.stack(out, axis=0)
+
+    # -- forward / backward --------------------------------------------------------------------
+    def forward(self, U):
+        """Smear ``U`` ``[batch, D, *sites, N, N]`` through every layer; keeps the contexts."""
+        xp = namespace(U)
+        if U.shape[1] != self.D:
+            raise ValueError(f"this smearing was built for D = {self.D}, links have D = "
+                             f"{U.shape[1]}")
+        if self.site_shape and tuple(U.shape[2:2 + self.D]) != self.site_shape:
+            raise ValueError(f"per-site weights are for sites {list(self.site_shape)}, links "
+                             f"have {list(U.shape[2:2 + self.D])}")
+        theta = asarray(self._theta, xp, dtype=real_dtype_of(xp, U.dtype), device=device_of(U))
+        ctxs = []
+        for layer in range(self.n_layers):
+            rho = self._layer_rho(theta, layer, xp, self.D)
+            U, ctx = stout_smear(U, rho, self.loops, keep=self.keep, method=self.method)
+            ctxs.append((rho, ctx))
+        self._ctx = ctxs
+        return U
+
+    __call__ = forward
+
+    def backward(self, force):
+        """``(F, grad)``: the force ``-dL/dU`` at the input of the last :meth:`forward` and
+        ``dL/dtheta`` (flat), given the force ``F' = -dL/dU'`` at its output."""
+        if self._ctx is None:
+            raise RuntimeError("call forward(U) before backward(force)")
+        xp = namespace(force)
+        grads = [None] * self.n_layers
+        for layer in range(self.n_layers - 1, -1, -1):
+            rho, ctx = self._ctx[layer]
+            force, g = stout_backward(ctx.U, rho, force, self.loops, context=ctx,
+                                      method=self.method)
+            grads[layer] = self._grad_layer(g, xp, self.D)
+        return force, xp.reshape(xp.stack(grads, axis=0), (self.n_parameters,))
+
+    def memory_fields(self) -> int:
+        """Link-sized fields kept between forward and backward (per configuration)."""
+        per = 1 if self.keep == "links" else 3 + self.n_types
+        return self.n_layers * per
