@@ -367,3 +367,15 @@ def test_backward_small_and_large_Q(N, scale):
     F, _ = stout_backward(U, rho, loss.force(Up), "plaquette")
     fd_check_links(xp, U, lambda V: stout_smear(V, rho, "plaquette"), F, loss,
                    h=1e-5)
+
+
+def test_docs_example_runs():
+    import re
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "docs" / "smearing.md"
+    if not path.exists():
+        pytest.skip("docs not in this checkout")
+    ns = {}
+    for code in re.findall(r"```python\n(.*?)```", path.read_text(), re.S):
+        exec(compile(code, str(path), "exec"), ns)
+    assert ns["grad"].shape == (8,)
