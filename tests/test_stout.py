@@ -379,3 +379,43 @@ def test_docs_example_runs():
     for code in re.findall(r"```python\n(.*?)```", path.read_text(), re.S):
         exec(compile(code, str(path), "exec"), ns)
     assert ns["grad"].shape == (8,)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("N,shape", [(1, (3, 4)), (2, (3, 3, 2)), (3, (3, 3, 2)), (4, (3, 4))])
+def test_three_layers_five_point_fd(N, shape):
+    """Three anisotropic plaquette + rectangle layers against five-point differences (h = 1e-3,
+    truncation O(h^4)): links to 1e-9, weights to 1e-8 (relative)."""
+    xp = NP
+    D = len(shape)
+    U = links(xp, N, shape)
+    net = StoutSmearing(3, ["plaquette", "rectangle"], D=D, directions="anisotropic")
+    net.set_parameters(np.array([0.08, 0.06, -0.01, -0.012] * 3))
+    loss = Loss(xp, N, U)
+    F, grad = net.backward(loss.force(net.forward(U)))
+    F, grad = to_numpy(F), to_numpy(grad)
+    T = to_numpy(generators(N, xp))
+    host = to_numpy(U)
+    h = 1e-3
+
+    def five(f):
+        return (8 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12 * h)
+
+    for mu in range(D):
+        idx = (0, mu) + (1,) * D
+        for a in range(T.shape[0]):
+            def L(s):
+                V = host.copy()
+                V[idx] = to_numpy(expm_algebra(xp.asarray(s * T[a]))) @ host[idx]
+                return loss.value(net.forward(xp.asarray(V)))
+            d = five(L)
+            assert -2 * np.trace(T[a] @ F[idx]).real == pytest.approx(-d, abs=1e-9 * (1 + abs(d)))
+    theta = np.array(net.parameters())
+    for i in range(theta.size):
+        def Lp(s):
+            t = theta.copy()
+            t[i] += s
+            net.set_parameters(t)
+            return loss.value(net.forward(U))
+        d = five(Lp)
+        assert grad[i] == pytest.approx(d, abs=1e-8 * (1 + abs(d)))
