@@ -59,7 +59,7 @@ For a constant gradient ``m_hat = g`` and ``v_hat = g^2`` at every step, so ever
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Sequence
 
-from ..backend import asarray, complex_dtype_of, device_of, namespace, real_dtype_of
+from ..backend import asarray, device_of, namespace, real_dtype_of
 from ..gauge.paths import link, loop_shapes, loops_through_link, shift_by
 from ..groups import dagger, expm_algebra, project_algebra
 from .expderiv import expm_pullback
