@@ -12,7 +12,8 @@ def python_blocks(path):
     return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/getting-started.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/getting-started.md", "docs/smearing.md",
+                                 "docs/training.md"])
 def test_python_examples_run(doc):
     path = ROOT / doc
     if not path.exists():
