@@ -9,8 +9,9 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy
-from lattice_ml.fermions import (WilsonDirac, gamma5, gamma_matrices, kappa_from_mass,
-                                 mass_from_kappa, n_spin, sigma_munu)
+from lattice_ml.fermions import (StaggeredDirac, WilsonDirac, gamma5, gamma_matrices,
+                                 kappa_from_mass, mass_from_kappa, n_spin, sigma_munu,
+                                 staggered_epsilon, staggered_phases)
 from lattice_ml.groups import gauge_transform, haar_random, identity, random_gauge_transformation
 
 NP = namespace_by_name("numpy")
@@ -358,3 +359,179 @@ def test_wilson_bad_input(xp):
     W3 = WilsonDirac(haar_random(rng, (2, 3, 4), 1), 0.1)
     with pytest.raises(ValueError, match="even extents"):
         W3.apply_eo(rng.complex_normal((3, 4, 2, 1)))
+
+
+# ------------------------------------------------------------------------------------------
+# staggered
+# ------------------------------------------------------------------------------------------
+def test_staggered_phases_as_stated(xp):
+    sites = (2, 4, 2, 2)
+    eta = to_numpy(staggered_phases(sites, xp))
+    x = np.indices(sites)
+    assert np.all(eta[0] == 1)
+    assert np.array_equal(eta[1], (-1.0) ** x[0])
+    assert np.array_equal(eta[2], (-1.0) ** (x[0] + x[1]))
+    assert np.array_equal(eta[3], (-1.0) ** (x[0] + x[1] + x[2]))
+    assert np.array_equal(to_numpy(staggered_epsilon(sites, xp)), (-1.0) ** x.sum(axis=0))
+
+
+def free_staggered_sin2(shape, boundary="antiperiodic"):
+    """sum_mu sin^2 p_mu over the full Brillouin zone (antiperiodic p_0)."""
+    out = []
+    for n in itertools.product(*map(range, shape)):
+        p = [2 * np.pi * n[mu] / shape[mu] for mu in range(len(shape))]
+        if boundary == "antiperiodic":
+            p[0] += np.pi / shape[0]
+        out.append(sum(np.sin(q) ** 2 for q in p))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (6, 4), (4, 2, 2, 4)])
+def test_staggered_free_spectrum(shape):
+    """Free field: eigenvalues m +- i sqrt(sum_mu sin^2 p_mu). Each reduced-zone momentum carries
+    2^D eigenvalues, half with each sign, and 2^D full-zone momenta share its sin^2 values, so
+    the sorted |Im lambda| equal the sorted sqrt(sum sin^2 p) over the full zone."""
+    D, m, N = len(shape), 0.23, 1
+    S = StaggeredDirac(unit_links(NP, shape, N), m)
+    ev = np.linalg.eigvals(dense(S.apply, shape, 1, N, NP))
+    assert np.abs(ev.real - m).max() < 1e-12
+    want = np.sqrt(free_staggered_sin2(shape))
+    assert np.abs(np.sort(np.abs(ev.imag)) - np.sort(want)).max() < 1e-12
+    # +- pairs: the spectrum is symmetric about the real axis
+    assert match_spectra(ev, ev.conj()) < 1e-12
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (4, 2, 6, 2)])
+def test_staggered_free_normal_plane_waves(xp, shape):
+    """D^dag D e^{ip.x} = (m^2 + sum_mu sin^2 p_mu) e^{ip.x} (free field, antiperiodic p_0)."""
+    D, m, N = len(shape), 0.4, 3
+    S = StaggeredDirac(unit_links(xp, shape, N), m)
+    hr = np.random.default_rng(1)
+    x = np.indices(shape)
+    for _ in range(3):
+        p = [2 * np.pi * hr.integers(0, L) / L for L in shape]
+        p[0] += np.pi / shape[0]
+        c = hr.normal(size=(1, N)) + 1j * hr.normal(size=(1, N))
+        phase = np.exp(1j * np.tensordot(np.array(p), x, axes=1))
+        chi = phase[..., None, None] * c
+        out = to_numpy(S.normal(xp.asarray(chi[None])))[0]
+        lam = m * m + sum(np.sin(q) ** 2 for q in p)
+        assert np.abs(out - lam * chi).max() < 1e-12
+
+
+@pytest.mark.parametrize("shape,N", [((4, 4), 1), ((4, 4), 3), ((2, 2, 2, 4), 2), ((4, 2, 2, 2), 3)])
+def test_staggered_antihermitian_and_epsilon_hermiticity(xp, shape, N):
+    D = len(shape)
+    rng = RandomStreams(21, 2, xp)
+    U = haar_random(rng, (D, *shape), N)
+    S = StaggeredDirac(U, 0.3)
+    x = rng.complex_normal((*shape, 1, N))
+    y = rng.complex_normal((*shape, 1, N))
+    a, b = inner(x, S.hopping(y)), inner(S.hopping(x), y)
+    assert np.abs(a + b).max() < 1e-12 * np.abs(a).max()
+    a, b = inner(x, S.apply(y)), inner(S.apply_dagger(x), y)
+    assert np.abs(a - b).max() < 1e-12 * np.abs(a).max()
+    eDe = S.apply_epsilon(S.apply(S.apply_epsilon(x)))
+    assert np.abs(to_numpy(eDe) - to_numpy(S.apply_dagger(x))).max() < 1e-14
+
+
+@pytest.mark.parametrize("shape,N", [((4, 4), 2), ((2, 2, 2, 2), 3)])
+def test_staggered_dense_adjoint(xp, shape, N):
+    D = len(shape)
+    U = haar_random(RandomStreams(3, 1, xp), (D, *shape), N)
+    S = StaggeredDirac(U, 0.0)
+    K = dense(S.apply, shape, 1, N, xp)
+    assert np.abs(K + K.conj().T).max() < 1e-14
+    S = StaggeredDirac(U, 0.2)
+    M, Md = dense(S.apply, shape, 1, N, xp), dense(S.apply_dagger, shape, 1, N, xp)
+    assert np.abs(Md - M.conj().T).max() < 1e-14
+    E = np.kron(np.diag((-1.0) ** parity_host(shape).reshape(-1)), np.eye(N))
+    assert np.abs(E @ M @ E - M.conj().T).max() < 1e-14
+
+
+@pytest.mark.parametrize("shape,N", [((4, 4), 1), ((4, 4), 3), ((2, 2, 2, 4), 2)])
+def test_staggered_gauge_covariance(xp, shape, N):
+    D = len(shape)
+    rng = RandomStreams(17, 2, xp)
+    U = haar_random(rng, (D, *shape), N)
+    g = random_gauge_transformation(rng, shape, N)
+    chi = rng.complex_normal((*shape, 1, N))
+    lhs = StaggeredDirac(gauge_transform(U, g), 0.1).apply(chi @ xp.matrix_transpose(g))
+    rhs = StaggeredDirac(U, 0.1).apply(chi) @ xp.matrix_transpose(g)
+    assert np.abs(to_numpy(lhs) - to_numpy(rhs)).max() < 1e-13
+
+
+def test_staggered_hop_across_time_boundary(xp):
+    shape = (4, 4)
+    for boundary, sign in [("antiperiodic", -1.0), ("periodic", 1.0)]:
+        S = StaggeredDirac(unit_links(xp, shape, 1), 0.0, boundary=boundary)
+        chi = np.zeros((1, *shape, 1, 1), complex)
+        chi[0, 3, 1] = 1.0
+        out = to_numpy(S.apply(xp.asarray(chi)))[0, ..., 0, 0]
+        # at (0, 1): -1/2 eta_0 chi(x - 0) with the wrap sign; at (2, 1): +1/2 eta_0 chi(x + 0)
+        assert out[0, 1] == pytest.approx(-0.5 * sign) and out[2, 1] == pytest.approx(0.5)
+        # spatial hops from (3, 1): eta_1(3, .) = -1, no wrap sign in space
+        assert out[3, 0] == pytest.approx(-0.5) and out[3, 2] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("shape,N", [((4, 4), 1), ((4, 4), 2), ((2, 2, 2, 2), 3), ((4, 2), 3)])
+def test_staggered_even_odd(xp, shape, N):
+    """D^dag D is block diagonal in parity; apply_eo is its even block; det D = det(apply_eo);
+    det(D^dag D) = det(ee block) det(oo block) = det(ee block)^2."""
+    D, m = len(shape), 0.25
+    U = haar_random(RandomStreams(6, 1, xp), (D, *shape), N)
+    S = StaggeredDirac(U, m)
+    M = dense(S.apply, shape, 1, N, xp)
+    Nrm = dense(S.normal, shape, 1, N, xp)
+    par = np.repeat(parity_host(shape).reshape(-1), N)
+    e, o = par == 0, par == 1
+    assert np.abs(Nrm - M.conj().T @ M).max() < 1e-13
+    assert np.abs(Nrm[np.ix_(e, o)]).max() < 1e-14 and np.abs(Nrm[np.ix_(o, e)]).max() < 1e-14
+    Mhat = dense(S.apply_eo, shape, 1, N, xp)
+    assert np.abs(Mhat[np.ix_(o, o)]).max() == 0 and np.abs(Mhat[np.ix_(e, o)]).max() == 0
+    assert np.abs(Mhat[np.ix_(e, e)] - Nrm[np.ix_(e, e)]).max() < 1e-13
+    schur = M[np.ix_(e, e)] - M[np.ix_(e, o)] @ np.linalg.solve(M[np.ix_(o, o)], M[np.ix_(o, e)])
+    assert np.abs(m * schur - Mhat[np.ix_(e, e)]).max() < 1e-13
+    s_full, l_full = np.linalg.slogdet(M)
+    s_h, l_h = np.linalg.slogdet(Mhat[np.ix_(e, e)])
+    assert abs(l_full - l_h) < 1e-11 and abs(s_full - 1) < 1e-11 and abs(s_h - 1) < 1e-11
+    l_nrm = np.linalg.slogdet(Nrm)[1]
+    l_ee, l_oo = np.linalg.slogdet(Nrm[np.ix_(e, e)])[1], np.linalg.slogdet(Nrm[np.ix_(o, o)])[1]
+    assert abs(l_nrm - (l_ee + l_oo)) < 1e-11 and abs(l_ee - l_oo) < 1e-11
+
+
+@pytest.mark.parametrize("shape,N", [((4, 4), 2), ((2, 2, 2, 2), 3)])
+def test_staggered_schur_solve_reproduces_dense_solve(xp, shape, N):
+    D = len(shape)
+    rng = RandomStreams(12, 1, xp)
+    S = StaggeredDirac(haar_random(rng, (D, *shape), N), 0.15)
+    eta = rng.complex_normal((*shape, 1, N))
+    M = dense(S.apply, shape, 1, N, xp)
+    want = np.linalg.solve(M, to_numpy(eta).reshape(-1))
+    e = np.repeat(parity_host(shape).reshape(-1), N) == 0
+    Mhat = dense(S.apply_eo, shape, 1, N, xp)[np.ix_(e, e)]
+    rhs = to_numpy(S.prepare_source(eta)).reshape(-1)
+    assert np.abs(rhs[~e]).max() == 0
+    chi_e = np.zeros_like(rhs)
+    chi_e[e] = np.linalg.solve(Mhat, rhs[e])
+    full = to_numpy(S.reconstruct(xp.asarray(chi_e.reshape(1, *shape, 1, N)), eta)).reshape(-1)
+    assert np.abs(full - want).max() < 1e-12 * np.abs(want).max()
+
+
+def test_staggered_bad_input(xp):
+    rng = RandomStreams(1, 1, xp)
+    U = haar_random(rng, (2, 4, 4), 3)
+    S = StaggeredDirac(U, 0.1)
+    with pytest.raises(ValueError, match="boundary"):
+        StaggeredDirac(U, 0.1, boundary="open")
+    with pytest.raises(ValueError, match="spin"):
+        S.apply(rng.complex_normal((4, 4, 2, 3)))
+    with pytest.raises(ValueError, match="colours"):
+        S.apply(rng.complex_normal((4, 4, 1, 2)))
+    with pytest.raises(ValueError, match="layout"):
+        S.apply(rng.complex_normal((4, 4, 3)))
+    with pytest.raises(ValueError, match="m != 0"):
+        StaggeredDirac(U, 0.0).reconstruct(rng.complex_normal((4, 4, 1, 3)),
+                                           rng.complex_normal((4, 4, 1, 3)))
+    with pytest.raises(ValueError, match="even extents"):
+        StaggeredDirac(haar_random(rng, (2, 4, 3), 3), 0.1)
