@@ -289,7 +289,7 @@ class WilsonDirac:
         return self._local(psi) - self._hop(psi, -1)
 
     def normal(self, psi):
-        """``D_W^dag D_W psi`` (hermitian positive definite for m > 0 ... in practice)."""
+        """``D_W^dag D_W psi`` (hermitian, non-negative; positive definite when D_W is invertible)."""
         return self.apply_dagger(self.apply(psi))
 
     def hopping(self, psi):
