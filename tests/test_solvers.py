@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from lattice_ml.backend import to_numpy
-from lattice_ml.fermions.solvers import SolverError, cg, norm2, vdot
+from lattice_ml.fermions.solvers import (SolverError, bicgstab, cg, cg_mixed, cgne, multishift_cg,
+                                        norm2, vdot)
 from lattice_ml.lattice import shift
 
 
@@ -61,6 +62,48 @@ def laplacian_op(xp, masses, D=2, antiperiodic=False):
         return out
 
     return A
+
+
+def convection_diffusion_ops(xp, L, masses, seed, c_max=0.8):
+    """Non-normal 2D convection-diffusion operator with site-dependent convection c_mu(x):
+    A phi(x) = (4 + m_b^2) phi(x) - sum_mu [(1 - c_mu(x)) phi(x + mu) + (1 + c_mu(x)) phi(x - mu)],
+    and its adjoint. Returns (A, A_dagger, host coefficients)."""
+    rng = np.random.default_rng(seed)
+    nb = len(masses)
+    c_h = rng.uniform(-c_max, c_max, size=(2, nb, L, L))
+    m2_h = (np.asarray(masses) ** 2)[:, None, None]
+
+    def coeffs(phi):
+        c = xp.asarray(c_h, dtype=xp.float64)
+        m2 = xp.asarray(m2_h, dtype=xp.float64)
+        return c, m2
+
+    def A(phi):
+        c, m2 = coeffs(phi)
+        out = (4.0 + m2) * phi
+        for mu in range(2):
+            out = out - (1.0 - c[mu, ...]) * shift(phi, mu, +1) - (1.0 + c[mu, ...]) * shift(phi, mu, -1)
+        return out
+
+    def A_dag(phi):
+        c, m2 = coeffs(phi)
+        out = (4.0 + m2) * phi
+        for mu in range(2):
+            out = out - shift((1.0 - c[mu, ...]) * phi, mu, -1) - shift((1.0 + c[mu, ...]) * phi, mu, +1)
+        return out
+
+    return A, A_dag
+
+
+def dense_of(A, xp, nb, shape, dtype=complex):
+    """Dense [batch, n, n] matrices of a batched operator on fields [batch, *shape]."""
+    n = int(np.prod(shape))
+    cols = []
+    for j in range(n):
+        e = np.zeros((nb, n), dtype=dtype)
+        e[:, j] = 1.0
+        cols.append(to_numpy(A(xp.asarray(e.reshape((nb,) + tuple(shape))))).reshape(nb, n))
+    return np.stack(cols, axis=-1)
 
 
 def random_complex(shape, seed):
@@ -273,3 +316,211 @@ def test_cg_real_and_single_precision(xp_cpu):
     x32, info32 = cg(A, b32, tol=1e-5)
     assert x32.dtype == xp.float32 and info32.all_converged
     assert np.all(info32.residual <= 1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# CGNR / CGNE
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["cgnr", "cgne"])
+def test_cgne_solves_nonhermitian_system(xp, method):
+    L = 8
+    A, A_dag = convection_diffusion_ops(xp, L, [0.3, 1.0], seed=20)
+    b_h = random_complex((2, L, L), 21)
+    b = xp.asarray(b_h)
+    # the adjoint is the adjoint
+    u = xp.asarray(random_complex((2, L, L), 22))
+    np.testing.assert_allclose(to_numpy(vdot(u, A(b))), to_numpy(vdot(A_dag(u), b)), rtol=1e-12)
+    tol = 1e-10
+    x, info = cgne(A, A_dag, b, tol=tol, method=method)
+    assert info.all_converged and info.method == method
+    assert np.all(true_rel(A, x, b) <= tol)
+    np.testing.assert_allclose(info.residual, true_rel(A, x, b), rtol=1e-6)
+    assert info.matvecs == 2 * int(info.iterations.max()) + 2 + 2 * int(info.restarts.sum() > 0)
+    Md = dense_of(A, xp, 2, (L, L))
+    x_ex = np.linalg.solve(Md, b_h.reshape(2, -1, 1))[..., 0]
+    np.testing.assert_allclose(to_numpy(x).reshape(2, -1), x_ex, atol=1e-7 * np.abs(x_ex).max())
+    # residual history is that of the original system (monotone for CGNR)
+    if method == "cgnr":
+        h = info.history[:, 0]
+        assert np.all(np.diff(h[: info.iterations[0]]) <= 1e-14)
+
+
+# ----------------------------------------------------------------------------------------------
+# BiCGStab
+# ----------------------------------------------------------------------------------------------
+def test_bicgstab_convection_diffusion(xp):
+    L = 8
+    masses = [0.2, 0.6, 1.5]
+    A, _ = convection_diffusion_ops(xp, L, masses, seed=23)
+    b_h = random_complex((3, L, L), 24)
+    b = xp.asarray(b_h)
+    tol = 1e-10
+    x, info = bicgstab(A, b, tol=tol)
+    assert info.all_converged
+    rel = true_rel(A, x, b)
+    assert np.all(rel <= tol)
+    np.testing.assert_allclose(info.residual, rel, rtol=1e-6)
+    Md = dense_of(A, xp, 3, (L, L))
+    # non-normal: A A^H != A^H A
+    assert np.linalg.norm(Md[0] @ Md[0].conj().T - Md[0].conj().T @ Md[0]) > 1e-2
+    x_ex = np.linalg.solve(Md, b_h.reshape(3, -1, 1))[..., 0]
+    err = np.linalg.norm(to_numpy(x).reshape(3, -1) - x_ex, axis=1) / np.linalg.norm(x_ex, axis=1)
+    assert np.all(err <= 1e-7)
+    # lighter mass, more iterations; fewer than CGNR needs
+    assert info.iterations[0] > info.iterations[2]
+    _, A_dag = convection_diffusion_ops(xp, L, masses, seed=23)
+    _, info_nr = cgne(A, A_dag, b, tol=tol)
+    assert info.matvecs < info_nr.matvecs
+
+
+def test_bicgstab_dense_batch_independent(xp_cpu):
+    xp = xp_cpu
+    n = 60
+    rng = np.random.default_rng(25)
+    radii = [0.3, 0.6, 0.9]
+    N = np.stack([np.eye(n) + rad * (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+                  / np.sqrt(2 * n) for rad in radii])
+    b_h = random_complex((3, n), 26)
+    x, info = bicgstab(dense_op(xp, N), xp.asarray(b_h), tol=1e-11)
+    assert info.all_converged
+    assert info.iterations[0] < info.iterations[1] < info.iterations[2]
+    x_ex = np.linalg.solve(N, b_h[..., None])[..., 0]
+    np.testing.assert_allclose(to_numpy(x), x_ex, atol=1e-9 * np.abs(x_ex).max())
+    for e in range(3):
+        xe, ie = bicgstab(dense_op(xp, N[e:e + 1]), xp.asarray(b_h[e:e + 1]), tol=1e-11)
+        assert ie.iterations[0] == info.iterations[e]
+        np.testing.assert_allclose(to_numpy(xe)[0], to_numpy(x)[e], rtol=0,
+                                   atol=1e-13 * np.linalg.norm(x_ex[e]))
+
+
+def test_bicgstab_failures(xp_cpu):
+    xp = xp_cpu
+    n = 6
+    # entry 1 is real skew-symmetric: <b, A b> = 0 -> breakdown at the first iteration
+    S = np.zeros((n, n))
+    S[np.triu_indices(n, 1)] = np.arange(1, n * (n - 1) // 2 + 1)
+    S = S - S.T
+    M = np.stack([np.eye(n) + 0.1 * S, S]).astype(np.float64)
+    b = xp.asarray(np.random.default_rng(27).normal(size=(2, n)))
+    with pytest.raises(SolverError, match=r"breakdown in batch entry 1 at iteration 1: <rhat, A p>"):
+        bicgstab(dense_op(xp, M), b)
+    x, info = bicgstab(dense_op(xp, M), b, raise_on_failure=False)
+    assert info.converged.tolist() == [True, False] and 1 in info.breakdown
+    bad = xp.asarray(np.array([[1.0, np.inf, 0, 0, 0, 0], [1.0, 0, 0, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="entry 0"):
+        bicgstab(dense_op(xp, M), bad)
+    N = np.stack([np.eye(n), np.eye(n) + 3.0 * S])
+    with pytest.raises(SolverError, match=r"batch entry 1 did not converge in 2 iterations"):
+        bicgstab(dense_op(xp, N), b, maxiter=2, tol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# multi-shift CG
+# ----------------------------------------------------------------------------------------------
+def test_multishift_equals_separate_cg(xp):
+    M = hpd_matrices(80, [10.0, 300.0], seed=30)
+    A = dense_op(xp, M)
+    b_h = random_complex((2, 80), 31)
+    b = xp.asarray(b_h)
+    shifts = [0.0, 0.05, 0.5, 5.0, 50.0]
+    tol = 1e-10
+    xs, info = multishift_cg(A, b, shifts, tol=tol)
+    assert tuple(xs.shape) == (5, 2, 80) and xs.dtype == b.dtype
+    assert info.all_converged and np.all(info.residual <= tol)
+    assert np.all(info.refine_iterations == 0)
+    total_separate = 0
+    for k, s in enumerate(shifts):
+        xk, ik = cg(lambda v: A(v) + s * v, b, tol=tol)
+        total_separate += ik.matvecs
+        x_ex = np.linalg.solve(M + s * np.eye(80), b_h[..., None])[..., 0]
+        kappa = (np.array([10.0, 300.0]) + s) / (1.0 + s)
+        for e in range(2):
+            ref = np.linalg.norm(x_ex[e])
+            assert np.linalg.norm(to_numpy(xs)[k, e] - to_numpy(xk)[e]) <= 2 * kappa[e] * tol * ref
+            assert np.linalg.norm(to_numpy(xs)[k, e] - x_ex[e]) <= kappa[e] * tol * ref
+        if s == 0.0:  # the seed system is plain CG: same iteration count
+            np.testing.assert_array_equal(info.iterations[k], ik.iterations)
+    # larger shifts converge (and are frozen) earlier; one operator application per iteration
+    assert np.all(np.diff(info.iterations, axis=0) <= 0)
+    assert info.iterations[-1, 1] < info.iterations[0, 1]
+    assert info.matvecs == int(info.iterations.max()) + len(shifts)
+    assert info.matvecs < total_separate / 2
+    # history: shift k frozen after its own iteration count
+    k_last = info.iterations[-1, 1]
+    assert info.history[k_last - 1, -1, 1] <= tol
+    assert np.all(info.history[k_last - 1:, -1, 1] == info.history[k_last - 1, -1, 1])
+
+
+def test_multishift_lattice_field_and_tolerances(xp_cpu):
+    xp = xp_cpu
+    L = 8
+    A = laplacian_op(xp, [0.0, 0.0])         # massless: the shifts provide the mass
+    b = xp.asarray(random_complex((2, L, L, 2, 3), 32))
+    shifts = [0.01, 0.1, 1.0]
+    tols = [1e-10, 1e-8, 1e-6]
+    xs, info = multishift_cg(A, b, shifts, tol=tols)
+    for k, s in enumerate(shifts):
+        rel = true_rel(lambda v: A(v) + s * v, xs[k, ...], b)
+        assert np.all(rel <= tols[k])
+        np.testing.assert_allclose(info.residual[k], rel, rtol=1e-6)
+    with pytest.raises(SolverError, match=r"did not converge in 5 iterations for \(shift 0.01, entry 0"):
+        multishift_cg(A, b, shifts, maxiter=5, refine=False)
+    with pytest.raises(ValueError, match="shifts"):
+        multishift_cg(A, b, [])
+
+
+# ----------------------------------------------------------------------------------------------
+# mixed precision
+# ----------------------------------------------------------------------------------------------
+class Counted:
+    """Operator wrapper recording the dtype of every input."""
+
+    def __init__(self, A):
+        self.A = A
+        self.dtypes = []
+
+    def __call__(self, v):
+        self.dtypes.append(v.dtype)
+        return self.A(v)
+
+
+def test_cg_mixed_reaches_float64_accuracy(xp):
+    L = 16
+    masses = [0.1, 0.4]
+    b = xp.asarray(random_complex((2, L, L, 2, 3), 40))
+    hi = Counted(laplacian_op(xp, masses))
+    lo = Counted(laplacian_op(xp, masses))
+    x, info = cg_mixed(hi, lo, b, tol=1e-10, inner_tol=1e-5)
+    assert info.all_converged and x.dtype == xp.complex128
+    assert all(d == xp.complex128 for d in hi.dtypes)
+    assert all(d == xp.complex64 for d in lo.dtypes)
+    assert info.inner_dtype == "complex64"
+    rel = true_rel(laplacian_op(xp, masses), x, b)
+    assert np.all(rel <= 1e-10)
+    np.testing.assert_allclose(info.residual, rel, rtol=1e-6)
+    assert info.high_matvecs == len(hi.dtypes) and info.low_matvecs == len(lo.dtypes)
+    # history: the true residual drops by about inner_tol per cycle
+    assert np.all(info.history[1, :] <= 1e-4)
+    _, ref = cg(laplacian_op(xp, masses), b, tol=1e-10)
+    assert info.high_matvecs <= 4 < ref.matvecs
+    assert np.all(info.outer_iterations >= 2)
+
+
+def test_cg_mixed_real_dense_and_failure(xp_cpu):
+    xp = xp_cpu
+    M = hpd_matrices(50, [100.0, 1000.0], seed=41)
+    b = xp.asarray(random_complex((2, 50), 42))
+    lo = Counted(dense_op(xp, M, np.complex64))
+    x, info = cg_mixed(dense_op(xp, M), lo, b, tol=1e-11)
+    assert info.all_converged and np.all(true_rel(dense_op(xp, M), x, b) <= 1e-11)
+    assert all(d == xp.complex64 for d in lo.dtypes)
+    # real fields: float32 inner solves
+    L = 8
+    br = xp.asarray(np.random.default_rng(43).normal(size=(2, L, L)))
+    lo_r = Counted(laplacian_op(xp, [0.5, 0.5]))
+    xr, ir = cg_mixed(laplacian_op(xp, [0.5, 0.5]), lo_r, br)
+    assert xr.dtype == xp.float64 and all(d == xp.float32 for d in lo_r.dtypes) and ir.all_converged
+    # a low-precision operator 2.5x too small overshoots: the residual grows -> stagnation error
+    bad_lo = lambda v: 0.4 * lo_r.A(v)  # noqa: E731
+    with pytest.raises(SolverError, match=r"batch entry 0 stagnated in outer cycle 1"):
+        cg_mixed(laplacian_op(xp, [0.5, 0.5]), bad_lo, br)

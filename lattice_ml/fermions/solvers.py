@@ -429,3 +429,572 @@ def _stack_history(history, *shape):
     if history:
         return np.stack(history)
     return np.zeros((0,) + tuple(shape))
+
+
+# ----------------------------------------------------------------------------------------------
+# CG on the normal equations
+# ----------------------------------------------------------------------------------------------
+def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
+         maxiter: int = 10000, method: str = "cgnr", raise_on_failure: bool = True,
+         restart_on_true_residual: bool = True):
+    """Solve ``D x = b`` for a general (non-singular) ``D`` by CG on the normal equations.
+
+    Parameters
+    ----------
+    D, D_dagger : callables on ``[batch, ...]`` arrays
+        The operator and its adjoint (``<u, D v> = <D_dagger u, v>`` per entry).
+    b : array ``[batch, ...]``
+    method : ``"cgnr"`` (default) or ``"cgne"``
+        ``"cgnr"``: CG on ``D^dagger D x = D^dagger b`` (minimises ``||b - D x||`` over the
+        Krylov space). ``"cgne"``: Craig's method, CG on ``D D^dagger y = b`` with
+        ``x = D^dagger y`` (minimises the error ``||x - x*||``).
+    tol : float
+        Stop entry ``b`` when the residual **of the original system**
+        ``||b_b - D x_b|| <= tol ||b_b||``; both variants update that residual in their
+        recursion, and it is recomputed at the end.
+
+    Other parameters and the return value are as for :func:`cg`; ``info.matvecs`` counts
+    applications of ``D`` and ``D_dagger`` (two per iteration).
+
+    Recursions (per entry), with ``r = b - D x``:
+
+    * CGNR: ``z = D^dagger r``, ``p = z``; ``w = D p``, ``alpha = |z|^2/|w|^2``,
+      ``x += alpha p``, ``r -= alpha w``, ``z' = D^dagger r``, ``beta = |z'|^2/|z|^2``,
+      ``p = z' + beta p``.
+    * CGNE: ``p = D^dagger r``; ``alpha = |r|^2/|p|^2``, ``x += alpha p``,
+      ``r -= alpha D p``, ``beta = |r'|^2/|r|^2``, ``p = D^dagger r' + beta p``.
+    """
+    if method not in ("cgnr", "cgne"):
+        raise ValueError(f"cgne: method must be 'cgnr' or 'cgne', not {method!r}")
+    name = method
+    xp = namespace(b)
+    nd = b.ndim
+    bb = _check_rhs(xp, b, name)
+    x0 = _prepare_x0(xp, b, x0, name)
+    nb = b.shape[0]
+    zero_rhs = bb == 0.0
+    bb_safe = np.where(zero_rhs, 1.0, bb)
+    target2 = (tol ** 2) * bb
+    matvecs = 0
+    if x0 is None:
+        x = xp.zeros_like(b)
+        r = b
+    else:
+        x = xp.where(_col(xp, _mask(xp, zero_rhs, b), nd), xp.zeros_like(b), x0)
+        r = b - D(x)
+        matvecs += 1
+
+    def start(r):
+        z = D_dagger(r)
+        if method == "cgnr":
+            return z, z, norm2(z)            # z, p, the scalar of the recursion |z|^2
+        return None, z, norm2(r)             # CGNE: p = D^dagger r, scalar |r|^2
+
+    z, p, g_dev = start(r)
+    matvecs += 1
+    rr = _host(norm2(r))[0]
+    iters = np.zeros(nb, dtype=np.int64)
+    restarts = np.zeros(nb, dtype=np.int64)
+    failed = np.zeros(nb, dtype=bool)
+    breakdown: dict = {}
+    history: list[np.ndarray] = []
+    active = (rr > target2) & ~zero_rhs
+
+    while True:
+        while np.any(active):
+            act = _mask(xp, active, b)
+            Dp = D(p)
+            matvecs += 1
+            den_dev = norm2(Dp) if method == "cgnr" else norm2(p)
+            ok_dev = act & (den_dev > 0) & xp.isfinite(den_dev) & xp.isfinite(g_dev)
+            one = xp.ones_like(den_dev)
+            alpha = xp.where(ok_dev, g_dev / xp.where(ok_dev, den_dev, one), xp.zeros_like(one))
+            okc = _col(xp, ok_dev, nd)
+            x = xp.where(okc, x + _col(xp, alpha, nd) * p, x)
+            r = xp.where(okc, r - _col(xp, alpha, nd) * Dp, r)
+            Ddr = D_dagger(r)
+            matvecs += 1
+            g_new = norm2(Ddr) if method == "cgnr" else norm2(r)
+            beta = xp.where(ok_dev, g_new / xp.where(ok_dev, g_dev, one), xp.zeros_like(one))
+            p = xp.where(okc, Ddr + _col(xp, beta, nd) * p, p)
+            g_dev = xp.where(ok_dev, g_new, g_dev)
+            rr_new_dev = norm2(r)
+            den, rr_new, g_h = _host(den_dev, rr_new_dev, g_new)
+            iters += active
+            bad = active & ~((den > 0) & np.isfinite(den) & np.isfinite(rr_new))
+            # CGNR: D^dagger r = 0 with r != 0 means D is singular (least-squares solution)
+            bad |= active & ~bad & (g_h == 0) & (rr_new > target2)
+            for e in np.flatnonzero(bad):
+                if not (np.isfinite(den[e]) and np.isfinite(rr_new[e])):
+                    why = "non-finite scalar (NaN or inf in the operator output?)"
+                elif den[e] <= 0:
+                    why = ("|D p|^2 = 0" if method == "cgnr" else "|p|^2 = 0") + \
+                        " (is D singular?)"
+                else:
+                    why = "D^dagger r = 0 with r != 0 (is D singular?)"
+                msg = f"breakdown in batch entry {e} at iteration {int(iters[e])}: {why}"
+                if raise_on_failure:
+                    raise SolverError(f"{name}: {msg}", entries=[int(e)], iteration=int(iters[e]))
+                breakdown[int(e)] = msg
+            failed |= bad
+            rr = np.where(active & ~bad, rr_new, rr)
+            active = active & ~bad & (rr > target2) & (iters < maxiter)
+            history.append(np.sqrt(rr / bb_safe))
+        rt = b - D(x)
+        matvecs += 1
+        rt2 = _host(norm2(rt))[0]
+        redo = (rt2 > target2) & ~failed & (iters < maxiter) & ~zero_rhs
+        if not (restart_on_true_residual and np.any(redo)):
+            break
+        m1 = _mask(xp, redo, b)
+        m = _col(xp, m1, nd)
+        r = xp.where(m, rt, r)
+        _, p_new, g_new = start(rt)
+        matvecs += 1
+        p = xp.where(m, p_new, p)
+        g_dev = xp.where(m1, g_new, g_dev)
+        rr = np.where(redo, rt2, rr)
+        restarts += redo
+        active = redo.copy()
+
+    info = SolverInfo(method=name, tol=tol, iterations=iters, converged=(rt2 <= target2) & ~failed,
+                      residual=np.sqrt(rt2 / bb_safe), history=_stack_history(history, nb),
+                      matvecs=matvecs, restarts=restarts, breakdown=breakdown)
+    if raise_on_failure and not info.all_converged:
+        _fail_nonconverged(name, info, maxiter)
+    return x, info
+
+
+# ----------------------------------------------------------------------------------------------
+# BiCGStab
+# ----------------------------------------------------------------------------------------------
+def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
+             raise_on_failure: bool = True, restart_on_true_residual: bool = True,
+             breakdown_tol: float | None = None):
+    """BiCGStab (van der Vorst 1992) for a general non-singular ``A``, every entry on its own.
+
+    Recursion (per entry), ``r_0 = b - A x_0``, shadow residual ``rhat = r_0``,
+    ``rho = alpha = omega = 1``, ``v = p = 0``::
+
+        rho'   = <rhat, r>;            beta = (rho'/rho)(alpha/omega)
+        p      = r + beta (p - omega v);  v = A p;  alpha = rho' / <rhat, v>
+        s      = r - alpha v           (if ||s|| <= tol ||b||: x += alpha p, done)
+        t      = A s;                  omega = <t, s> / <t, t>
+        x     += alpha p + omega s;    r = s - omega t
+
+    Two operator applications per iteration; the scalars are complex for complex fields.
+    Breakdowns (raised as :class:`SolverError` naming entry and iteration, or frozen with
+    ``raise_on_failure=False``): ``|rho'| <= breakdown_tol ||rhat|| ||r||``,
+    ``|<rhat, v>| <= breakdown_tol ||rhat|| ||v||``, ``omega = 0`` or ``<t, t> = 0``, or any
+    non-finite scalar. ``breakdown_tol`` defaults to the machine epsilon of the dtype squared
+    (only exact or near-exact breakdowns are caught). Entries whose true residual is above ``tol``
+    after the recursion has converged restart from the true residual with a fresh shadow vector.
+
+    Returns ``(x, SolverInfo)`` as :func:`cg`.
+    """
+    name = "bicgstab"
+    xp = namespace(b)
+    nd = b.ndim
+    bb = _check_rhs(xp, b, name)
+    x0 = _prepare_x0(xp, b, x0, name)
+    nb = b.shape[0]
+    if breakdown_tol is None:
+        breakdown_tol = float(np.finfo(np.float32 if real_dtype_of(xp, b.dtype) == xp.float32
+                                       else np.float64).eps) ** 2
+    zero_rhs = bb == 0.0
+    bb_safe = np.where(zero_rhs, 1.0, bb)
+    target2 = (tol ** 2) * bb
+    matvecs = 0
+    if x0 is None:
+        x = xp.zeros_like(b)
+        r = b
+    else:
+        x = xp.where(_col(xp, _mask(xp, zero_rhs, b), nd), xp.zeros_like(b), x0)
+        r = b - A(x)
+        matvecs += 1
+    sdt = b.dtype                                   # scalars in the field's dtype
+
+    def ones():
+        return xp.ones((nb,), dtype=sdt, device=device_of(b))
+
+    rhat = r
+    rhat2 = norm2(rhat)
+    rho, alpha, omega = ones(), ones(), ones()
+    v = xp.zeros_like(b)
+    p = xp.zeros_like(b)
+    rr = _host(norm2(r))[0]
+    iters = np.zeros(nb, dtype=np.int64)
+    restarts = np.zeros(nb, dtype=np.int64)
+    failed = np.zeros(nb, dtype=bool)
+    breakdown: dict = {}
+    history: list[np.ndarray] = []
+    active = (rr > target2) & ~zero_rhs
+
+    def fail(entries, why_of, iters_now):
+        for e in entries:
+            msg = f"breakdown in batch entry {e} at iteration {int(iters_now[e])}: {why_of(e)}"
+            if raise_on_failure:
+                raise SolverError(f"{name}: {msg}", entries=[int(e)], iteration=int(iters_now[e]))
+            breakdown[int(e)] = msg
+
+    while True:
+        while np.any(active):
+            iters += active
+            act = _mask(xp, active, b)
+            rho_new = vdot(rhat, r)
+            # breakdown test on rho' is done on the host together with the next ones
+            safe = lambda d: xp.where(act & (d != 0), d, ones())  # noqa: E731
+            beta = (rho_new / safe(rho)) * (alpha / safe(omega))
+            p = xp.where(_col(xp, act, nd), r + _col(xp, beta, nd) * (p - _col(xp, omega, nd) * v), p)
+            v = xp.where(_col(xp, act, nd), A(p), v)
+            matvecs += 1
+            rv = vdot(rhat, v)
+            alpha_new = rho_new / safe(rv)
+            s = r - _col(xp, alpha_new, nd) * v
+            h_rho, h_rv, h_rh2, h_rr, h_v2, h_ss = _host(
+                rho_new, rv, rhat2, norm2(r), norm2(v), norm2(s))
+            nrm = np.sqrt(h_rh2)
+            bad_rho = active & ~(np.isfinite(h_rho) &
+                                 (np.abs(h_rho) > breakdown_tol * nrm * np.sqrt(h_rr)))
+            bad_rv = active & ~bad_rho & ~(np.isfinite(h_rv) & np.isfinite(h_ss) &
+                                           (np.abs(h_rv) > breakdown_tol * nrm * np.sqrt(h_v2)))
+            fail(np.flatnonzero(bad_rho),
+                 lambda e: f"rho = <rhat, r> = {h_rho[e]:.3e} vanishes or is not finite", iters)
+            fail(np.flatnonzero(bad_rv),
+                 lambda e: f"<rhat, A p> = {h_rv[e]:.3e} vanishes or is not finite", iters)
+            bad = bad_rho | bad_rv
+            ok = active & ~bad
+            half = ok & (h_ss <= target2)
+            full = ok & ~half
+            okm = _mask(xp, ok, b)
+            x = xp.where(_col(xp, okm, nd), x + _col(xp, alpha_new, nd) * p, x)
+            t = A(s)
+            matvecs += 1
+            tt, ts = norm2(t), vdot(t, s)
+            fm = _mask(xp, full, b)
+            tt_c = xp.astype(tt, sdt)
+            omega_new = ts / xp.where(fm & (tt != 0), tt_c, ones())
+            h_tt, h_om = _host(tt, omega_new)
+            bad_om = full & ~(np.isfinite(h_tt) & (h_tt > 0) & np.isfinite(h_om) & (h_om != 0))
+            fail(np.flatnonzero(bad_om),
+                 lambda e: f"omega = <t, s>/<t, t> = {h_om[e]:.3e} vanishes or is not finite "
+                 f"(<t, t> = {h_tt[e]:.3e})", iters)
+            full = full & ~bad_om
+            bad = bad | bad_om
+            fm = _mask(xp, full, b)
+            hm = _mask(xp, half, b)
+            fmc = _col(xp, fm, nd)
+            x = xp.where(fmc, x + _col(xp, omega_new, nd) * s, x)
+            r = xp.where(fmc, s - _col(xp, omega_new, nd) * t,
+                         xp.where(_col(xp, hm | _mask(xp, bad_om, b), nd), s, r))
+            upd = _mask(xp, ok, b)
+            rho = xp.where(upd, rho_new, rho)
+            alpha = xp.where(upd, alpha_new, alpha)
+            omega = xp.where(fm, omega_new, omega)
+            rr_new = _host(norm2(r))[0]
+            failed |= bad
+            rr = np.where(ok, rr_new, rr)
+            active = ok & (rr > target2) & (iters < maxiter)
+            history.append(np.sqrt(rr / bb_safe))
+        rt = b - A(x)
+        matvecs += 1
+        rt2 = _host(norm2(rt))[0]
+        redo = (rt2 > target2) & ~failed & (iters < maxiter) & ~zero_rhs
+        if not (restart_on_true_residual and np.any(redo)):
+            break
+        m1 = _mask(xp, redo, b)
+        m = _col(xp, m1, nd)
+        r = xp.where(m, rt, r)
+        rhat = xp.where(m, rt, rhat)
+        rhat2 = norm2(rhat)
+        p = xp.where(m, xp.zeros_like(p), p)
+        v = xp.where(m, xp.zeros_like(v), v)
+        rho = xp.where(m1, ones(), rho)
+        alpha = xp.where(m1, ones(), alpha)
+        omega = xp.where(m1, ones(), omega)
+        rr = np.where(redo, rt2, rr)
+        restarts += redo
+        active = redo.copy()
+
+    info = SolverInfo(method=name, tol=tol, iterations=iters, converged=(rt2 <= target2) & ~failed,
+                      residual=np.sqrt(rt2 / bb_safe), history=_stack_history(history, nb),
+                      matvecs=matvecs, restarts=restarts, breakdown=breakdown)
+    if raise_on_failure and not info.all_converged:
+        _fail_nonconverged(name, info, maxiter)
+    return x, info
+
+
+# ----------------------------------------------------------------------------------------------
+# multi-shift CG
+# ----------------------------------------------------------------------------------------------
+def multishift_cg(A: Callable, b, shifts: Sequence[float], *, tol: float | Sequence[float] = 1e-10,
+                  maxiter: int = 10000, refine: bool = True, raise_on_failure: bool = True):
+    """Solve ``(A + sigma_k) x_k = b`` for all shifts at the cost of one CG (Jegerlehner 1996).
+
+    Parameters
+    ----------
+    A : callable on ``[batch, ...]`` arrays
+        Hermitian, with ``A + min(shifts)`` positive definite for every entry.
+    b : array ``[batch, ...]``
+    shifts : sequence of real numbers ``sigma_k`` (``>= 0`` in the usual use, e.g. RHMC poles)
+    tol : float or one float per shift
+        Stop updating shift ``k`` of entry ``b`` when ``||r_k,b|| <= tol_k ||b_b||``.
+    refine : bool
+        Finish every (shift, entry) whose **true** residual is still above its tolerance with a
+        warm-started plain CG on ``A + sigma_k`` (default). Otherwise only report it.
+
+    Returns
+    -------
+    x : array ``[n_shift, batch, ...]``
+    info : MultiShiftInfo
+
+    Recursion. Plain CG runs on the seed system ``A_s = A + sigma_s`` with the smallest shift
+    ``sigma_s`` (the slowest to converge). With ``Delta_k = sigma_k - sigma_s >= 0`` the residual of
+    shift ``k`` stays collinear with the seed residual, ``r_k = zeta_k r``, and per entry::
+
+        alpha  = <r, r> / <p, A_s p>
+        zeta_k' = zeta_k zeta_k^- alpha^- /
+                  (alpha beta^- (zeta_k^- - zeta_k) + zeta_k^- alpha^- (1 + Delta_k alpha))
+        alpha_k = alpha zeta_k' / zeta_k;        x_k += alpha_k p_k
+        r -= alpha A_s p;  beta = <r', r'> / <r, r>
+        beta_k = beta (zeta_k' / zeta_k)^2;      p_k = zeta_k' r' + beta_k p_k
+        p = r' + beta p
+
+    starting from ``x_k = 0``, ``r = p = p_k = b``, ``zeta_k = zeta_k^- = 1``, ``alpha^- = 1``,
+    ``beta^- = 0`` (``^-`` is the previous iteration). Shift ``k`` of entry ``b`` is frozen once
+    ``|zeta_k| ||r|| <= tol_k ||b||``; the seed recursion of an entry runs until all its shifts
+    are frozen. One application of ``A`` per iteration, whatever the number of shifts; the shifts
+    cost one vector each for ``x_k`` and ``p_k``.
+    """
+    name = "multishift_cg"
+    xp = namespace(b)
+    nd = b.ndim
+    bb = _check_rhs(xp, b, name)
+    nb = b.shape[0]
+    sig = np.asarray(shifts, dtype=np.float64).reshape(-1)
+    ns = sig.size
+    if ns == 0 or not np.all(np.isfinite(sig)):
+        raise ValueError(f"{name}: shifts must be a non-empty sequence of finite numbers, "
+                         f"got {shifts!r}")
+    tols = np.broadcast_to(np.asarray(tol, dtype=np.float64), (ns,)).copy()
+    rdt = real_dtype_of(xp, b.dtype)
+    dev = device_of(b)
+    s_seed = float(sig.min())
+    delta = xp.asarray(np.repeat((sig - s_seed)[:, None], nb, axis=1), dtype=rdt, device=dev)
+    zero_rhs = bb == 0.0
+    bb_safe = np.where(zero_rhs, 1.0, bb)
+    target2 = (tols[:, None] ** 2) * bb[None, :]          # [n_shift, batch]
+
+    def As(v):
+        return A(v) + s_seed * v if s_seed != 0.0 else A(v)
+
+    def colk(s):  # [n_shift, batch] -> broadcast against [n_shift, batch, ...]
+        return xp.reshape(s, tuple(s.shape) + (1,) * (nd - 1))
+
+    matvecs = 0
+    r = b
+    p = b
+    xs = xp.zeros((ns,) + tuple(b.shape), dtype=b.dtype, device=dev)
+    ps = xp.stack([b] * ns)
+    one_kb = xp.ones((ns, nb), dtype=rdt, device=dev)
+    zeta, zeta_m = one_kb, one_kb
+    alpha_m = xp.ones((nb,), dtype=rdt, device=dev)
+    beta_m = xp.zeros((nb,), dtype=rdt, device=dev)
+    rr_dev = norm2(r)
+    rr = bb.copy()
+    act_k = (rr[None, :] > target2) & ~zero_rhs[None, :]     # [n_shift, batch]
+    iters_k = np.zeros((ns, nb), dtype=np.int64)
+    iters = np.zeros(nb, dtype=np.int64)
+    history: list[np.ndarray] = []
+    res2_k = np.repeat(bb[None, :], ns, axis=0)            # recursion residuals^2, frozen
+
+    while np.any(act_k):
+        active = np.any(act_k, axis=0)
+        act = _mask(xp, active, b)
+        ak = _mask(xp, act_k, b)
+        Ap = As(p)
+        matvecs += 1
+        pAp = vdot(p, Ap)
+        if _is_complex(xp, pAp):
+            pAp = xp.real(pAp)
+        ok_dev = act & (pAp > 0) & xp.isfinite(pAp)
+        one = xp.ones_like(rr_dev)
+        alpha = xp.where(ok_dev, rr_dev / xp.where(ok_dev, pAp, one), xp.zeros_like(one))
+        # shifted coefficients
+        den = (alpha * beta_m)[None, :] * (zeta_m - zeta) + \
+            zeta_m * alpha_m[None, :] * (1.0 + delta * alpha[None, :])
+        upd_k = ak & ok_dev[None, :]
+        zeta_new = xp.where(upd_k, zeta * zeta_m * alpha_m[None, :] /
+                            xp.where(upd_k, den, one_kb), zeta)
+        alpha_k = xp.where(upd_k, alpha[None, :] * zeta_new / xp.where(upd_k, zeta, one_kb),
+                           xp.zeros_like(zeta))
+        uk = colk(upd_k)
+        xs = xp.where(uk, xs + colk(alpha_k) * ps, xs)
+        okc = _col(xp, ok_dev, nd)
+        r = xp.where(okc, r - _col(xp, alpha, nd) * Ap, r)
+        rr_new_dev = norm2(r)
+        beta = xp.where(ok_dev, rr_new_dev / xp.where(ok_dev, rr_dev, one), xp.zeros_like(one))
+        ratio = zeta_new / xp.where(upd_k, zeta, one_kb)
+        beta_k = beta[None, :] * ratio * ratio
+        ps = xp.where(uk, colk(zeta_new) * r[None, ...] + colk(beta_k) * ps, ps)
+        p = xp.where(okc, r + _col(xp, beta, nd) * p, p)
+        zeta_m = xp.where(upd_k, zeta, zeta_m)
+        zeta = zeta_new
+        alpha_m = xp.where(ok_dev, alpha, alpha_m)
+        beta_m = xp.where(ok_dev, beta, beta_m)
+        rr_dev = xp.where(ok_dev, rr_new_dev, rr_dev)
+        h_pAp, h_rr, zeta_h = _host(pAp, rr_new_dev, zeta)
+        iters += active
+        iters_k += act_k
+        bad = active & ~((h_pAp > 0) & np.isfinite(h_pAp) & np.isfinite(h_rr))
+        if np.any(bad):
+            e = int(np.flatnonzero(bad)[0])
+            msg = (f"breakdown in batch entry {e} at iteration {int(iters[e])}: "
+                   f"p^H (A + sigma_min) p = {h_pAp[e]:.3e} is not positive or a scalar is not "
+                   "finite (is A + min(shifts) hermitian positive definite?)")
+            if raise_on_failure:
+                raise SolverError(f"{name}: {msg}", entries=[e], iteration=int(iters[e]))
+        rr = np.where(active & ~bad, h_rr, rr)
+        res2_k = np.where(act_k & ~bad[None, :], (zeta_h ** 2) * rr[None, :], res2_k)
+        act_k = act_k & ~bad[None, :] & (res2_k > target2) & (iters[None, :] < maxiter)
+        history.append(np.sqrt(res2_k / bb_safe[None, :]))
+
+    # true residuals, refinement
+    def true_res2(k, xk):
+        return _host(norm2(b - (A(xk) + float(sig[k]) * xk)))[0]
+
+    res2 = np.zeros((ns, nb))
+    refine_it = np.zeros((ns, nb), dtype=np.int64)
+    x_list = [xs[k, ...] for k in range(ns)]
+    for k in range(ns):
+        res2[k] = true_res2(k, x_list[k])
+        matvecs += 1
+        need = (res2[k] > target2[k]) & ~zero_rhs
+        if refine and np.any(need) and np.all(np.isfinite(res2[k])):
+            sk = float(sig[k])
+            xk, ik = _cg(lambda v: A(v) + sk * v, b, x_list[k], float(tols[k]), maxiter,
+                         False, True, None, name + " refinement")
+            matvecs += ik.matvecs
+            refine_it[k] = ik.iterations
+            x_list[k] = xk
+            res2[k] = np.where(zero_rhs, 0.0, (ik.residual ** 2) * bb)
+    x = xp.stack(x_list)
+    info = MultiShiftInfo(shifts=sig, tol=tol, iterations=iters_k,
+                          converged=res2 <= target2, residual=np.sqrt(res2 / bb_safe[None, :]),
+                          history=_stack_history(history, ns, nb), matvecs=matvecs,
+                          refine_iterations=refine_it)
+    if raise_on_failure and not info.all_converged:
+        kk, ee = np.nonzero(~info.converged)
+        pairs = ", ".join(f"(shift {sig[k]:g}, entry {e}: {info.residual[k, e]:.3e})"
+                          for k, e in zip(kk, ee))
+        raise SolverError(f"{name}: did not converge in {maxiter} iterations for {pairs}",
+                          entries=sorted(set(int(e) for e in ee)),
+                          iteration=int(iters[ee[0]]), info=info)
+    return x, info
+
+
+# ----------------------------------------------------------------------------------------------
+# mixed precision
+# ----------------------------------------------------------------------------------------------
+def cg_mixed(A_high: Callable, A_low: Callable, b, x0=None, *, tol: float = 1e-10,
+             inner_tol: float = 1e-5, max_outer: int = 100, inner_maxiter: int = 10000,
+             raise_on_failure: bool = True):
+    """Mixed-precision CG by defect correction: float64 accuracy from float32 inner solves.
+
+    Parameters
+    ----------
+    A_high : callable on ``[batch, ...]`` arrays of ``b``'s dtype (float64 / complex128)
+        The operator in high precision; applied once per outer cycle for the true residual.
+    A_low : callable on float32 / complex64 arrays
+        The same operator in low precision (e.g. built on float32 / complex64 links).
+    b : array ``[batch, ...]``, float64 or complex128
+    tol : float
+        Target of the **true, high-precision** relative residual ``||b - A_high x|| / ||b||``.
+    inner_tol : float
+        Relative tolerance of every inner low-precision CG (float32 can reach about 1e-6).
+    max_outer : int
+        Most defect-correction cycles per entry.
+
+    Scheme (per entry)::
+
+        x = x0 (or 0);  r = b - A_high x                                  (high precision)
+        repeat while ||r|| > tol ||b||:
+            e  = CG_low(A_low, low(r / ||r||), inner_tol)                 (low precision)
+            x += ||r|| high(e);  r = b - A_high x                          (high precision)
+
+    The residual is normalised before it is rounded to low precision (no underflow however
+    small it gets); the solution is accumulated and the residual recomputed in high precision,
+    so the inaccuracy of the inner solves only slows the convergence (each cycle reduces the
+    residual by about ``max(inner_tol, eps_low * kappa)``) and never limits the final accuracy.
+    An entry whose true residual fails to decrease in a cycle has stagnated (the low-precision
+    operator cannot resolve it any further) and fails like a non-converged entry.
+
+    Returns ``(x, MixedInfo)``.
+    """
+    name = "cg_mixed"
+    xp = namespace(b)
+    nd = b.ndim
+    bb = _check_rhs(xp, b, name)
+    x0 = _prepare_x0(xp, b, x0, name)
+    nb = b.shape[0]
+    cplx = _is_complex(xp, b)
+    low = xp.complex64 if cplx else xp.float32
+    rdt = real_dtype_of(xp, b.dtype)
+    zero_rhs = bb == 0.0
+    bb_safe = np.where(zero_rhs, 1.0, bb)
+    target2 = (tol ** 2) * bb
+    high_mv = 0
+    low_mv = 0
+    if x0 is None:
+        x = xp.zeros_like(b)
+        r = b
+    else:
+        x = xp.where(_col(xp, _mask(xp, zero_rhs, b), nd), xp.zeros_like(b), x0)
+        r = b - A_high(x)
+        high_mv += 1
+    rr_dev = norm2(r)
+    rr = _host(rr_dev)[0]
+    outer = np.zeros(nb, dtype=np.int64)
+    inner = np.zeros(nb, dtype=np.int64)
+    failed = np.zeros(nb, dtype=bool)
+    history = [np.sqrt(rr / bb_safe)]
+    active = (rr > target2) & ~zero_rhs
+    reasons: dict = {}
+    while np.any(active):
+        act = _mask(xp, active, b)
+        rnorm = xp.sqrt(rr_dev)
+        scale = xp.where(act & (rnorm > 0), rnorm, xp.ones_like(rnorm))
+        rhs = xp.where(_col(xp, act, nd), r / _col(xp, xp.astype(scale, b.dtype), nd),
+                       xp.zeros_like(r))
+        e, iinfo = _cg(A_low, xp.astype(rhs, low), None, inner_tol, inner_maxiter, False, False,
+                       None, name + " inner")
+        low_mv += iinfo.matvecs
+        inner += np.where(active, iinfo.iterations, 0)
+        corr = xp.astype(e, b.dtype) * _col(xp, xp.astype(scale, b.dtype), nd)
+        x = xp.where(_col(xp, act, nd), x + corr, x)
+        r = b - A_high(x)
+        high_mv += 1
+        rr_dev = norm2(r)
+        rr_new = _host(rr_dev)[0]
+        outer += active
+        stag = active & ~(np.isfinite(rr_new) & (rr_new < rr))
+        for e_ in np.flatnonzero(stag):
+            reasons[int(e_)] = (f"batch entry {e_} stagnated in outer cycle {int(outer[e_])} at "
+                                f"relative residual {math.sqrt(rr[e_] / bb_safe[e_]):.3e} "
+                                f"(inner solve: {iinfo.breakdown.get(int(e_), 'no breakdown')})")
+        failed |= stag
+        rr = np.where(active, rr_new, rr)
+        history.append(np.sqrt(rr / bb_safe))
+        active = active & ~stag & (rr > target2) & (outer < max_outer)
+    conv = (rr <= target2) & ~failed
+    info = MixedInfo(tol=tol, inner_tol=inner_tol, outer_iterations=outer, inner_iterations=inner,
+                     converged=conv, residual=np.sqrt(rr / bb_safe), history=np.stack(history),
+                     high_matvecs=high_mv, low_matvecs=low_mv, inner_dtype="complex64" if cplx else "float32")
+    if raise_on_failure and not np.all(conv):
+        bad = np.flatnonzero(~conv)
+        parts = [reasons.get(int(e_), f"batch entry {e_} did not converge in {max_outer} outer "
+                             f"cycles (relative residual {info.residual[e_]:.3e} > tol {tol:g})")
+                 for e_ in bad]
+        raise SolverError(f"{name}: " + "; ".join(parts), entries=list(bad),
+                          iteration=int(outer[bad[0]]), info=info)
+    return x, info
