@@ -524,3 +524,45 @@ def test_cg_mixed_real_dense_and_failure(xp_cpu):
     bad_lo = lambda v: 0.4 * lo_r.A(v)  # noqa: E731
     with pytest.raises(SolverError, match=r"batch entry 0 stagnated in outer cycle 1"):
         cg_mixed(laplacian_op(xp, [0.5, 0.5]), bad_lo, br)
+
+
+# ----------------------------------------------------------------------------------------------
+# on the Wilson operator (lattice_ml.fermions.wilson)
+# ----------------------------------------------------------------------------------------------
+def test_solvers_on_wilson_operator(xp_cpu):
+    """2D SU(2) Wilson operator on random links, batch of 2 configurations: BiCGStab on D,
+    CGNR, CG on D^dag D, even/odd Schur CGNR, multi-shift and mixed precision all give the same
+    solution of D psi = eta to the tolerance."""
+    wilson = pytest.importorskip("lattice_ml.fermions.wilson")
+    from lattice_ml.backend import RandomStreams
+    from lattice_ml.groups import haar_random
+
+    xp = xp_cpu
+    rng = RandomStreams(seed=50, n_chains=2, xp=xp)
+    U = haar_random(rng, (2, 8, 8), 2)
+    W = wilson.WilsonDirac(U, mass=0.3)
+    eta = rng.complex_normal((8, 8, 2, 2))
+    tol = 1e-10
+    psi, ib = bicgstab(W.apply, eta, tol=tol)
+    assert np.all(true_rel(W.apply, psi, eta) <= tol)
+    psi_nr, inr = cgne(W.apply, W.apply_dagger, eta, tol=tol)
+    assert np.all(true_rel(W.apply, psi_nr, eta) <= tol)
+    psi_cg, icg = cg(W.normal, W.apply_dagger(eta), tol=tol)
+    scale = np.abs(to_numpy(psi)).max()
+    for other in (psi_nr, psi_cg):
+        assert np.abs(to_numpy(other) - to_numpy(psi)).max() <= 1e-7 * scale
+    # even/odd: Schur system on the even sites, then reconstruct
+    chi_e, ieo = cgne(W.apply_eo, W.apply_eo_dagger, W.prepare_source(eta), tol=tol)
+    psi_eo = W.reconstruct(chi_e, eta)
+    assert np.all(true_rel(W.apply, psi_eo, eta) <= 1e-8)
+    assert np.all(ieo.iterations < inr.iterations)
+    # multi-shift on D^dag D
+    xs, ims = multishift_cg(W.normal, W.apply_dagger(eta), [0.0, 0.1, 1.0], tol=tol)
+    assert np.abs(to_numpy(xs[0, ...]) - to_numpy(psi)).max() <= 1e-7 * scale
+    # mixed precision: the inner operator on complex64 links
+    W32 = wilson.WilsonDirac(xp.astype(U, xp.complex64), mass=0.3, check=False)
+    lo = Counted(W32.normal)
+    psi_mx, imx = cg_mixed(W.normal, lo, W.apply_dagger(eta), tol=tol)
+    assert all(d == xp.complex64 for d in lo.dtypes)
+    assert np.abs(to_numpy(psi_mx) - to_numpy(psi)).max() <= 1e-7 * scale
+    assert imx.high_matvecs < icg.matvecs
