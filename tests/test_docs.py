@@ -13,7 +13,7 @@ def python_blocks(path):
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/getting-started.md", "docs/smearing.md",
-                                 "docs/training.md"])
+                                 "docs/training.md", "docs/fermions.md"])
 def test_python_examples_run(doc):
     path = ROOT / doc
     if not path.exists():
