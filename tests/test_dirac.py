@@ -393,7 +393,7 @@ def test_staggered_free_spectrum(shape):
     """Free field: eigenvalues m +- i sqrt(sum_mu sin^2 p_mu). Each reduced-zone momentum carries
     2^D eigenvalues, half with each sign, and 2^D full-zone momenta share its sin^2 values, so
     the sorted |Im lambda| equal the sorted sqrt(sum sin^2 p) over the full zone."""
-    D, m, N = len(shape), 0.23, 1
+    m, N = 0.23, 1
     S = StaggeredDirac(unit_links(NP, shape, N), m)
     ev = np.linalg.eigvals(dense(S.apply, shape, 1, N, NP))
     assert np.abs(ev.real - m).max() < 1e-12
@@ -406,7 +406,7 @@ def test_staggered_free_spectrum(shape):
 @pytest.mark.parametrize("shape", [(4, 6), (4, 2, 6, 2)])
 def test_staggered_free_normal_plane_waves(xp, shape):
     """D^dag D e^{ip.x} = (m^2 + sum_mu sin^2 p_mu) e^{ip.x} (free field, antiperiodic p_0)."""
-    D, m, N = len(shape), 0.4, 3
+    m, N = 0.4, 3
     S = StaggeredDirac(unit_links(xp, shape, N), m)
     hr = np.random.default_rng(1)
     x = np.indices(shape)

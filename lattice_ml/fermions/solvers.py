@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..backend import complex_dtype_of, device_of, namespace, real_dtype_of, to_numpy
+from ..backend import device_of, namespace, real_dtype_of, to_numpy
 
 __all__ = [
     "SolverError",
@@ -334,7 +334,6 @@ def _cg(A, b, x0, tol, maxiter, raise_on_failure, restart, callback, name):
     bb = _check_rhs(xp, b, name)
     x0 = _prepare_x0(xp, b, x0, name)
     nb = b.shape[0]
-    rdt = real_dtype_of(xp, b.dtype)
     zero_rhs = bb == 0.0
     bb_safe = np.where(zero_rhs, 1.0, bb)
     target2 = (tol ** 2) * bb
@@ -939,7 +938,6 @@ def cg_mixed(A_high: Callable, A_low: Callable, b, x0=None, *, tol: float = 1e-1
     nb = b.shape[0]
     cplx = _is_complex(xp, b)
     low = xp.complex64 if cplx else xp.float32
-    rdt = real_dtype_of(xp, b.dtype)
     zero_rhs = bb == 0.0
     bb_safe = np.where(zero_rhs, 1.0, bb)
     target2 = (tol ** 2) * bb
