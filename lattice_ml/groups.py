@@ -330,6 +330,22 @@ def random_algebra(rng, shape: Sequence[int], N: int):
 _EXPM_METHODS = ("auto", "u1", "su2", "su3", "eigh", "taylor")
 
 
+def resolve_exp_method(method: str, N: int, xp, fallback: str, what: str) -> str:
+    """The concrete method of an exp (or exp-derivative) computation: ``"auto"`` picks the closed
+    form for U(1), SU(2), SU(3), else ``"eigh"`` where the namespace has ``linalg.eigh``, else
+    ``fallback``; a closed form asked for the wrong N raises ``ValueError``."""
+    if method == "auto":
+        closed = {1: "u1", 2: "su2", 3: "su3"}
+        if N in closed:
+            return closed[N]
+        has_eigh = hasattr(xp, "linalg") and hasattr(xp.linalg, "eigh")
+        return "eigh" if has_eigh else fallback
+    need = {"u1": 1, "su2": 2, "su3": 3}
+    if method in need and N != need[method]:
+        raise ValueError(f"{what} {method!r} is for N = {need[method]}, got N = {N}")
+    return method
+
+
 def expm_algebra(X, method: str = "auto"):
     """``exp(X)`` of algebra elements ``[..., N, N]``, exact to round-off.
 
@@ -361,20 +377,7 @@ def expm_algebra(X, method: str = "auto"):
         raise ValueError(f"unknown exp method {method!r}; choose one of {', '.join(_EXPM_METHODS)}")
     if not _is_complex(xp, X.dtype):
         X = xp.astype(X, complex_dtype_of(xp, X.dtype))
-    if method == "auto":
-        if N == 1:
-            method = "u1"
-        elif N == 2:
-            method = "su2"
-        elif N == 3:
-            method = "su3"
-        elif hasattr(xp, "linalg") and hasattr(xp.linalg, "eigh"):
-            method = "eigh"
-        else:
-            method = "taylor"
-    need = {"u1": 1, "su2": 2, "su3": 3}
-    if method in need and N != need[method]:
-        raise ValueError(f"exp method {method!r} is for N = {need[method]}, got N = {N}")
+    method = resolve_exp_method(method, N, xp, fallback="taylor", what="exp method")
     if method == "u1":
         th = xp.imag(X)
         return make_complex(xp, xp.cos(th), xp.sin(th), X.dtype)

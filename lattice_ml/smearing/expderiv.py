@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 
 from ..backend import device_of, make_complex, namespace
-from ..groups import dagger, project_algebra, su3_exp_coefficients, trace
+from ..groups import dagger, project_algebra, resolve_exp_method, su3_exp_coefficients, trace
 
 __all__ = ["expm_pullback", "expm_frechet_block", "su3_b_coefficients", "xi1"]
 
@@ -284,20 +284,7 @@ def expm_pullback(X, B, method: str = "auto"):
     if method not in _METHODS:
         raise ValueError(f"unknown exp-derivative method {method!r}; choose one of "
                          f"{', '.join(_METHODS)}")
-    if method == "auto":
-        if N == 1:
-            method = "u1"
-        elif N == 2:
-            method = "su2"
-        elif N == 3:
-            method = "su3"
-        elif hasattr(xp, "linalg") and hasattr(xp.linalg, "eigh"):
-            method = "eigh"
-        else:
-            method = "block"
-    need = {"u1": 1, "su2": 2, "su3": 3}
-    if method in need and N != need[method]:
-        raise ValueError(f"exp-derivative method {method!r} is for N = {need[method]}, got N = {N}")
+    method = resolve_exp_method(method, N, xp, fallback="block", what="exp-derivative method")
     X = project_algebra(X)
     if method == "u1":
         th = xp.imag(X)

@@ -44,7 +44,7 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 from ..backend import asarray, device_of, namespace, real_dtype_of
-from ..gauge.paths import link, loop_shapes, loops_through_link, shift_by
+from ..gauge.paths import link, loop_shapes, loops_through_link, shift_by, transport
 from ..groups import dagger, expm_algebra, project_algebra
 from .expderiv import expm_pullback
 
@@ -205,21 +205,11 @@ def _normalise_rho(rho, loops, n_types):
 # one layer
 # ------------------------------------------------------------------------------------------
 def _staple(U, mu, path):
-    D = U.shape[1]
-    pos = [0] * D
-    pos[mu] = 1
-    out = None
-    for nu, s in path[1:]:
-        if s > 0:
-            m = shift_by(link(U, nu), pos)
-            pos[nu] += 1
-        else:
-            pos[nu] -= 1
-            m = dagger(shift_by(link(U, nu), pos))
-        out = m if out is None else out @ m
-    if out is None:  # a one-link loop (winding around an extent-1 direction)
-        return None
-    return out
+    """The staple of a loop starting with (mu, +1): the rest of the loop begun at x + mu_hat;
+    None for a one-link loop (winding around an extent-1 direction)."""
+    start = [0] * U.shape[1]
+    start[mu] = 1
+    return transport(U, path[1:], start=start)
 
 
 def _staple_sum(U, mu, paths):
