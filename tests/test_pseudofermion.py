@@ -123,8 +123,9 @@ def test_md_reversible_with_two_time_scales(xp_cpu, N):
     U1, P1 = integrate(U, P, levels, space, 1.0)
     assert np.max(np.abs(to_numpy(U1) - to_numpy(U))) > 0.1
     U2, P2 = integrate(U1, -P1, levels, space, 1.0)
-    np.testing.assert_allclose(to_numpy(U2), to_numpy(U), atol=1e-9)
-    np.testing.assert_allclose(to_numpy(-P2), to_numpy(P), atol=1e-9)
+    # zero-start CG makes the force a deterministic function of U: measured 1e-14
+    np.testing.assert_allclose(to_numpy(U2), to_numpy(U), atol=1e-11)
+    np.testing.assert_allclose(to_numpy(-P2), to_numpy(P), atol=1e-11)
 
 
 def test_delta_h_scales_as_eps_squared():
@@ -134,11 +135,12 @@ def test_delta_h_scales_as_eps_squared():
     ferm.refresh(U, rng)
     P = space.sample_momenta(U, rng)
     dh = []
-    for n in (4, 8, 16):
+    for n in (6, 12, 24):
         hmc = HMC([Level([gauge, ferm], n, "leapfrog")], space, tau=1.0)
         Un, Pn, _ = hmc.trajectory(U, P)
         dh.append(np.mean(np.abs(to_numpy(hmc.hamiltonian(Un, Pn) - hmc.hamiltonian(U, P)))))
-    assert 3.4 < dh[0] / dh[1] < 4.6 and 3.6 < dh[1] / dh[2] < 4.4, dh
+    # measured: 0.122, 0.0287, 0.00708 (ratios 4.24, 4.06)
+    assert 3.6 < dh[0] / dh[1] < 4.5 and 3.7 < dh[1] / dh[2] < 4.3, dh
 
 
 def test_pseudofermion_hmc_chains_independent_of_batch():
