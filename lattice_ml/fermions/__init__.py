@@ -1,8 +1,13 @@
 """Fermions: gamma matrices, Wilson (clover) and staggered Dirac operators with even/odd
-preconditioning, and batch-aware Krylov solvers. Layout of fermion fields:
+preconditioning, batch-aware Krylov solvers, two-flavour pseudofermions with their force,
+rational approximations (Remez), and the pion correlator and chiral condensate. Layout of fermion fields:
 ``[batch, *sites, spin, colour]`` complex."""
 
 from .gamma import gamma5, gamma_matrices, n_spin, sigma_munu
+from .observables import chiral_condensate, effective_mass, pion_correlator, point_source
+from .pseudofermion import (PseudofermionHMC, WilsonPseudofermionAction, hopping_force_matrix,
+                            wilson_fermion_force)
+from .rational import RationalApproximation, remez, zolotarev_inverse_sqrt
 from .solvers import (MixedInfo, MultiShiftInfo, SolverError, SolverInfo, bicgstab, cg, cg_mixed,
                       cgne, multishift_cg)
 from .staggered import StaggeredDirac, staggered_epsilon, staggered_phases
@@ -11,4 +16,7 @@ from .wilson import WilsonDirac, clover_field_strength, kappa_from_mass, mass_fr
 __all__ = ["gamma5", "gamma_matrices", "n_spin", "sigma_munu", "WilsonDirac",
            "clover_field_strength", "kappa_from_mass", "mass_from_kappa", "StaggeredDirac",
            "staggered_phases", "staggered_epsilon", "cg", "cgne", "bicgstab", "multishift_cg",
-           "cg_mixed", "SolverError", "SolverInfo", "MultiShiftInfo", "MixedInfo"]
+           "cg_mixed", "SolverError", "SolverInfo", "MultiShiftInfo", "MixedInfo",
+           "pion_correlator", "effective_mass", "chiral_condensate", "point_source",
+           "WilsonPseudofermionAction", "PseudofermionHMC", "wilson_fermion_force",
+           "hopping_force_matrix", "RationalApproximation", "remez", "zolotarev_inverse_sqrt"]
