@@ -1,0 +1,137 @@
+"""Rooted staggered RHMC action: force against finite differences along every generator, the
+refresh identity S_f = |eta|^2 within the combined rational-approximation bound, the spectral
+bound of D^dag D, gauge invariance and reversibility of an HMC trajectory; fermion forces through
+stout-smeared links."""
+
+import numpy as np
+import pytest
+
+from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy
+from lattice_ml.fermions.rhmc import StaggeredRationalAction, staggered_spectral_bounds
+from lattice_ml.fermions.staggered import StaggeredDirac
+from lattice_ml.fermions.wilson import colour_mul
+from lattice_ml.gauge import GaugeAction
+from lattice_ml.groups import gauge_transform, random_gauge_transformation, random_near_identity
+from lattice_ml.samplers import Level, LieGroupSpace, integrate
+
+from fd_checks import assert_force_matches_fd
+
+
+def _setup(xp, N, shape, power=0.25, mass=0.3, degree=10, seed=1, n_chains=1, spread=0.5):
+    D = len(shape)
+    rng = RandomStreams(seed, n_chains, xp)
+    U = random_near_identity(rng, (D, *shape), N, spread)
+    act = StaggeredRationalAction(mass, N, power, degree=degree, tol=1e-13)
+    act.refresh(U, rng)
+    return rng, U, act
+
+
+@pytest.mark.parametrize("N,shape,power", [(1, (4, 4), 0.25), (2, (4, 4), 0.5),
+                                           (3, (2, 2, 2, 4), 0.25), (1, (2, 2, 4, 4), 0.125)])
+def test_force_is_minus_derivative_along_every_generator(xp_cpu, N, shape, power):
+    if N == 3 and xp_cpu is not namespace_by_name("numpy"):
+        pytest.skip("SU(3) 4D: NumPy only (time)")
+    _, U, act = _setup(xp_cpu, N, shape, power)
+    assert_force_matches_fd(act, U, xp_cpu, h=1e-4, rel=1e-8)
+
+
+def test_force_components_are_nontrivial():
+    xp = namespace_by_name("numpy")
+    _, U, act = _setup(xp, 2, (4, 4))
+    F = to_numpy(act.force(U))
+    assert np.min(np.abs(F).reshape(2, -1).max(axis=1)) > 1e-2  # every direction gets a force
+
+
+def test_refresh_gives_eta_squared_within_rational_bound(xp_cpu):
+    """S_f = eta^dag r' r r' eta and |r' r r' - 1| <= (1+e1)^2 (1+e2) - 1 on [lo, hi]."""
+    xp = xp_cpu
+    n_chains = 8
+    rng, U, act = _setup(xp, 2, (4, 4), power=0.25, mass=0.2, degree=6, n_chains=n_chains,
+                         spread=0.8)
+    bound = act.error_bound
+    assert 1e-9 < bound < 1e-5  # degree 6 on [0.04, 4.04]: a visible but small error
+    s = to_numpy(act.action(U))
+    eta2 = np.sum(np.abs(to_numpy(act.eta)) ** 2, axis=(1, 2, 3, 4))
+    rel = np.abs(s - eta2) / eta2
+    assert np.all(rel <= bound + 1e-11), (rel, bound)
+    # and the approximation is not trivially exact: the deviation is seen at degree 6
+    assert rel.max() > 1e-3 * bound
+    # higher degree: a much smaller bound, still respected
+    rng, U, act = _setup(xp, 2, (4, 4), power=0.25, mass=0.2, degree=10, n_chains=n_chains,
+                         spread=0.8)
+    s = to_numpy(act.action(U))
+    eta2 = np.sum(np.abs(to_numpy(act.eta)) ** 2, axis=(1, 2, 3, 4))
+    assert np.max(np.abs(s - eta2) / eta2) <= act.error_bound + 1e-11
+
+
+def test_spectral_bound_contains_spectrum():
+    """Dense spectra of D^dag D on rough 2D and 4D fields lie inside [m^2, m^2 + D^2]; power
+    iteration (spectral_check) agrees with the dense extremes."""
+    xp = namespace_by_name("numpy")
+    for N, shape in [(1, (4, 4)), (3, (2, 2, 2, 2))]:
+        D = len(shape)
+        rng = RandomStreams(3, 2, xp)
+        U = random_near_identity(rng, (D, *shape), N, 3.0)  # far from the identity
+        mass = 0.1
+        S = StaggeredDirac(U, mass, check=False)
+        n = int(np.prod(shape)) * N
+        cols = []
+        for k in range(n):
+            e = np.zeros((1, *shape, 1, N), dtype=np.complex128)
+            e.flat[k] = 1.0
+            e = np.repeat(e, 2, axis=0)
+            cols.append(to_numpy(S.normal(xp.asarray(e))).reshape(2, n))
+        ev = np.linalg.eigvalsh(np.stack(cols, axis=-1))
+        lo, hi = staggered_spectral_bounds(mass, D)
+        assert ev.min() >= lo * (1 - 1e-12) and ev.max() <= hi
+        act = StaggeredRationalAction(mass, N, 0.25, degree=6)
+        lmin, lmax = act.spectral_check(U, rng, iters=300)
+        assert np.all(lmax <= ev.max(axis=1) + 1e-10) and np.all(lmax > 0.9 * ev.max(axis=1))
+        assert np.all(lmin >= ev.min(axis=1) - 1e-10)
+
+
+def test_range_not_covering_the_bound_raises():
+    xp = namespace_by_name("numpy")
+    U = random_near_identity(RandomStreams(1, 1, xp), (2, 4, 4), 1, 0.1)
+    act = StaggeredRationalAction(0.2, 1, 0.25, lo=0.04, hi=3.0, degree=4)
+    with pytest.raises(ValueError, match="spectral bound"):
+        act.action(U)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        StaggeredRationalAction(0.2, 1, 1.0)
+
+
+def test_gauge_invariance():
+    xp = namespace_by_name("numpy")
+    rng, U, act = _setup(xp, 3, (2, 2, 2, 4), n_chains=2, spread=0.8)
+    s0 = to_numpy(act.action(U))
+    g = random_gauge_transformation(rng, (2, 2, 2, 4), 3)
+    act.phi = colour_mul(g, act.phi)
+    s1 = to_numpy(act.action(gauge_transform(U, g)))
+    np.testing.assert_allclose(s1, s0, rtol=1e-11)
+
+
+@pytest.mark.parametrize("N", [1, 2])
+def test_md_reversible(xp_cpu, N):
+    xp = xp_cpu
+    rng, U, ferm = _setup(xp, N, (4, 4), power=0.25, mass=0.2, degree=8, n_chains=2)
+    space = LieGroupSpace(N)
+    P = space.sample_momenta(U, rng)
+    levels = [Level([ferm], 3, "omelyan"), Level([GaugeAction(2.0, N)], 2, "omelyan")]
+    U1, P1 = integrate(U, P, levels, space, 1.0)
+    assert np.max(np.abs(to_numpy(U1) - to_numpy(U))) > 0.1
+    U2, P2 = integrate(U1, -P1, levels, space, 1.0)
+    np.testing.assert_allclose(to_numpy(U2), to_numpy(U), atol=1e-11)
+    np.testing.assert_allclose(to_numpy(-P2), to_numpy(P), atol=1e-11)
+
+
+def test_pseudofermion_hmc_step_runs_and_refreshes():
+    from lattice_ml.fermions.pseudofermion import PseudofermionHMC
+    xp = namespace_by_name("numpy")
+    rng, U, ferm = _setup(xp, 1, (4, 4), power=0.25, mass=0.2, degree=8, n_chains=4)
+    hmc = PseudofermionHMC([Level([ferm], 4, "omelyan"), Level([GaugeAction(2.0, 1)], 2)],
+                           LieGroupSpace(1), tau=1.0)
+    assert hmc.fermion_actions == (ferm,)
+    phi0 = to_numpy(ferm.phi)
+    U, step = hmc.step(U, rng)
+    assert not np.allclose(to_numpy(ferm.phi), phi0)
+    assert np.all(np.abs(to_numpy(step.delta_h)) < 0.5)
