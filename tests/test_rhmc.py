@@ -135,3 +135,47 @@ def test_pseudofermion_hmc_step_runs_and_refreshes():
     U, step = hmc.step(U, rng)
     assert not np.allclose(to_numpy(ferm.phi), phi0)
     assert np.all(np.abs(to_numpy(step.delta_h)) < 0.5)
+
+
+# ------------------------------------------------------------------------------------------
+# fermion forces through stout-smeared links
+# ------------------------------------------------------------------------------------------
+def _smeared(xp, N, inner, seed=11, n_chains=1, spread=0.5):
+    from lattice_ml.fermions.smeared import SmearedFermionAction
+    from lattice_ml.smearing import StoutSmearing
+    rng = RandomStreams(seed, n_chains, xp)
+    U = random_near_identity(rng, (2, 4, 4), N, spread)
+    act = SmearedFermionAction(inner, StoutSmearing(2, "plaquette", D=2, rho=0.12))
+    act.refresh(U, rng)
+    return rng, U, act
+
+
+@pytest.mark.parametrize("N", [1, 2])
+def test_wilson_force_through_two_stout_layers_matches_fd(xp_cpu, N):
+    from lattice_ml.fermions.pseudofermion import WilsonPseudofermionAction
+    _, U, act = _smeared(xp_cpu, N, WilsonPseudofermionAction(0.2, N, tol=1e-13))
+    assert_force_matches_fd(act, U, xp_cpu, h=1e-4, rel=1e-8)
+
+
+def test_staggered_rhmc_force_through_two_stout_layers_matches_fd():
+    xp = namespace_by_name("numpy")
+    _, U, act = _smeared(xp, 2, StaggeredRationalAction(0.3, 2, 0.25, degree=10, tol=1e-13))
+    assert_force_matches_fd(act, U, xp, h=1e-4, rel=1e-8)
+
+
+def test_smeared_fermion_action_gauge_invariant_and_refresh_identity():
+    from lattice_ml.fermions.pseudofermion import PseudofermionHMC, WilsonPseudofermionAction
+    xp = namespace_by_name("numpy")
+    rng, U, act = _smeared(xp, 2, WilsonPseudofermionAction(0.2, 2, tol=1e-14), n_chains=2,
+                           spread=0.8)
+    s0 = to_numpy(act.action(U))
+    # phi = D[U']^dag eta => S = |eta|^2 exactly at the smeared links
+    eta2 = np.sum(np.abs(to_numpy(act.eta)) ** 2, axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(s0, eta2, rtol=1e-11)
+    g = random_gauge_transformation(rng, (4, 4), 2)
+    act.phi = colour_mul(g, act.phi)
+    np.testing.assert_allclose(to_numpy(act.action(gauge_transform(U, g))), s0, rtol=1e-11)
+    # PseudofermionHMC finds it through its refresh method
+    hmc = PseudofermionHMC([Level([act], 2, "omelyan"), Level([GaugeAction(2.0, 2)], 2)],
+                           LieGroupSpace(2), tau=0.5)
+    assert hmc.fermion_actions == (act,)
