@@ -230,7 +230,7 @@ BAD_FILES = [
     ("[lattice]\nshape = 16\n", "lattice.shape", ["list"]),
     ("lattice = 3\n", "lattice", ["table"]),
     ("[theory]\nname = \"phi5\"\n", "theory.name", ["unknown theory", "phi4"]),
-    ("[theory]\nname = \"schwinger\"\n", "theory.name", ["not implemented yet", "phi4"]),
+    ("[theory]\nname = \"schwingr\"\n", "theory.name", ["schwinger"]),
     ("[sampler]\nname = \"flow\"\n", "sampler.name", ["not implemented yet", "hmc"]),
     ("[sampler]\nname = \"metropolis\"\n", "sampler.name", ["unknown sampler", "hmc"]),
     ("[run]\nbackend = \"torch\"\n", "run.backend", ["unknown backend", "numpy, cupy"]),
@@ -351,7 +351,7 @@ def test_main_run_bad_config_exit_2_no_output(tmp_path, capsys, fake_run, text, 
 @pytest.mark.parametrize("argv", [
     ["--set", "sampler.n_samples"],
     ["--set", "lattice.shape=[8,7]"],
-    ["--set", "theory.name=schwinger"],
+    ["--set", "theory.name=qed4"],
     ["--set", "theory.m2=-1"],
     ["missing.toml"],
 ])

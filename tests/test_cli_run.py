@@ -143,3 +143,29 @@ def test_heatbath_run(tmp_path):
     assert 0.3 < summary["observables"]["plaquette"]["mean"] < 0.7
     hist = np.load(out / "history.npz")
     assert "delta_h" not in hist and hist["plaquette"].shape == (2, 20)
+
+
+def test_schwinger_run(tmp_path):
+    out = tmp_path / "sw"
+    argv = ["run", "--out", str(out), "--set", "theory.name=schwinger", "--set", "lattice.shape=[4,4]",
+            "--set", "sampler.n_chains=2", "--set", "sampler.n_therm=3", "--set", "sampler.n_samples=8",
+            "--set", "sampler.n_steps=4", "--set", "sampler.fine_steps=2", "--set", "theory.n_noise=2",
+            "--set", "run.progress=never"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["theory"] == "schwinger" and summary["couplings"]["mass"] == 0.1
+    obs = summary["observables"]
+    assert {"plaquette", "chiral_condensate", "topological_susceptibility"} <= set(obs)
+    assert 0 < obs["plaquette"]["mean"] < 1 and obs["chiral_condensate"]["mean"] > 0
+    hist = np.load(out / "history.npz")
+    assert hist["pion_correlator"].shape == (2, 8, 4)
+
+
+@pytest.mark.parametrize("extra,key", [(["--set", "lattice.shape=[4,4,4,4]"], "lattice.shape"),
+                                       (["--set", "sampler.name=heatbath"], "sampler.name"),
+                                       (["--set", "theory.nf=1"], "theory.nf")])
+def test_schwinger_config_errors(tmp_path, capsys, extra, key):
+    out = tmp_path / "bad"
+    assert main(["run", "--out", str(out), "--set", "theory.name=schwinger", *extra]) == 2
+    assert key in capsys.readouterr().err
+    assert not (out / "summary.json").exists()

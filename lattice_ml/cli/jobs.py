@@ -13,6 +13,8 @@ import numpy as np
 
 from ..backend import namespace, to_numpy
 from ..gauge import GaugeAction
+from ..fermions import (PseudofermionHMC, WilsonDirac, WilsonPseudofermionAction,
+                        chiral_condensate, pion_correlator)
 from ..gauge.observables import average_plaquette, polyakov_loop, topological_charge_2d
 from ..groups import haar_random, identity_like
 from ..lattice import Lattice
@@ -23,7 +25,7 @@ from ..scalar import (Phi4Action, abs_magnetization, binder_cumulant, magnetizat
 from ..stats import WindowWarning, gamma_method
 from .config import ConfigError
 
-__all__ = ["build_job", "summary_entry", "Phi4Job", "GaugeJob"]
+__all__ = ["build_job", "summary_entry", "Phi4Job", "GaugeJob", "SchwingerJob"]
 
 GAUGE_N = {"u1": 1, "su2": 2, "su3": 3}
 
@@ -76,7 +78,7 @@ class Phi4Job:
         phi = rng.normal(self.lattice.shape)  # drawn for both starts: the streams stay aligned
         return 0.0 * phi if self.start == "cold" else phi
 
-    def measure(self, phi) -> dict:
+    def measure(self, phi, rng) -> dict:
         M = magnetization(phi)
         g0, g1 = momentum_space_propagator(phi)
         return {"phi2": phi2(phi), "magnetization": M, "abs_magnetization": abs_magnetization(phi),
@@ -126,7 +128,7 @@ class GaugeJob:
         hot = haar_random(rng, shape, self.N)  # drawn for both starts: the streams stay aligned
         return identity_like(hot) if self.start == "cold" else hot
 
-    def measure(self, U) -> dict:
+    def measure(self, U, rng) -> dict:
         xp = namespace(U)
         out = {"plaquette": average_plaquette(U),
                "polyakov_loop": xp.abs(xp.real(polyakov_loop(U)))}
@@ -144,6 +146,54 @@ class GaugeJob:
         return obs
 
 
+class SchwingerJob(GaugeJob):
+    """2D U(1) with two flavours of Wilson fermions: pseudofermion HMC (fermion force on the outer
+    level, the gauge force on an inner level when ``fine_steps`` > 0)."""
+
+    def __init__(self, config: dict):
+        th, sm = config["theory"], config["sampler"]
+        self.lattice = Lattice(config["lattice"]["shape"])
+        if self.lattice.dim != 2:
+            raise ConfigError("lattice.shape", "the Schwinger model is two-dimensional: give two "
+                              f"extents, not {list(self.lattice.shape)}")
+        if sm["name"] != "hmc":
+            raise ConfigError("sampler.name", "theories with fermions need sampler.name = 'hmc'")
+        self.N = 1
+        self.mass = th["mass"]
+        self.n_noise = th["n_noise"]
+        gauge = GaugeAction(th["beta"], 1, "wilson")
+        self.fermion = WilsonPseudofermionAction(self.mass, 1, tol=1e-10)
+        if sm["fine_steps"]:
+            levels = [Level([self.fermion], sm["n_steps"], sm["integrator"]),
+                      Level([gauge], sm["fine_steps"], sm["integrator"])]
+        else:
+            levels = [Level([self.fermion, gauge], sm["n_steps"], sm["integrator"])]
+        self.sampler = PseudofermionHMC(levels, LieGroupSpace(1), tau=sm["tau"],
+                                        tau_jitter=sm["tau_jitter"])
+        self.start = sm["start"]
+        self.description = {"theory": "schwinger", "N": 1, "fermion": th["fermion"],
+                            "nf": th["nf"], "couplings": {"beta": th["beta"], "mass": self.mass}}
+
+    def measure(self, U, rng) -> dict:
+        out = super().measure(U, rng)
+        dirac = WilsonDirac(U, self.mass)
+        out["chiral_condensate"] = chiral_condensate(dirac, rng, self.n_noise)
+        out["pion_correlator"] = pion_correlator(dirac)
+        return out
+
+    def summarize(self, hist: dict) -> dict:
+        obs = super().summarize(hist)
+        obs["chiral_condensate"] = summary_entry(hist["chiral_condensate"])
+        C = hist["pion_correlator"]  # [chain, time, T]
+        t = C.shape[-1] // 4
+        obs["pion_mass"] = summary_entry(
+            [C[..., t - 1], C[..., t], C[..., t + 1]],
+            f=lambda m: float(np.arccosh((m[0] + m[2]) / (2.0 * m[1]))))
+        if obs["pion_mass"] is not None:
+            obs["pion_mass"]["t"] = t
+        return obs
+
+
 def build_job(config: dict):
     """The job of a validated config."""
     name = config["theory"]["name"]
@@ -151,6 +201,8 @@ def build_job(config: dict):
         return Phi4Job(config)
     if name in ("u1", "su2", "su3", "suN"):
         return GaugeJob(config)
+    if name == "schwinger":
+        return SchwingerJob(config)
     raise ConfigError("theory.name", f"theory {name!r} has no runner")
 
 

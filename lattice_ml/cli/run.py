@@ -62,7 +62,7 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto") -> dict:
                 hist.setdefault("delta_h", []).append(host(info.delta_h))
                 hist.setdefault("accepted", []).append(host(accepted))
             if measuring and (k - n_therm + 1) % every == 0:
-                for key, val in job.measure(field).items():
+                for key, val in job.measure(field, rng).items():
                     hist.setdefault(key, []).append(host(val))
             shown = {"phase": "meas" if measuring else "therm"}
             if accepted is not None:

@@ -110,16 +110,31 @@ def _gauge(doc: str, beta: float, with_N: bool = False) -> Table:
     return Table(doc=doc, params=params)
 
 
+_SCHWINGER = Table(
+    doc="2D U(1) gauge theory with two flavours of Wilson fermions (Schwinger model)",
+    params={
+        "beta": Param("float", 2.0, minimum=0.0, exclusive_minimum=True,
+                      doc="gauge coupling β > 0 of the Wilson gauge action"),
+        "mass": Param("float", 0.1, doc="bare fermion mass m of the Wilson operator (κ = 1/(2m + 4))"),
+        "fermion": Param("str", "wilson", choices=("wilson",), noun="fermion discretisation",
+                         doc='"wilson" (rooted staggered is planned)'),
+        "nf": Param("int", 2, minimum=2, maximum=2, doc="number of flavours (2: det D†D)"),
+        "n_noise": Param("int", 4, minimum=1,
+                         doc="noise vectors per measurement of the chiral condensate"),
+    },
+)
+
 THEORIES: dict[str, Table] = {
     "phi4": _PHI4,
     "u1": _gauge("compact U(1) gauge theory", 2.0),
     "su2": _gauge("SU(2) gauge theory", 2.3),
     "su3": _gauge("SU(3) gauge theory", 6.0),
     "suN": _gauge("SU(N) gauge theory", 11.0, with_N=True),
+    "schwinger": _SCHWINGER,
 }
 """Implemented theories: ``name`` → variant table of ``[theory]``."""
 
-PLANNED_THEORIES: tuple[str, ...] = ("schwinger",)
+PLANNED_THEORIES: tuple[str, ...] = ()
 
 _HMC = Table(
     doc="hybrid Monte Carlo",
