@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy
-from lattice_ml.fermions.pseudofermion import PseudofermionHMC, WilsonPseudofermionAction
+from lattice_ml.fermions.pseudofermion import WilsonPseudofermionAction
+from lattice_ml.samplers import PseudofermionHMC
 from lattice_ml.fermions.wilson import WilsonDirac, colour_mul
 from lattice_ml.gauge import GaugeAction
 from lattice_ml.groups import (expm_algebra, gauge_transform, generators,

@@ -125,7 +125,7 @@ def test_md_reversible(xp_cpu, N):
 
 
 def test_pseudofermion_hmc_step_runs_and_refreshes():
-    from lattice_ml.fermions.pseudofermion import PseudofermionHMC
+    from lattice_ml.samplers import PseudofermionHMC
     xp = namespace_by_name("numpy")
     rng, U, ferm = _setup(xp, 1, (4, 4), power=0.25, mass=0.2, degree=8, n_chains=4)
     hmc = PseudofermionHMC([Level([ferm], 4, "omelyan"), Level([GaugeAction(2.0, 1)], 2)],
@@ -164,7 +164,8 @@ def test_staggered_rhmc_force_through_two_stout_layers_matches_fd():
 
 
 def test_smeared_fermion_action_gauge_invariant_and_refresh_identity():
-    from lattice_ml.fermions.pseudofermion import PseudofermionHMC, WilsonPseudofermionAction
+    from lattice_ml.fermions.pseudofermion import WilsonPseudofermionAction
+    from lattice_ml.samplers import PseudofermionHMC
     xp = namespace_by_name("numpy")
     rng, U, act = _smeared(xp, 2, WilsonPseudofermionAction(0.2, 2, tol=1e-14), n_chains=2,
                            spread=0.8)

@@ -13,12 +13,11 @@ import numpy as np
 
 from ..backend import namespace, to_numpy
 from ..gauge import GaugeAction
-from ..fermions import (PseudofermionHMC, WilsonDirac, WilsonPseudofermionAction,
-                        chiral_condensate, pion_correlator)
+from ..fermions import WilsonDirac, WilsonPseudofermionAction, chiral_condensate, pion_correlator
 from ..gauge.observables import average_plaquette, polyakov_loop, topological_charge_2d
 from ..groups import haar_random, identity_like
 from ..lattice import Lattice
-from ..samplers import HMC, EuclideanSpace, Heatbath, LieGroupSpace, Level
+from ..samplers import HMC, EuclideanSpace, Heatbath, LieGroupSpace, Level, PseudofermionHMC
 from ..scalar import (Phi4Action, abs_magnetization, binder_cumulant, magnetization,
                       momentum_space_propagator, phi2, second_moment_correlation_length,
                       susceptibility, two_point_function)

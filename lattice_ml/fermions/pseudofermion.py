@@ -1,5 +1,5 @@
-"""Two-flavour Wilson pseudofermions: action, heatbath refresh, molecular-dynamics force, and an
-HMC wrapper that refreshes the pseudofermions once per trajectory.
+"""Two-flavour Wilson pseudofermions: action, heatbath refresh and molecular-dynamics force.
+(:class:`lattice_ml.samplers.PseudofermionHMC` refreshes them once per trajectory.)
 
 Action
 ------
@@ -54,7 +54,7 @@ The clover term is not supported here (``csw != 0`` raises ``NotImplementedError
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 from ..backend import namespace
 from ..groups import project_algebra
@@ -63,7 +63,7 @@ from ..gauge.paths import link
 from .solvers import cg, vdot
 from .wilson import WilsonDirac
 
-__all__ = ["WilsonPseudofermionAction", "PseudofermionHMC", "wilson_fermion_force",
+__all__ = ["WilsonPseudofermionAction", "wilson_fermion_force",
            "hopping_force_matrix"]
 
 
@@ -111,7 +111,8 @@ class WilsonPseudofermionAction:
     boundary : ``"antiperiodic"`` (default) or ``"periodic"`` time boundary of the fermions.
     tol : float
         Relative residual of the CG solves of ``D^dag D X = phi`` (float64: 1e-12 or tighter for
-        HMC; reversibility is limited to about this level).
+        HMC). With zero-start solves the force is a fixed function of U, so reversibility does
+        not depend on it; it sets the accuracy of the action in the accept/reject step.
     solver : callable
         ``solver(A, b, tol=...) -> (x, info)``, default :func:`lattice_ml.fermions.cg`.
     even_odd : bool
@@ -122,7 +123,7 @@ class WilsonPseudofermionAction:
         Passed to the solver.
 
     State: the pseudofermion field ``phi`` (``None`` until :meth:`refresh`), to be refreshed once
-    per trajectory (:class:`PseudofermionHMC` does this). ``eta`` holds the Gaussian vector of the
+    per trajectory (:class:`lattice_ml.samplers.PseudofermionHMC` does this). ``eta`` holds the Gaussian vector of the
     last refresh; ``solves`` and ``iterations`` count CG solves and their iterations (summed over
     the batch maximum), for cost reports.
     """
@@ -213,61 +214,3 @@ class WilsonPseudofermionAction:
         M = hopping_force_matrix(W, Y, W.hopping(X)) + \
             hopping_force_matrix(W, W._hop(Y, -1), X)
         return (0.5 / a) * project_algebra(M)
-
-
-class PseudofermionHMC:
-    """HMC with pseudofermions: before every :meth:`step` each fermion action is refreshed
-    (``refresh(U, rng)``, in the order given, drawing from the same per-chain streams), then
-    :class:`lattice_ml.samplers.HMC` draws momenta, integrates and accepts.
-
-    Parameters
-    ----------
-    levels : sequence of :class:`lattice_ml.samplers.Level`
-        Outermost first; put the fermion actions on an outer level and the gauge action on an
-        inner one for multiple time scales. Every action in ``fermion_actions`` must appear on
-        some level (otherwise it would be refreshed but not integrated).
-    space : field space (``LieGroupSpace(N)``)
-    tau, tau_jitter : as for :class:`~lattice_ml.samplers.HMC`
-    fermion_actions : sequence of objects with ``refresh(U, rng)``; default: every action on the
-        levels that has a ``refresh`` method.
-    """
-
-    def __init__(self, levels: Sequence, space, tau: float = 1.0, tau_jitter: float = 0.0,
-                 fermion_actions: Sequence | None = None):
-        from ..samplers import HMC
-        self.hmc = HMC(levels, space, tau=tau, tau_jitter=tau_jitter)
-        if fermion_actions is None:
-            fermion_actions = [a for a in self.hmc.actions if hasattr(a, "refresh")]
-        fermion_actions = tuple(fermion_actions)
-        for fa in fermion_actions:
-            if not any(fa is a for a in self.hmc.actions):
-                raise ValueError(f"fermion action {fa!r} is not on any integrator level")
-        self.fermion_actions = fermion_actions
-
-    @property
-    def levels(self):
-        return self.hmc.levels
-
-    @property
-    def space(self):
-        return self.hmc.space
-
-    def action(self, field):
-        return self.hmc.action(field)
-
-    def hamiltonian(self, field, p):
-        return self.hmc.hamiltonian(field, p)
-
-    def trajectory(self, field, p, tau=None):
-        return self.hmc.trajectory(field, p, tau)
-
-    def refresh(self, field, rng):
-        """Refresh every pseudofermion field (heatbath at fixed links)."""
-        for fa in self.fermion_actions:
-            fa.refresh(field, rng)
-
-    def step(self, field, rng):
-        """Pseudofermion refresh, then one HMC update; returns ``(field, HMCStep)``."""
-        self.hmc.space.check(field)
-        self.refresh(field, rng)
-        return self.hmc.step(field, rng)

@@ -16,7 +16,7 @@ at the smeared links, so any fermion action with ``refresh/action/force`` works
 (:class:`~lattice_ml.fermions.pseudofermion.WilsonPseudofermionAction`,
 :class:`~lattice_ml.fermions.rhmc.StaggeredRationalAction`). It is
 :class:`lattice_ml.smearing.SmearedAction` plus ``refresh`` (which ``SmearedAction`` lacks, so
-:class:`~lattice_ml.fermions.pseudofermion.PseudofermionHMC` would not find it), and ``phi`` /
+:class:`~lattice_ml.samplers.PseudofermionHMC` would not find it), and ``phi`` /
 ``eta`` are exposed for convenience.
 """
 

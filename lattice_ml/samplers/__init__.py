@@ -3,8 +3,9 @@ heatbath + over-relaxation for gauge fields."""
 
 from .heatbath import Heatbath, HeatbathStep, heatbath_sweep, overrelaxation_sweep
 from .hmc import HMC, HMCStep, metropolis, select_chains
+from .pseudofermion_hmc import PseudofermionHMC
 from .integrators import OMELYAN_LAMBDA, SCHEMES, Level, integrate
 from .spaces import EuclideanSpace, LieGroupSpace
 
-__all__ = ["Heatbath", "HeatbathStep", "heatbath_sweep", "overrelaxation_sweep", "HMC", "HMCStep", "metropolis", "select_chains", "Level", "integrate", "SCHEMES",
+__all__ = ["Heatbath", "HeatbathStep", "heatbath_sweep", "overrelaxation_sweep", "HMC", "HMCStep", "PseudofermionHMC", "metropolis", "select_chains", "Level", "integrate", "SCHEMES",
            "OMELYAN_LAMBDA", "EuclideanSpace", "LieGroupSpace"]
