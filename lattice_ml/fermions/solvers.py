@@ -328,25 +328,27 @@ def cg(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
                "cg")
 
 
-def _cg(A, b, x0, tol, maxiter, raise_on_failure, restart, callback, name):
-    xp = namespace(b)
+def _initial(xp, A, b, x0, tol, name):
+    """Common start of the single-shift solvers: the checked right-hand side, its squared norms
+    ``bb`` (host, per entry), the stopping targets ``tol^2 |b|^2``, and the initial ``x`` and
+    residual ``r`` (``x0`` given: ``r = b - A x0``, with ``x = 0`` for entries whose ``b = 0``).
+    Returns ``(nd, nb, bb, zero_rhs, bb_safe, target2, x, r, matvecs)``."""
     nd = b.ndim
     bb = _check_rhs(xp, b, name)
     x0 = _prepare_x0(xp, b, x0, name)
-    nb = b.shape[0]
     zero_rhs = bb == 0.0
     bb_safe = np.where(zero_rhs, 1.0, bb)
     target2 = (tol ** 2) * bb
-    matvecs = 0
-
     if x0 is None:
-        x = xp.zeros_like(b)
-        r = b
-    else:
-        # b = 0 has the exact solution x = 0
-        x = xp.where(_col(xp, _mask(xp, zero_rhs, b), nd), xp.zeros_like(b), x0)
-        r = b - A(x)
-        matvecs += 1
+        return nd, b.shape[0], bb, zero_rhs, bb_safe, target2, xp.zeros_like(b), b, 0
+    # b = 0 has the exact solution x = 0
+    x = xp.where(_col(xp, _mask(xp, zero_rhs, b), nd), xp.zeros_like(b), x0)
+    return nd, b.shape[0], bb, zero_rhs, bb_safe, target2, x, b - A(x), 1
+
+
+def _cg(A, b, x0, tol, maxiter, raise_on_failure, restart, callback, name):
+    xp = namespace(b)
+    nd, nb, bb, zero_rhs, bb_safe, target2, x, r, matvecs = _initial(xp, A, b, x0, tol, name)
     rr_dev = norm2(r)
     rr = _host(rr_dev)[0]
     p = r
@@ -467,21 +469,7 @@ def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
         raise ValueError(f"cgne: method must be 'cgnr' or 'cgne', not {method!r}")
     name = method
     xp = namespace(b)
-    nd = b.ndim
-    bb = _check_rhs(xp, b, name)
-    x0 = _prepare_x0(xp, b, x0, name)
-    nb = b.shape[0]
-    zero_rhs = bb == 0.0
-    bb_safe = np.where(zero_rhs, 1.0, bb)
-    target2 = (tol ** 2) * bb
-    matvecs = 0
-    if x0 is None:
-        x = xp.zeros_like(b)
-        r = b
-    else:
-        x = xp.where(_col(xp, _mask(xp, zero_rhs, b), nd), xp.zeros_like(b), x0)
-        r = b - D(x)
-        matvecs += 1
+    nd, nb, bb, zero_rhs, bb_safe, target2, x, r, matvecs = _initial(xp, D, b, x0, tol, name)
 
     def start(r):
         z = D_dagger(r)
@@ -593,24 +581,10 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
     """
     name = "bicgstab"
     xp = namespace(b)
-    nd = b.ndim
-    bb = _check_rhs(xp, b, name)
-    x0 = _prepare_x0(xp, b, x0, name)
-    nb = b.shape[0]
+    nd, nb, bb, zero_rhs, bb_safe, target2, x, r, matvecs = _initial(xp, A, b, x0, tol, name)
     if breakdown_tol is None:
         breakdown_tol = float(np.finfo(np.float32 if real_dtype_of(xp, b.dtype) == xp.float32
                                        else np.float64).eps) ** 2
-    zero_rhs = bb == 0.0
-    bb_safe = np.where(zero_rhs, 1.0, bb)
-    target2 = (tol ** 2) * bb
-    matvecs = 0
-    if x0 is None:
-        x = xp.zeros_like(b)
-        r = b
-    else:
-        x = xp.where(_col(xp, _mask(xp, zero_rhs, b), nd), xp.zeros_like(b), x0)
-        r = b - A(x)
-        matvecs += 1
     sdt = b.dtype                                   # scalars in the field's dtype
 
     def ones():
@@ -932,24 +906,11 @@ def cg_mixed(A_high: Callable, A_low: Callable, b, x0=None, *, tol: float = 1e-1
     """
     name = "cg_mixed"
     xp = namespace(b)
-    nd = b.ndim
-    bb = _check_rhs(xp, b, name)
-    x0 = _prepare_x0(xp, b, x0, name)
-    nb = b.shape[0]
+    nd, nb, bb, zero_rhs, bb_safe, target2, x, r, high_mv = _initial(xp, A_high, b, x0, tol,
+                                                                     name)
     cplx = _is_complex(xp, b)
     low = xp.complex64 if cplx else xp.float32
-    zero_rhs = bb == 0.0
-    bb_safe = np.where(zero_rhs, 1.0, bb)
-    target2 = (tol ** 2) * bb
-    high_mv = 0
     low_mv = 0
-    if x0 is None:
-        x = xp.zeros_like(b)
-        r = b
-    else:
-        x = xp.where(_col(xp, _mask(xp, zero_rhs, b), nd), xp.zeros_like(b), x0)
-        r = b - A_high(x)
-        high_mv += 1
     rr_dev = norm2(r)
     rr = _host(rr_dev)[0]
     outer = np.zeros(nb, dtype=np.int64)
