@@ -1,9 +1,25 @@
 """Shared fixtures: every array test runs on NumPy and on array-api-strict, and on CuPy where a
 GPU is usable (skipped cleanly otherwise)."""
 
-import pytest
+import os
 
-from lattice_ml.backend import namespace_by_name
+
+def _gpu_present() -> bool:
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+# Without a GPU the CUDA kernels run in Numba's CUDA simulator (it must be switched on before
+# numba.cuda is first imported); with one they run on the device.
+if not _gpu_present():
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import pytest  # noqa: E402
+
+from lattice_ml.backend import namespace_by_name  # noqa: E402
 
 BACKENDS = ["numpy", "array_api_strict", "cupy"]
 

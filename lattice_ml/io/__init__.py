@@ -1,0 +1,1 @@
+"""Gauge-configuration formats (NERSC, ILDG/LIME, openQCD), HDF5 ensembles and checkpoints."""
