@@ -13,7 +13,9 @@ import numpy as np
 
 from ..backend import namespace, to_numpy
 from ..gauge import GaugeAction
-from ..fermions import WilsonDirac, WilsonPseudofermionAction, chiral_condensate, pion_correlator
+from ..fermions import (StaggeredDirac, StaggeredRationalAction, WilsonDirac,
+                        WilsonPseudofermionAction, chiral_condensate, pion_correlator,
+                        staggered_root_powers)
 from ..gauge.observables import average_plaquette, polyakov_loop, topological_charge_2d
 from ..groups import haar_random, identity_like
 from ..lattice import Lattice
@@ -24,7 +26,7 @@ from ..scalar import (Phi4Action, abs_magnetization, binder_cumulant, magnetizat
 from ..stats import WindowWarning, gamma_method
 from .config import ConfigError
 
-__all__ = ["build_job", "summary_entry", "Phi4Job", "GaugeJob", "SchwingerJob"]
+__all__ = ["build_job", "summary_entry", "Phi4Job", "GaugeJob", "FermionJob", "SchwingerJob"]
 
 GAUGE_N = {"u1": 1, "su2": 2, "su3": 3}
 
@@ -145,37 +147,72 @@ class GaugeJob:
         return obs
 
 
-class SchwingerJob(GaugeJob):
-    """2D U(1) with two flavours of Wilson fermions: pseudofermion HMC (fermion force on the outer
-    level, the gauge force on an inner level when ``fine_steps`` > 0)."""
+def fermion_actions(th: dict, D: int, N: int, tol: float) -> list:
+    """The pseudofermion actions of ``theory.fermion`` (``"wilson"`` or ``"staggered"``).
+
+    Wilson: ``det(D†D)^(nf/2)`` as ``nf/2`` two-flavour fields (``nf`` even), even/odd
+    preconditioned when ``csw = 0``. Staggered: ``det(D†D)^P``, ``P = nf / 2^(D/2 + 1)`` (one
+    staggered field has ``2^(D/2)`` tastes and ``det D = det(D†D)^(1/2)``), as RHMC fields with
+    the powers of :func:`lattice_ml.fermions.staggered_root_powers` (each < 1).
+    """
+    kind, nf, mass = th["fermion"], th["nf"], th["mass"]
+    if kind == "wilson":
+        if nf % 2:
+            raise ConfigError("theory.nf", f"Wilson fermions are simulated in pairs (det D†D per "
+                              f"pseudofermion field): nf must be even, got {nf}")
+        csw = th["csw"]
+        if csw != 0.0:
+            raise ConfigError("theory.csw", "the clover force is not implemented yet: csw = 0")
+        return [WilsonPseudofermionAction(mass, N, tol=tol, csw=csw, even_odd=csw == 0.0)
+                for _ in range(nf // 2)]
+    if D not in (2, 4):
+        raise ConfigError("lattice.shape", "staggered flavours are counted in D = 2 or 4 "
+                          f"(2^(D/2) tastes per field), not D = {D}")
+    return [StaggeredRationalAction(mass, N, p, tol=tol) for p in staggered_root_powers(nf, D)]
+
+
+class FermionJob(GaugeJob):
+    """U(1) or SU(N) gauge theory with ``nf`` dynamical Wilson(-clover) or rooted staggered
+    fermions: pseudofermion HMC / RHMC (fermion forces on the outer level, the gauge force on an
+    inner level when ``fine_steps`` > 0). Measures the chiral condensate (stochastic, per flavour
+    for Wilson, per staggered field for staggered) and the point-source pion correlator."""
 
     def __init__(self, config: dict):
         th, sm = config["theory"], config["sampler"]
         self.lattice = Lattice(config["lattice"]["shape"])
-        if self.lattice.dim != 2:
-            raise ConfigError("lattice.shape", "the Schwinger model is two-dimensional: give two "
-                              f"extents, not {list(self.lattice.shape)}")
         if sm["name"] != "hmc":
             raise ConfigError("sampler.name", "theories with fermions need sampler.name = 'hmc'")
-        self.N = 1
-        self.mass = th["mass"]
+        self.N = N = 1 if th["name"] == "schwinger" else th.get("N", GAUGE_N.get(th["name"]))
+        self.kind, self.mass, self.nf = th["fermion"], th["mass"], th["nf"]
+        self.csw = th.get("csw", 0.0)
         self.n_noise = th["n_noise"]
-        gauge = GaugeAction(th["beta"], 1, "wilson")
-        self.fermion = WilsonPseudofermionAction(self.mass, 1, tol=1e-10)
+        tol = 1e-10 if config["run"]["dtype"] == "float64" else 1e-5
+        self.fermions = fermion_actions(th, self.lattice.dim, N, tol)
+        gauge = GaugeAction(th["beta"], N, th.get("action", "wilson"))
         if sm["fine_steps"]:
-            levels = [Level([self.fermion], sm["n_steps"], sm["integrator"]),
+            levels = [Level(list(self.fermions), sm["n_steps"], sm["integrator"]),
                       Level([gauge], sm["fine_steps"], sm["integrator"])]
         else:
-            levels = [Level([self.fermion, gauge], sm["n_steps"], sm["integrator"])]
-        self.sampler = PseudofermionHMC(levels, LieGroupSpace(1), tau=sm["tau"],
+            levels = [Level([*self.fermions, gauge], sm["n_steps"], sm["integrator"])]
+        self.sampler = PseudofermionHMC(levels, LieGroupSpace(N), tau=sm["tau"],
                                         tau_jitter=sm["tau_jitter"])
         self.start = sm["start"]
-        self.description = {"theory": "schwinger", "N": 1, "fermion": th["fermion"],
-                            "nf": th["nf"], "couplings": {"beta": th["beta"], "mass": self.mass}}
+        couplings = {"beta": th["beta"], "mass": self.mass}
+        if self.kind == "wilson":
+            couplings["csw"] = self.csw
+        self.description = {"theory": th["name"], "N": N, "action": th.get("action", "wilson"),
+                            "fermion": self.kind, "nf": self.nf, "couplings": couplings}
+        if self.kind == "staggered":
+            self.description["rooting"] = [f.power for f in self.fermions]
+
+    def dirac(self, U):
+        if self.kind == "wilson":
+            return WilsonDirac(U, self.mass, csw=self.csw, check=False)
+        return StaggeredDirac(U, self.mass, check=False)
 
     def measure(self, U, rng) -> dict:
         out = super().measure(U, rng)
-        dirac = WilsonDirac(U, self.mass)
+        dirac = self.dirac(U)
         out["chiral_condensate"] = chiral_condensate(dirac, rng, self.n_noise)
         out["pion_correlator"] = pion_correlator(dirac)
         return out
@@ -185,12 +222,24 @@ class SchwingerJob(GaugeJob):
         obs["chiral_condensate"] = summary_entry(hist["chiral_condensate"])
         C = hist["pion_correlator"]  # [chain, time, T]
         t = C.shape[-1] // 4
-        obs["pion_mass"] = summary_entry(
-            [C[..., t - 1], C[..., t], C[..., t + 1]],
-            f=lambda m: float(np.arccosh((m[0] + m[2]) / (2.0 * m[1]))))
-        if obs["pion_mass"] is not None:
-            obs["pion_mass"]["t"] = t
+        if t >= 1:
+            obs["pion_mass"] = summary_entry(
+                [C[..., t - 1], C[..., t], C[..., t + 1]],
+                f=lambda m: float(np.arccosh((m[0] + m[2]) / (2.0 * m[1]))))
+            if obs["pion_mass"] is not None:
+                obs["pion_mass"]["t"] = t
         return obs
+
+
+class SchwingerJob(FermionJob):
+    """2D U(1) with ``nf`` Wilson or staggered fermions (the Schwinger model)."""
+
+    def __init__(self, config: dict):
+        shape = config["lattice"]["shape"]
+        if len(shape) != 2:
+            raise ConfigError("lattice.shape", "the Schwinger model is two-dimensional: give two "
+                              f"extents, not {list(shape)}")
+        super().__init__(config)
 
 
 def build_job(config: dict):
@@ -199,6 +248,8 @@ def build_job(config: dict):
     if name == "phi4":
         return Phi4Job(config)
     if name in ("u1", "su2", "su3", "suN"):
+        if config["theory"].get("fermion", "none") != "none":
+            return FermionJob(config)
         return GaugeJob(config)
     if name == "schwinger":
         return SchwingerJob(config)

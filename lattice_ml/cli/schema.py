@@ -97,7 +97,7 @@ _PHI4 = Table(
 _GAUGE_ACTIONS = ("wilson", "symanzik", "iwasaki", "dbw2")
 
 
-def _gauge(doc: str, beta: float, with_N: bool = False) -> Table:
+def _gauge(doc: str, beta: float, with_N: bool = False, fermions: bool = False) -> Table:
     params = {
         "beta": Param("float", beta, minimum=0.0, exclusive_minimum=True,
                       doc="gauge coupling β > 0 in S = −(β/N) Σ [c0 Re Tr P + c1 Re Tr R]"),
@@ -107,29 +107,58 @@ def _gauge(doc: str, beta: float, with_N: bool = False) -> Table:
     }
     if with_N:
         params["N"] = Param("int", 4, minimum=2, doc="number of colours N ≥ 2 of SU(N)")
-    return Table(doc=doc, params=params)
+    if not fermions:
+        return Table(doc=doc, params=params)
+    params["fermion"] = _fermion_selector(("none", "wilson", "staggered"), "none")
+    return Table(doc=doc, params=params, selector="fermion",
+                 variants={"none": Table(doc="pure gauge", params={}), **_FERMIONS})
 
+
+def _n_noise() -> Param:
+    return Param("int", 4, minimum=1, doc="noise vectors per measurement of the chiral condensate")
+
+
+def _fermion_selector(choices: tuple[str, ...], default: str) -> Param:
+    return Param("str", default, choices=choices, noun="fermion discretisation",
+                 doc=" | ".join(f'"{c}"' for c in choices) + ": dynamical fermions "
+                     "(wilson: nf/2 two-flavour pseudofermions; staggered: rooted RHMC)")
+
+
+# Dynamical fermions of the gauge theories (SU(N)) and of the Schwinger model.
+_FERMIONS = {
+    "wilson": Table(doc="Wilson(-clover) fermions, pseudofermion HMC", params={
+        "mass": Param("float", 0.1, doc="bare Wilson mass m (κ = 1/(2m + 2D))"),
+        "csw": Param("float", 0.0, minimum=0.0, doc="clover coefficient c_sw ≥ 0 (0: plain Wilson)"),
+        "nf": Param("int", 2, minimum=2,
+                    doc="number of degenerate flavours, even: nf/2 pseudofermion fields of det D†D"),
+        "n_noise": _n_noise(),
+    }),
+    "staggered": Table(doc="rooted staggered fermions, RHMC", params={
+        "mass": Param("float", 0.1, minimum=0.0, exclusive_minimum=True,
+                      doc="staggered mass m > 0"),
+        "nf": Param("int", 2, minimum=1,
+                    doc="number of degenerate flavours: det(D†D)^(nf/2^(D/2+1)) (D = 2, 4)"),
+        "n_noise": _n_noise(),
+    }),
+}
 
 _SCHWINGER = Table(
-    doc="2D U(1) gauge theory with two flavours of Wilson fermions (Schwinger model)",
+    doc="2D U(1) gauge theory with Nf dynamical Wilson or staggered fermions (Schwinger model)",
     params={
         "beta": Param("float", 2.0, minimum=0.0, exclusive_minimum=True,
                       doc="gauge coupling β > 0 of the Wilson gauge action"),
-        "mass": Param("float", 0.1, doc="bare fermion mass m of the Wilson operator (κ = 1/(2m + 4))"),
-        "fermion": Param("str", "wilson", choices=("wilson",), noun="fermion discretisation",
-                         doc='"wilson" (rooted staggered is planned)'),
-        "nf": Param("int", 2, minimum=2, maximum=2, doc="number of flavours (2: det D†D)"),
-        "n_noise": Param("int", 4, minimum=1,
-                         doc="noise vectors per measurement of the chiral condensate"),
+        "fermion": _fermion_selector(("wilson", "staggered"), "wilson"),
     },
+    selector="fermion",
+    variants=_FERMIONS,
 )
 
 THEORIES: dict[str, Table] = {
     "phi4": _PHI4,
     "u1": _gauge("compact U(1) gauge theory", 2.0),
-    "su2": _gauge("SU(2) gauge theory", 2.3),
-    "su3": _gauge("SU(3) gauge theory", 6.0),
-    "suN": _gauge("SU(N) gauge theory", 11.0, with_N=True),
+    "su2": _gauge("SU(2) gauge theory", 2.3, fermions=True),
+    "su3": _gauge("SU(3) gauge theory", 6.0, fermions=True),
+    "suN": _gauge("SU(N) gauge theory", 11.0, with_N=True, fermions=True),
     "schwinger": _SCHWINGER,
 }
 """Implemented theories: ``name`` → variant table of ``[theory]``."""

@@ -6,6 +6,8 @@ rational approximations (Remez), and the pion correlator and chiral condensate. 
 from .gamma import gamma5, gamma_matrices, n_spin, sigma_munu
 from .observables import chiral_condensate, effective_mass, pion_correlator, point_source
 from .pseudofermion import WilsonPseudofermionAction, hopping_force_matrix, wilson_fermion_force
+from .rhmc import (StaggeredRationalAction, staggered_force_matrix, staggered_root_powers,
+                   staggered_spectral_bounds)
 from .rational import RationalApproximation, remez, zolotarev_inverse_sqrt
 from .solvers import (MixedInfo, MultiShiftInfo, SolverError, SolverInfo, bicgstab, cg, cg_mixed,
                       cgne, multishift_cg)
@@ -18,4 +20,5 @@ __all__ = ["gamma5", "gamma_matrices", "n_spin", "sigma_munu", "WilsonDirac",
            "cg_mixed", "SolverError", "SolverInfo", "MultiShiftInfo", "MixedInfo",
            "pion_correlator", "effective_mass", "chiral_condensate", "point_source",
            "WilsonPseudofermionAction", "wilson_fermion_force",
-           "hopping_force_matrix", "RationalApproximation", "remez", "zolotarev_inverse_sqrt"]
+           "hopping_force_matrix", "StaggeredRationalAction", "staggered_force_matrix",
+           "staggered_root_powers", "staggered_spectral_bounds", "RationalApproximation", "remez", "zolotarev_inverse_sqrt"]

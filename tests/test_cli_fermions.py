@@ -1,0 +1,100 @@
+"""`lattice-ml run` with dynamical fermions: the Schwinger model with Wilson or rooted staggered
+fermions and SU(N) with `fermion = none | wilson | staggered` (tiny lattices, few trajectories)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lattice_ml.cli.config import ConfigError, load_config
+from lattice_ml.cli.jobs import FermionJob, GaugeJob, SchwingerJob, build_job
+from lattice_ml.cli.main import main
+from lattice_ml.fermions import StaggeredRationalAction, WilsonPseudofermionAction
+
+TINY = ["--set", "sampler.n_chains=2", "--set", "sampler.n_therm=2", "--set", "sampler.n_samples=6",
+        "--set", "sampler.n_steps=4", "--set", "theory.n_noise=1", "--set", "run.progress=never"]
+
+
+def run(tmp_path, name, *sets):
+    out = tmp_path / name
+    argv = ["run", "--out", str(out), *TINY]
+    for s in sets:
+        argv += ["--set", s]
+    code = main(argv)
+    return code, out
+
+
+def job(*sets):
+    return build_job(load_config(None, list(sets)))
+
+
+def test_schwinger_staggered_run(tmp_path):
+    code, out = run(tmp_path, "st", "theory.name=schwinger", "theory.fermion=staggered",
+                    "lattice.shape=[4,4]", "sampler.fine_steps=2")
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fermion"] == "staggered" and summary["nf"] == 2
+    assert summary["rooting"] == [0.5]          # det(D^dag D)^(1/2) = det D_st: 2 tastes in 2D
+    assert summary["acceptance"] > 0.5
+    obs = summary["observables"]
+    assert {"plaquette", "chiral_condensate", "topological_susceptibility"} <= set(obs)
+    assert obs["chiral_condensate"]["mean"] > 0
+    hist = np.load(out / "history.npz")
+    assert hist["pion_correlator"].shape == (2, 6, 4)
+    assert np.all(hist["pion_correlator"] > 0)
+
+
+def test_su2_wilson_two_pseudofermions_run(tmp_path):
+    code, out = run(tmp_path, "w", "theory.name=su2", "theory.fermion=wilson", "theory.nf=4",
+                    "theory.mass=0.3", "lattice.shape=[4,4]", "sampler.fine_steps=2")
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["theory"] == "su2" and summary["fermion"] == "wilson" and summary["nf"] == 4
+    assert summary["couplings"] == {"beta": 2.3, "mass": 0.3, "csw": 0.0}
+    obs = summary["observables"]
+    assert {"plaquette", "polyakov_loop", "chiral_condensate", "pion_mass"} <= set(obs)
+    assert obs["pion_mass"]["t"] == 1 and obs["pion_mass"]["mean"] > 0
+    assert summary["acceptance"] > 0.5
+
+
+def test_jobs_and_rooting():
+    assert type(job("theory.name=su3")) is GaugeJob              # fermion = "none" by default
+    j = job("theory.name=su3", "theory.fermion=staggered", "lattice.shape=[4,4,4,4]")
+    assert isinstance(j, FermionJob) and [f.power for f in j.fermions] == [0.25]
+    assert all(isinstance(f, StaggeredRationalAction) for f in j.fermions)
+    j = job("theory.name=suN", "theory.N=4", "theory.fermion=staggered", "theory.nf=8",
+            "lattice.shape=[4,4,4,4]")
+    assert [f.power for f in j.fermions] == [0.5, 0.5]            # det(D^dag D)^1 in two fields
+    j = job("theory.name=schwinger", "theory.fermion=staggered", "theory.nf=1", "lattice.shape=[4,4]")
+    assert isinstance(j, SchwingerJob) and [f.power for f in j.fermions] == [0.25]
+    j = job("theory.name=schwinger", "theory.nf=6", "lattice.shape=[4,4]")
+    assert len(j.fermions) == 3 and all(isinstance(f, WilsonPseudofermionAction) and f.even_odd
+                                        for f in j.fermions)
+    # the fermion actions are integrated: on the outer level with fine_steps, else with the gauge
+    j = job("theory.name=su2", "theory.fermion=wilson", "lattice.shape=[4,4]", "sampler.fine_steps=3")
+    outer, inner = j.sampler.levels
+    assert list(outer.actions) == j.fermions and inner.n_steps == 3
+
+
+@pytest.mark.parametrize("sets,key", [
+    (["theory.name=su2", "theory.fermion=wilson", "theory.nf=3", "lattice.shape=[4,4]"], "theory.nf"),
+    (["theory.name=su2", "theory.fermion=staggered", "theory.mass=0", "lattice.shape=[4,4]"],
+     "theory.mass"),
+    (["theory.name=su2", "theory.fermion=staggered", "lattice.shape=[4,4,4]"], "lattice.shape"),
+    (["theory.name=su3", "theory.fermion=wilson", "sampler.name=heatbath"], "sampler.name"),
+    (["theory.name=schwinger", "theory.fermion=staggered", "theory.csw=1.0"], "theory.csw"),
+    (["theory.name=su2", "theory.fermion=quark"], "theory.fermion"),
+    (["theory.name=schwinger", "theory.fermion=none"], "theory.fermion"),
+])
+def test_config_errors_name_the_key(tmp_path, capsys, sets, key):
+    code, out = run(tmp_path, "bad", *sets)
+    assert code == 2
+    assert key in capsys.readouterr().err
+    assert not (out / "summary.json").exists()
+
+
+def test_variant_keys_name_the_fermion_they_need():
+    with pytest.raises(ConfigError, match="csw needs theory.fermion = 'wilson'"):
+        load_config(None, ["theory.name=su2", "theory.fermion=staggered", "theory.csw=1.0"])
+    with pytest.raises(ConfigError, match="theory.mass"):
+        load_config(None, ["theory.name=su2", "theory.mass=0.2"])   # fermion = "none": no mass
