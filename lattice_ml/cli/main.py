@@ -4,6 +4,8 @@
 
     lattice-ml run [CONFIG.toml] [--out DIR] [--set KEY=VALUE ...] [--overwrite]
     lattice-ml config [CONFIG.toml] [--set KEY=VALUE ...]
+    lattice-ml convert IN OUT [--to FORMAT] [...]     (lattice_ml.cli.files)
+    lattice-ml info FILE [--json]                     (lattice_ml.cli.files)
     lattice-ml --version
 
 Exit codes: 0 success; 1 the run failed (or its results could not be written); 2 bad usage: a
@@ -77,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="KEY=VALUE", help=set_help)
     cfg.add_argument("--no-comments", dest="comments", action="store_false",
                      help="omit the one-line documentation after each key")
+    from lattice_ml.cli.files import add_parsers as add_file_parsers
+
+    add_file_parsers(sub)  # convert, info
     return parser
 
 
@@ -211,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_run(args)
     if args.command == "config":
         return _cmd_config(args)
+    if getattr(args, "handler", None) is not None:  # convert, info (lattice_ml.cli.files)
+        return args.handler(args)
     parser.print_usage(sys.stderr)  # pragma: no cover - argparse requires a command
     return EXIT_USAGE
 
