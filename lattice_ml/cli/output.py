@@ -14,16 +14,16 @@ can never leave the old summary looking like the result of the new run.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
+
+from lattice_ml.io.atomic import atomic_open_binary, fsync_directory
 
 __all__ = [
     "OutputError",
@@ -81,39 +81,10 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (POSIX); silently skipped where directories cannot be opened."""
-    if os.name != "posix":  # pragma: no cover - Windows
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _atomic_binary(path: str | os.PathLike) -> Iterator[Any]:
-    """Yield a binary file object; on success it replaces ``path`` atomically."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+# The atomic-write machinery lives in the io layer (lattice_ml.io.atomic), so that file
+# formats and checkpoints below the command line use the same code.
+_fsync_dir = fsync_directory
+_atomic_binary = atomic_open_binary
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
