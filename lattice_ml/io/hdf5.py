@@ -307,9 +307,9 @@ class Ensemble:
             ds.attrs["n"] = 0
         ds = grp[name]
         if ds.shape[0] != host.shape[0] or ds.shape[2:] != host.shape[2:]:
-            raise ValueError(f"history {name!r} is [{ds.shape[0]}, time, "
-                             f"{', '.join(map(str, ds.shape[2:]))}]; cannot append a block "
-                             f"of shape {host.shape}")
+            layout = ", ".join([str(ds.shape[0]), "time"] + [str(n) for n in ds.shape[2:]])
+            raise ValueError(f"history {name!r} is [{layout}]; cannot append a block of shape "
+                             f"{host.shape}")
         n = int(ds.attrs["n"])
         ds.resize(n + host.shape[1], axis=1)
         ds[:, n:n + host.shape[1]] = host.astype(ds.dtype, copy=False)
