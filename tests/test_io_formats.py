@@ -76,3 +76,17 @@ def test_detection_failures_and_names(tmp_path):
     with pytest.raises(ValueError, match="one configuration"):
         write_gauge(tmp_path / "x", random_links(seed=1, batch=1), "nersc")
         read_gauge(tmp_path / "x", index=3)
+
+
+def test_docs_io_example_runs():
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "io.md"
+    if not doc.exists():
+        pytest.skip("docs/io.md not in this checkout")
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    assert blocks
+    namespace = {}
+    for code in blocks:
+        exec(compile(code, str(doc), "exec"), namespace)
