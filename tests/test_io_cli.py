@@ -149,3 +149,15 @@ def test_subprocess_entry_point(nersc):
     res = subprocess.run([sys.executable, "-m", "lattice_ml.cli.main", "info",
                           str(nersc) + ".missing"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def test_info_and_convert_of_a_scalar_field_ensemble(tmp_path, capsys):
+    phi = np.random.default_rng(3).normal(size=(2, 8, 6))
+    write_gauge(tmp_path / "phi.h5", phi, "hdf5")
+    assert main(["info", str(tmp_path / "phi.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "8x6" in out and "fields" in out and "2 configurations" in out
+    assert main(["convert", str(tmp_path / "phi.h5"), str(tmp_path / "phi.nersc"),
+                 "--index", "0"]) == 2
+    assert "NERSC files hold one 4D SU(3) configuration" in capsys.readouterr().err
+    assert not (tmp_path / "phi.nersc").exists()

@@ -149,10 +149,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         return EXIT_WRITE_FAILED
     from lattice_ml.io._common import plaquette_and_trace
 
-    plaq = plaquette_and_trace(U[0])[0]
     lattice = "x".join(map(str, written.lattice))
+    plaq = f"; plaquette {plaquette_and_trace(U[0])[0]:.12f}" if info.N > 0 else ""
     print(f"{args.input} ({info.format}) -> {args.output} ({target}, {lattice}, "
-          f"{written.precision}-bit); plaquette {plaq:.12f}")
+          f"{written.precision}-bit){plaq}")
     return EXIT_OK
 
 
@@ -181,8 +181,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     U, info = got
     from lattice_ml.io._common import plaquette_and_trace
 
-    plaqs = [plaquette_and_trace(u) for u in U]
-    unit, det_dev = _unitarity(U)
+    gauge = info.N > 0  # an HDF5 ensemble may hold scalar fields
+    plaqs = [plaquette_and_trace(u) for u in U] if gauge else []
+    unit, det_dev = _unitarity(U) if gauge else (None, None)
     failed = info.failed
     if args.json:
         out = {"file": str(args.file), "format": info.format, "lattice": list(info.lattice),
@@ -198,8 +199,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT if failed else EXIT_OK
     print(f"file:        {args.file}")
     print(f"format:      {info.format}")
+    group = ("U(1)" if info.N == 1 else f"SU({info.N})") + " links" if gauge else "fields"
     print(f"lattice:     {'x'.join(map(str, info.lattice))} (L0 = time, library order), "
-          f"{'U(1)' if info.N == 1 else f'SU({info.N})'} links")
+          f"{group}")
     storage = f", storage {info.storage}" if info.storage else ""
     print(f"data:        {info.precision}-bit, {info.endian} endian{storage}, "
           f"{info.n_configs} configuration{'s' if info.n_configs != 1 else ''}")
@@ -210,14 +212,17 @@ def cmd_info(args: argparse.Namespace) -> int:
                 print(f"  metadata.{k} = {_short(v)}")
         else:
             print(f"  {key} = {_short(value)}")
-    if len(plaqs) == 1:
+    if not gauge:
+        pass
+    elif len(plaqs) == 1:
         print(f"plaquette:   {plaqs[0][0]:.15f}   (<Re Tr U_p>/N, computed from the data)")
         print(f"link trace:  {plaqs[0][1]:.15f}   (<Re Tr U>/N)")
     else:
         p = np.array([q for q, _ in plaqs])
         print(f"plaquette:   mean {p.mean():.15f}, min {p.min():.15f}, max {p.max():.15f} over "
               f"{len(p)} configurations")
-    print(f"unitarity:   max |U^dag U - 1| = {unit:.2e}, max |det U - 1| = {det_dev:.2e}")
+    if gauge:
+        print(f"unitarity:   max |U^dag U - 1| = {unit:.2e}, max |det U - 1| = {det_dev:.2e}")
     print("checks:")
     for c in info.checks:
         print(f"  {c.describe()}")
