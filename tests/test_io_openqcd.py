@@ -94,8 +94,9 @@ def test_open_boundary_zero_links(tmp_path, U):
 def test_wrong_plaquette(tmp_path, U):
     path = tmp_path / "p.bin"
     _hand_built(U, path, plaq_shift=1e-9)
-    with pytest.raises(GaugeFileError, match=r"plaquette \(Re Tr U_p, normalised to 3\): MISMATCH "
-                                             r"\(file [\d.]+, data [\d.]+, \|difference\| 1\.00e-09"):
+    with pytest.raises(GaugeFileError, match=r"plaquette \(Re Tr U_p, normalised to 3\): "
+                                             r"MISMATCH \(file [\d.]+, data [\d.]+, "
+                                             r"\|difference\| 1\.00e-09"):
         read_gauge(path)
 
 

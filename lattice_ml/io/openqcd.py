@@ -19,7 +19,9 @@ library's :func:`~lattice_ml.gauge.observables.average_plaquette`. On reading it
 the data to ``16 sqrt(6 V) eps`` (eps = 2^-52); openQCD's own ``import_cnfg`` demands
 ``sqrt(6 V) eps``, the factor 16 allows for another summation order. Links that openQCD sets to
 zero (the time links at x0 = N0 - 1 with open boundary conditions) are read as they are; their
-plaquettes count as 0, as in openQCD.
+plaquettes count as 0, as in openQCD. With SF or open-SF boundary conditions openQCD's header
+plaquette also counts the space-like plaquettes at x0 = N0, made of boundary links that the file
+does not hold: such files fail the check; read them with ``check=False``.
 """
 
 from __future__ import annotations
