@@ -54,6 +54,7 @@ def test_ensemble_append_reopen_and_read_back(tmp_path):
         np.testing.assert_array_equal(ens.configurations(), np.concatenate([a, b]))
         np.testing.assert_array_equal(ens.configurations(4), b[1:2])
         np.testing.assert_array_equal(ens.configurations(slice(1, 5, 2)), np.stack([a[1], b[0]]))
+        np.testing.assert_array_equal(ens.configurations([4, 0, 4]), np.stack([b[1], a[0], b[1]]))
         np.testing.assert_array_equal(ens.trajectories, [10] * 3 + [20] * 3)
         np.testing.assert_array_equal(ens.chains, [0, 1, 2] * 2)
         ref = [_plaquette_loop(u) for u in np.concatenate([a, b])]

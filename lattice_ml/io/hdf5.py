@@ -244,7 +244,7 @@ class Ensemble:
         idx = np.asarray(index, dtype=np.int64)
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"configuration indices {index} out of range (ensemble has {n})")
-        return np.sort(np.unique(idx % n)) if idx.size else idx
+        return idx % n  # in the order asked for (duplicates allowed)
 
     def configurations(self, index=None, *, xp=None, dtype=None, device=None):
         """Configurations ``[k, ...]``: all (``index=None``), one (an int, kept as ``k = 1``),
@@ -254,7 +254,11 @@ class Ensemble:
             raise GaugeFileError(f"{self.path}: the ensemble holds no configurations")
         sel = self._index(index, n)
         try:
-            host = self._f["configurations"][sel]
+            if isinstance(sel, slice):
+                host = self._f["configurations"][sel]
+            else:  # h5py reads increasing, unique indices
+                unique, inverse = np.unique(sel, return_inverse=True)
+                host = self._f["configurations"][unique][inverse.reshape(-1)]
         except OSError as exc:
             raise GaugeFileError(f"{self.path}: configurations cannot be read, the file is "
                                  f"corrupted ({exc})") from None
