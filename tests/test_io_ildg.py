@@ -76,10 +76,11 @@ def _hand_built(U, path, *, bits=64, lx=None, checksum=None):
              for t in range(Lt) for z in range(Lz) for y in range(Ly) for x in range(Lx)]
     raw = b"".join(sites)
     suma, sumb = checksum or scidac_sums_loop(raw, len(sites[0]))
-    ildg_xml = (f'<?xml version="1.0"?><ildgFormat xmlns="http://www.lqcd.org/ildg">'
+    # a blank line before the XML declarations, as in files written by SIMULATeQCD
+    ildg_xml = (f'\n<?xml version="1.0"?><ildgFormat xmlns="http://www.lqcd.org/ildg">'
                 f"<version>1.0</version><field>su3gauge</field><precision>{bits}</precision>"
                 f"<lx>{lx or Lx}</lx><ly>{Ly}</ly><lz>{Lz}</lz><lt>{Lt}</lt></ildgFormat>")
-    cs_xml = (f"<?xml version=\"1.0\"?><scidacChecksum><version>1.0</version>"
+    cs_xml = (f"\n<?xml version=\"1.0\"?><scidacChecksum><version>1.0</version>"
               f"<suma>{suma:x}</suma><sumb>{sumb:x}</sumb></scidacChecksum>")
     path.write_bytes(_lime_record("ildg-format", ildg_xml.encode(), True, False)
                      + _lime_record("ildg-binary-data", raw, False, False)

@@ -66,7 +66,8 @@ def _local(tag: str) -> str:
 
 def _xml_fields(text: bytes, root_name: str, path: str, record: str) -> dict[str, str]:
     try:
-        root = ET.fromstring(text.rstrip(b"\0").decode("utf-8", errors="replace"))
+        # real files have NULs after and blank lines before the XML declaration
+        root = ET.fromstring(text.strip(b"\0 \t\r\n").decode("utf-8", errors="replace"))
     except ET.ParseError as exc:
         raise GaugeFileError(f"{path}: record '{record}' is not valid XML ({exc})") from None
     if _local(root.tag) != root_name:
