@@ -3,15 +3,18 @@
 ::
 
     lattice-ml run [CONFIG.toml] [--out DIR] [--set KEY=VALUE ...] [--overwrite]
+    lattice-ml run --resume DIR [--set run.progress=... ...]
     lattice-ml config [CONFIG.toml] [--set KEY=VALUE ...]
     lattice-ml convert IN OUT [--to FORMAT] [...]     (lattice_ml.cli.files)
     lattice-ml info FILE [--json]                     (lattice_ml.cli.files)
     lattice-ml --version
 
 Exit codes: 0 success; 1 the run failed (or its results could not be written); 2 bad usage: a
-configuration error, an output directory that already holds a completed run, or bad arguments;
-130 interrupted. Errors are one line on stderr, ``lattice-ml: error: <message>``, never a
-traceback for configuration errors (``run --debug`` shows the traceback of a failed run).
+configuration error, an output directory that already holds a completed run, or bad arguments
+(and for ``--resume``: a missing, corrupt or foreign checkpoint); 130 interrupted by Ctrl-C, 143
+by SIGTERM (a checkpoint is written first; ``run --resume DIR`` continues). Errors are one line
+on stderr, ``lattice-ml: error: <message>``, never a traceback for configuration errors
+(``run --debug`` shows the traceback of a failed run).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Sequence
 from lattice_ml import __version__
 from lattice_ml.cli.config import ConfigError, dump_toml, load_config
 from lattice_ml.cli.output import (
+    CHECKPOINT_NAME,
     CONFIG_NAME,
     SUMMARY_NAME,
     OutputError,
@@ -69,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(the old summary is deleted before the run starts)")
     run.add_argument("--debug", action="store_true",
                      help="print the full traceback when the run fails")
+    run.add_argument("--resume", metavar="DIR", type=Path,
+                     help="continue the unfinished run in DIR from DIR/checkpoint.ckpt, with "
+                          "DIR/config.toml (--set may change only run.progress and the "
+                          "checkpoint keys); the result is bit-identical to an uninterrupted run")
 
     cfg = sub.add_parser("config", help="print the resolved configuration as TOML",
                          description="Print the resolved configuration (the embedded default, "
@@ -145,13 +153,41 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    # 1. everything that can be checked before touching the disk
+def _resume(args: argparse.Namespace):
+    """``(config, out, state)`` of ``run --resume DIR``, or the exit code of a refusal."""
+    if args.config or args.out or args.overwrite:
+        _error("--resume DIR takes the configuration and the output directory from DIR: "
+               "give no CONFIG.toml, --out or --overwrite")
+        return EXIT_USAGE
     try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as exc:
+        from lattice_ml.cli.run import ResumeError, prepare_resume
+    except ImportError as exc:
+        _error(f"running jobs is not available in this installation ({exc})")
+        return EXIT_RUN_FAILED
+    try:
+        return prepare_resume(args.resume, args.overrides)
+    except (ConfigError, ResumeError) as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except OSError as exc:
+        _error(f"cannot resume {args.resume}: {exc}")
+        return EXIT_RUN_FAILED
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    resume = None
+    if args.resume is not None:
+        got = _resume(args)
+        if isinstance(got, int):
+            return got
+        config, out, resume = got
+    else:
+        # 1. everything that can be checked before touching the disk
+        try:
+            config = load_config(args.config, args.overrides)
+        except ConfigError as exc:
+            _error(str(exc))
+            return EXIT_USAGE
     try:
         from lattice_ml.cli.run import run_job
     except ImportError as exc:
@@ -160,8 +196,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # 2. the output directory (an old summary.json is deleted first with --overwrite)
     try:
-        out = prepare_out_dir(args.out, overwrite=args.overwrite)
-        atomic_write_text(out / CONFIG_NAME, dump_toml(config))
+        if resume is None:
+            out = prepare_out_dir(args.out, overwrite=args.overwrite)
+            atomic_write_text(out / CONFIG_NAME, dump_toml(config))
     except OutputError as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -172,11 +209,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # 3. the run; `progress` is the display mode ("auto", "always", "never") for
     #    lattice_ml.cli.progress.Progress(total, label, mode)
     try:
-        summary = run_job(config, out, config["run"]["progress"])
-    except KeyboardInterrupt:
+        if resume is None:
+            summary = run_job(config, out, config["run"]["progress"])
+        else:
+            summary = run_job(config, out, config["run"]["progress"], resume=resume)
+    except KeyboardInterrupt as exc:
         print(file=sys.stderr)
-        _error(f"interrupted; no {SUMMARY_NAME} was written in {out}")
-        return EXIT_INTERRUPTED
+        saved = getattr(exc, "checkpoint", None)
+        more = f"; continue with: lattice-ml run --resume {out}" if saved else ""
+        _error(f"interrupted; no {SUMMARY_NAME} was written in {out}{more}")
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -198,6 +240,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError, OSError) as exc:
         _error(f"run finished but its summary cannot be written: {exc}")
         return EXIT_RUN_FAILED
+    if not config["run"].get("keep_checkpoint", True):  # complete: summary.json marks it
+        try:
+            (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+        except OSError:
+            pass
     print(f"summary: {path}")
     for line in digest(summary):
         print(line)

@@ -30,6 +30,7 @@ __all__ = [
     "SUMMARY_NAME",
     "HISTORY_NAME",
     "CONFIG_NAME",
+    "CHECKPOINT_NAME",
     "RUN_OUTPUTS",
     "json_default",
     "atomic_write_text",
@@ -45,7 +46,9 @@ HISTORY_NAME = "history.npz"
 """Per-chain histories written by the run."""
 CONFIG_NAME = "config.toml"
 """The resolved configuration of the run, written before it starts."""
-RUN_OUTPUTS = (SUMMARY_NAME, HISTORY_NAME, CONFIG_NAME)
+CHECKPOINT_NAME = "checkpoint.ckpt"
+"""The state of an unfinished run (:mod:`lattice_ml.io.checkpoint`); ``run --resume`` reads it."""
+RUN_OUTPUTS = (SUMMARY_NAME, HISTORY_NAME, CHECKPOINT_NAME, CONFIG_NAME)
 """Files of a run, removed (summary first) when a directory is overwritten."""
 
 
@@ -162,9 +165,10 @@ def prepare_out_dir(path: str | os.PathLike | None = None, overwrite: bool = Fal
 
     ``None`` gives a new ``lattice-ml-runs/<UTC timestamp>`` folder under the current directory
     (with ``-1``, ``-2``, ... appended if that name is taken). An existing directory is used
-    as it is, unless it holds a ``summary.json`` (a completed run): then :class:`OutputError`,
+    as it is, unless it holds a ``summary.json`` (a completed run) or a ``checkpoint.ckpt`` (an
+    unfinished run that ``lattice-ml run --resume`` can continue): then :class:`OutputError`,
     or with ``overwrite=True`` the old ``summary.json`` is deleted first, then the other run
-    outputs (``history.npz``, ``config.toml``).
+    outputs (``history.npz``, ``checkpoint.ckpt``, ``config.toml``).
     """
     if path is None:
         base = default_out_dir()
@@ -177,8 +181,12 @@ def prepare_out_dir(path: str | os.PathLike | None = None, overwrite: bool = Fal
         out = Path(path)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} exists and is not a directory")
-    summary = out / SUMMARY_NAME
-    if summary.exists() or summary.is_symlink():
+    summary, checkpoint = out / SUMMARY_NAME, out / CHECKPOINT_NAME
+    if not overwrite and checkpoint.exists() and not summary.exists():
+        raise OutputError(f"{out} holds {CHECKPOINT_NAME} of an unfinished run; continue it with "
+                          f"`lattice-ml run --resume {out}`, or choose another --out or pass "
+                          "--overwrite")
+    if summary.exists() or summary.is_symlink() or checkpoint.exists():
         if not overwrite:
             raise OutputError(f"{out} already holds {SUMMARY_NAME} from an earlier run; choose "
                               "another --out or pass --overwrite")

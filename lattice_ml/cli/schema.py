@@ -248,6 +248,18 @@ SCHEMA: dict[str, Table] = {
                               noun="progress mode",
                               doc='progress line on stderr: "auto" (only on a terminal), '
                                   '"always" or "never"'),
+            "checkpoint_every": Param("int", 0, minimum=0,
+                                      doc="write DIR/checkpoint.ckpt every this many updates "
+                                          "(0: not by count)"),
+            "checkpoint_seconds": Param("float", 600.0, minimum=0.0,
+                                        doc="write DIR/checkpoint.ckpt when this many seconds "
+                                            "have passed since the last one (0: not by time)"),
+            "keep_checkpoint": Param("bool", False,
+                                     doc="keep the final checkpoint after a successful run "
+                                         "(false: delete it once summary.json is written)"),
+            "start_file": Param("str", "",
+                                doc='gauge theories: start every chain from the links in this '
+                                    'file (NERSC, ILDG, openQCD or HDF5; "": sampler.start)'),
         },
     ),
 }
