@@ -178,3 +178,16 @@ def test_flow_metropolis_rejects_bad_arguments(xp_cpu):
     action = Phi4Action(Lattice((2, 2)), "standard", m2=1.0, lam=0.0)
     with pytest.raises(ValueError, match="n_steps"):
         FlowMetropolis(flow, action).run(RandomStreams(0, 2, xp_cpu), 0, {})
+
+
+def test_hopping_point_of_the_benchmark_is_the_tutorial_point():
+    """S_hopping(beta = 0.5, lam = 0.5)[2 phi] = S_standard(m2 = -4, lam = 8)[phi] + V/2, the map
+    used by benchmarks/bench_flows.py and docs/flows.md (phi_standard = phi_hopping / 2)."""
+    lat = Lattice((4, 6))
+    std = Phi4Action(lat, "standard", m2=-4.0, lam=8.0)
+    hop = Phi4Action(lat, "hopping", beta=0.5, lam=0.5)
+    phi = NP.asarray(np.random.default_rng(1).standard_normal((3, 4, 6)))
+    np.testing.assert_allclose(to_numpy(hop.action(2 * phi)),
+                               to_numpy(std.action(phi)) + lat.volume / 2, rtol=1e-13)
+    np.testing.assert_allclose(to_numpy(hop.force(2 * phi)), to_numpy(std.force(phi)) / 2,
+                               rtol=1e-12, atol=1e-12)
