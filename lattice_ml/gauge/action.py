@@ -31,11 +31,15 @@ layout of the links, ``[batch, D, *sites, N, N]``.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from ..backend import namespace
+from ..dispatch import dispatchable
 from ..groups import project_algebra, trace
 from .paths import link, loop_shapes, loops_through_link, transport
 
-__all__ = ["GaugeAction", "RECTANGLE_COEFFICIENTS", "plaquette_field", "staples"]
+__all__ = ["GaugeAction", "RECTANGLE_COEFFICIENTS", "plaquette_field", "staples", "staple_field",
+           "gauge_force"]
 
 RECTANGLE_COEFFICIENTS = {"wilson": 0.0, "symanzik": -1.0 / 12.0, "iwasaki": -0.331,
                           "dbw2": -1.4088}
@@ -57,6 +61,56 @@ def staples(U, mu: int, loops) -> object:
         s = transport(U, loop[1:], start=start)
         total = s if total is None else total + s
     return total
+
+
+@lru_cache(maxsize=None)
+def _loops(shape: str, mu: int, D: int) -> tuple:
+    return tuple(loops_through_link(loop_shapes(shape, D), mu, D))
+
+
+def _staple_sum_ref(U, mu: int, c_plaq, c_rect):
+    total = None
+    D = U.shape[1]
+    for coeff, shape in ((c_plaq, "plaquette"), (c_rect, "rectangle")):
+        if coeff is None:
+            continue
+        s = coeff * staples(U, mu, _loops(shape, mu, D))
+        total = s if total is None else total + s
+    return total
+
+
+@dispatchable("gauge_staples")
+def staple_field(U, c_plaq, c_rect, mu=None):
+    """Weighted staple sums ``V_mu(x) = c_plaq sum_plaq S + c_rect sum_rect S`` (see
+    :class:`GaugeAction`; a coefficient ``None`` leaves its loops out).
+
+    ``U`` ``[batch, D, *sites, N, N]``. Returns ``[batch, D, *sites, N, N]`` (every direction) or,
+    for an integer ``mu``, ``[batch, *sites, N, N]``; ``None`` if both coefficients are None.
+    Dispatched (:mod:`lattice_ml.dispatch`, op ``"gauge_staples"``): 4D SU(3) NumPy/CuPy links
+    run a Numba kernel.
+    """
+    if c_plaq is None and c_rect is None:
+        return None
+    if mu is not None:
+        return _staple_sum_ref(U, mu, c_plaq, c_rect)
+    xp = namespace(U)
+    return xp.stack([_staple_sum_ref(U, m, c_plaq, c_rect) for m in range(U.shape[1])], axis=1)
+
+
+@dispatchable("gauge_force")
+def gauge_force(U, beta, c_plaq, c_rect):
+    """``F_mu(x) = -(beta / (2N)) TA[U_mu(x) V_mu(x)]`` ``[batch, D, *sites, N, N]`` with the
+    staple sums of :func:`staple_field` (see :class:`GaugeAction`). Dispatched (op
+    ``"gauge_force"``): 4D SU(3) NumPy/CuPy links run a Numba kernel.
+    """
+    if c_plaq is None and c_rect is None:
+        raise ValueError("the gauge force needs plaquette or rectangle loops (both are left out)")
+    xp = namespace(U)
+    N = U.shape[-1]
+    D = U.shape[1]
+    parts = [project_algebra(link(U, mu) @ _staple_sum_ref(U, mu, c_plaq, c_rect))
+             for mu in range(D)]
+    return (-beta / (2.0 * N)) * xp.stack(parts, axis=1)
 
 
 class GaugeAction:
@@ -119,14 +173,16 @@ class GaugeAction:
             self._loop_cache[key] = terms
         return self._loop_cache[key]
 
+    def _coefficients(self):
+        """``(c_plaq, c_rect)`` of the loops in this action (``None``: loops left out)."""
+        c_plaq = self.c0 if self.terms in ("all", "plaquette") else None
+        c_rect = self.c1 if self.c1 != 0.0 and self.terms in ("all", "rectangle") else None
+        return c_plaq, c_rect
+
     def staple_sum(self, U, mu: int):
-        """V_mu(x) = sum over loops through U_mu(x) of coefficient x staple."""
-        D = U.shape[1]
-        total = None
-        for coeff, loops in self.loops(mu, D).values():
-            s = coeff * staples(U, mu, loops)
-            total = s if total is None else total + s
-        return total
+        """V_mu(x) = sum over loops through U_mu(x) of coefficient x staple,
+        ``[batch, *sites, N, N]`` (:func:`staple_field`; ``None`` if the action has no loops)."""
+        return staple_field(U, *self._coefficients(), mu=mu)
 
     def _check(self, U):
         if U.ndim < 5 or U.shape[-1] != self.N or U.shape[-2] != self.N:
@@ -161,7 +217,4 @@ class GaugeAction:
     def force(self, U):
         """F = -dS/dU as a Lie-algebra field ``[batch, D, *sites, N, N]`` (see module doc)."""
         self._check(U)
-        xp = namespace(U)
-        D = U.shape[1]
-        parts = [project_algebra(link(U, mu) @ self.staple_sum(U, mu)) for mu in range(D)]
-        return (-self.beta / (2.0 * self.N)) * xp.stack(parts, axis=1)
+        return gauge_force(U, self.beta, *self._coefficients())

@@ -1,0 +1,66 @@
+"""One source, two targets: the SU(3) helpers and per-link bodies of the gauge and stout kernels
+are plain Python functions compiled with ``numba.njit`` where they are defined (decorator
+:func:`device`, on-disk cache) and recompiled for CUDA by :func:`cuda_namespace`.
+
+* CPU: helpers are ``njit(cache=True)`` functions; the drivers (``cpu_*``) are
+  ``njit(parallel=True, cache=True)`` loops over the links (``prange``).
+* CUDA: :func:`cuda_namespace` clones every helper's Python function into one namespace (so that
+  the clones call each other) and compiles it with ``numba.cuda.jit(device=True)``; the drivers
+  (``cuda_*``, plain functions in the template modules, one thread per link) become CUDA kernels.
+  Under ``NUMBA_ENABLE_CUDASIM=1`` Numba's simulator runs them as Python.
+
+Numba's cache is keyed on each function's own source file; after editing a helper module,
+remove ``kernels/__pycache__/*.nbi`` / ``*.nbc`` so that callers in other modules recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import types
+
+from numba import njit
+
+__all__ = ["device", "cpu_driver", "cuda_namespace"]
+
+_DEVICE_FUNCTIONS: dict[str, list] = {}
+
+
+def device(fn):
+    """Compile ``fn`` for the CPU (``njit``, cached) and remember it for the CUDA build."""
+    _DEVICE_FUNCTIONS.setdefault(fn.__module__, []).append(fn)
+    return njit(cache=True, error_model="numpy")(fn)
+
+
+def cpu_driver(fn):
+    """A parallel CPU driver (``njit(parallel=True)``, cached)."""
+    return njit(parallel=True, cache=True, error_model="numpy")(fn)
+
+
+def _templates():
+    from . import _gauge_sites, _stout_sites, _su3
+    return (_su3, _gauge_sites, _stout_sites)
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_namespace() -> types.SimpleNamespace:
+    """Every helper as a CUDA device function and every ``cuda_*`` driver as a CUDA kernel."""
+    from numba import cuda
+
+    ns: dict = {"math": math, "cuda": cuda}
+    mods = _templates()
+    for mod in mods:
+        ns.update({k: v for k, v in vars(mod).items() if k.isupper()})   # constants
+
+    def clone(fn):
+        c = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, fn.__closure__)
+        c.__doc__ = fn.__doc__
+        return c
+
+    for mod in mods:
+        for fn in _DEVICE_FUNCTIONS.get(mod.__name__, ()):
+            ns[fn.__name__] = cuda.jit(device=True)(clone(fn))
+        for name, fn in vars(mod).items():
+            if name.startswith("cuda_") and isinstance(fn, types.FunctionType):
+                ns[name] = cuda.jit(clone(fn))
+    return types.SimpleNamespace(**ns)
