@@ -44,13 +44,14 @@ def test_schwinger_staggered_run(tmp_path):
     assert np.all(hist["pion_correlator"] > 0)
 
 
-def test_su2_wilson_two_pseudofermions_run(tmp_path):
+def test_su2_wilson_clover_two_pseudofermions_run(tmp_path):
     code, out = run(tmp_path, "w", "theory.name=su2", "theory.fermion=wilson", "theory.nf=4",
-                    "theory.mass=0.3", "lattice.shape=[4,4]", "sampler.fine_steps=2")
+                    "theory.mass=0.3", "theory.csw=1.0", "lattice.shape=[4,4]",
+                    "sampler.fine_steps=2")
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["theory"] == "su2" and summary["fermion"] == "wilson" and summary["nf"] == 4
-    assert summary["couplings"] == {"beta": 2.3, "mass": 0.3, "csw": 0.0}
+    assert summary["couplings"] == {"beta": 2.3, "mass": 0.3, "csw": 1.0}
     obs = summary["observables"]
     assert {"plaquette", "polyakov_loop", "chiral_condensate", "pion_mass"} <= set(obs)
     assert obs["pion_mass"]["t"] == 1 and obs["pion_mass"]["mean"] > 0
@@ -70,6 +71,8 @@ def test_jobs_and_rooting():
     j = job("theory.name=schwinger", "theory.nf=6", "lattice.shape=[4,4]")
     assert len(j.fermions) == 3 and all(isinstance(f, WilsonPseudofermionAction) and f.even_odd
                                         for f in j.fermions)
+    j = job("theory.name=su2", "theory.fermion=wilson", "theory.csw=1.2", "lattice.shape=[4,4]")
+    assert j.fermions[0].csw == 1.2 and not j.fermions[0].even_odd   # clover: no even/odd
     # the fermion actions are integrated: on the outer level with fine_steps, else with the gauge
     j = job("theory.name=su2", "theory.fermion=wilson", "lattice.shape=[4,4]", "sampler.fine_steps=3")
     outer, inner = j.sampler.levels
@@ -83,6 +86,7 @@ def test_jobs_and_rooting():
     (["theory.name=su2", "theory.fermion=staggered", "lattice.shape=[4,4,4]"], "lattice.shape"),
     (["theory.name=su3", "theory.fermion=wilson", "sampler.name=heatbath"], "sampler.name"),
     (["theory.name=schwinger", "theory.fermion=staggered", "theory.csw=1.0"], "theory.csw"),
+    (["theory.name=schwinger", "theory.csw=-1.0"], "theory.csw"),
     (["theory.name=su2", "theory.fermion=quark"], "theory.fermion"),
     (["theory.name=schwinger", "theory.fermion=none"], "theory.fermion"),
 ])

@@ -86,7 +86,7 @@ def test_refresh_gives_action_eta_squared(xp_cpu, even_odd):
 
 def test_clover_and_unset_phi_raise():
     with pytest.raises(NotImplementedError, match="csw"):
-        WilsonPseudofermionAction(0.1, 3, csw=1.0)
+        WilsonPseudofermionAction(0.1, 3, csw=1.0, even_odd=True)
     xp = namespace_by_name("numpy")
     U = random_near_identity(RandomStreams(1, 1, xp), (2, 4, 4), 1, 0.1)
     with pytest.raises(RuntimeError, match="refresh"):

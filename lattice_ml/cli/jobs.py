@@ -161,8 +161,6 @@ def fermion_actions(th: dict, D: int, N: int, tol: float) -> list:
             raise ConfigError("theory.nf", f"Wilson fermions are simulated in pairs (det D†D per "
                               f"pseudofermion field): nf must be even, got {nf}")
         csw = th["csw"]
-        if csw != 0.0:
-            raise ConfigError("theory.csw", "the clover force is not implemented yet: csw = 0")
         return [WilsonPseudofermionAction(mass, N, tol=tol, csw=csw, even_odd=csw == 0.0)
                 for _ in range(nf // 2)]
     if D not in (2, 4):

@@ -49,7 +49,10 @@ tol = 1e-8; what remains is round-off and the rare change of an iteration count)
 does enter the Metropolis step through ``S_f`` (error ``O(tol |phi| |X|)``), so the accept step
 needs a tight ``tol``; a looser force-only tolerance or a chronological start guess (which would
 break reversibility at ``O(tol)``) is not offered here.
-The clover term is not supported here (``csw != 0`` raises ``NotImplementedError``).
+Clover term (``csw > 0``): ``A = (m + D) + C`` depends on the links too, ``dS = 2 Re(Y^dag dH X)
+- 2 Re(Y^dag dC X)``, so ``F = (1/2) TA[M_hop(Y, X) - M_clover(Y, X)]`` with
+:func:`lattice_ml.fermions.clover.clover_force_matrix`. Even/odd preconditioning with clover would
+need the extra ``det A_oo`` factor and is not offered (``csw > 0`` with ``even_odd=True`` raises).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from ..backend import namespace
 from ..groups import project_algebra
 from ..lattice import shift
 from ..gauge.paths import link
+from .clover import clover_force_matrix
 from .solvers import cg, vdot
 from .wilson import WilsonDirac
 
@@ -92,11 +96,12 @@ def hopping_force_matrix(W: WilsonDirac, L, R):
 def wilson_fermion_force(W: WilsonDirac, X, Y=None):
     """Force ``F = -dS/dU`` (Lie-algebra field ``[batch, D, *sites, N, N]``) of
     ``S = phi^dag (D^dag D)^{-1} phi`` given ``X = (D^dag D)^{-1} phi`` (and ``Y = D X``)."""
-    if W.csw != 0.0:
-        raise NotImplementedError("the fermion force is implemented for csw = 0 only")
     if Y is None:
         Y = W.apply(X)
-    return 0.5 * project_algebra(hopping_force_matrix(W, Y, X))
+    M = hopping_force_matrix(W, Y, X)
+    if W.csw != 0.0:
+        M = M - clover_force_matrix(W, Y, X)
+    return 0.5 * project_algebra(M)
 
 
 class WilsonPseudofermionAction:
@@ -118,7 +123,8 @@ class WilsonPseudofermionAction:
     even_odd : bool
         Use the even/odd preconditioned operator (all extents even).
     csw : float
-        Must be 0 (the clover force is not implemented).
+        Clover coefficient ``c_sw >= 0`` (force of the clover term included); not with
+        ``even_odd=True``.
     maxiter : int
         Passed to the solver.
 
@@ -131,14 +137,18 @@ class WilsonPseudofermionAction:
     def __init__(self, mass: float, N: int, boundary: str = "antiperiodic", tol: float = 1e-12,
                  solver: Callable = cg, even_odd: bool = False, csw: float = 0.0,
                  maxiter: int = 10000):
-        if csw != 0.0:
-            raise NotImplementedError("WilsonPseudofermionAction supports csw = 0 only: the force "
-                                      "of the clover term is not implemented")
+        if not (float(csw) >= 0.0):
+            raise ValueError(f"csw must be >= 0, got {csw!r}")
+        if csw != 0.0 and even_odd:
+            raise NotImplementedError("even/odd preconditioning with a clover term (csw > 0) "
+                                      "needs the det A_oo factor, not implemented: use "
+                                      "even_odd=False")
         if not isinstance(N, int) or N < 1:
             raise ValueError(f"N must be a positive integer (1 for U(1)), got {N!r}")
         if not tol > 0:
             raise ValueError(f"tol must be > 0, got {tol!r}")
         self.mass = float(mass)
+        self.csw = float(csw)
         self.N = N
         self.boundary = boundary
         self.tol = float(tol)
@@ -152,14 +162,15 @@ class WilsonPseudofermionAction:
 
     def __repr__(self) -> str:
         return (f"WilsonPseudofermionAction(mass={self.mass}, N={self.N}, "
-                f"boundary={self.boundary!r}, tol={self.tol:g}, even_odd={self.even_odd})")
+                f"csw={self.csw}, boundary={self.boundary!r}, tol={self.tol:g}, "
+                f"even_odd={self.even_odd})")
 
     # -- operator helpers ------------------------------------------------------------------
     def operator(self, U) -> WilsonDirac:
         """The Wilson operator on the links ``U`` (no unitarity check: called in the MD loop)."""
         if U.shape[-1] != self.N:
             raise ValueError(f"links of shape {tuple(U.shape)} are not {self.N}x{self.N}")
-        return WilsonDirac(U, self.mass, boundary=self.boundary, check=False)
+        return WilsonDirac(U, self.mass, boundary=self.boundary, csw=self.csw, check=False)
 
     def _D(self, W):
         return W.apply_eo if self.even_odd else W.apply

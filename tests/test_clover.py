@@ -1,0 +1,115 @@
+"""Force of the clover term: the bilinear 2 Re(L^dag C R) and the two-flavour Wilson-clover
+pseudofermion action against finite differences along every generator (float64), the leaves
+against the clover field strength of the operator, and a clover HMC trajectory."""
+
+import numpy as np
+import pytest
+
+from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy
+from lattice_ml.fermions import WilsonDirac, WilsonPseudofermionAction, clover_field_strength
+from lattice_ml.fermions.clover import clover_force_matrix, clover_leaves
+from lattice_ml.fermions.solvers import vdot
+from lattice_ml.gauge.paths import transport
+from lattice_ml.groups import dagger, project_algebra, random_near_identity
+
+from fd_checks import worst_fd_deviation
+
+CASES = [(1, (4, 4)), (2, (4, 4)), (3, (2, 2, 2, 4))]
+
+
+class CloverBilinear:
+    """S(U) = 2 Re(L^dag C(U) R) at fixed L, R; force (1/2) TA(M) with dS/ds = Re Tr(T M)."""
+
+    def __init__(self, L, R, mass, csw):
+        self.L, self.R, self.mass, self.csw = L, R, mass, csw
+
+    def _W(self, U):
+        return WilsonDirac(U, self.mass, csw=self.csw, check=False)
+
+    def action(self, U):
+        W = self._W(U)
+        C_R = W.local(self.R) - W.diag * self.R
+        return 2.0 * W.xp.real(vdot(self.L, C_R))
+
+    def force(self, U):
+        W = self._W(U)
+        return 0.5 * project_algebra(clover_force_matrix(W, self.L, self.R))
+
+
+def _fields(xp, N, shape, seed=3):
+    D = len(shape)
+    rng = RandomStreams(seed, 1, xp)
+    U = random_near_identity(rng, (D, *shape), N, 0.5)
+    ns = 2 if D < 4 else 4
+    L = rng.complex_normal((*shape, ns, N))
+    R = rng.complex_normal((*shape, ns, N))
+    return rng, U, L, R
+
+
+@pytest.mark.parametrize("N,shape", CASES)
+def test_clover_bilinear_force_matches_fd(xp_cpu, N, shape):
+    if N == 3 and xp_cpu is not namespace_by_name("numpy"):
+        pytest.skip("SU(3) 4D: NumPy only (time)")
+    _, U, L, R = _fields(xp_cpu, N, shape)
+    act = CloverBilinear(L, R, 0.1, 1.3)
+    assert worst_fd_deviation(act, U, xp_cpu, h=1e-4, min_component=1e-3) < 1e-8
+
+
+@pytest.mark.parametrize("N,shape", CASES[:2])
+def test_wilson_clover_pseudofermion_force_matches_fd(xp_cpu, N, shape):
+    """The assembly of hopping and clover forces (the clover derivative itself is checked for
+    SU(3) in 4D above; a dense-CG FD check there takes minutes)."""
+    if N == 2 and xp_cpu is not namespace_by_name("numpy"):
+        pytest.skip("array-api-strict: U(1) only (time)")
+    rng, U, _, _ = _fields(xp_cpu, N, shape, seed=4)
+    act = WilsonPseudofermionAction(0.2, N, csw=1.5, tol=1e-13)
+    act.refresh(U, rng)
+    assert worst_fd_deviation(act, U, xp_cpu, h=1e-4, min_component=1e-3) < 1e-8
+    # the clover part matters: without it the force differs from the finite differences
+    plain = WilsonPseudofermionAction(0.2, N, csw=0.0, tol=1e-13)
+    plain.phi = act.phi
+    mixed = type("Mixed", (), {"action": act.action, "force": plain.force})()
+    assert worst_fd_deviation(mixed, U, xp_cpu, h=1e-4) > 1e-3
+
+
+def test_leaves_give_the_operators_field_strength():
+    xp = namespace_by_name("numpy")
+    _, U, _, _ = _fields(xp, 3, (2, 2, 2, 4))
+    F = clover_field_strength(U)
+    for (mu, nu), Fmn in F.items():
+        Q = sum(transport(U, p) for p in clover_leaves(mu, nu))
+        np.testing.assert_allclose(to_numpy((Q - dagger(Q)) / 8.0), to_numpy(Fmn), atol=1e-14)
+
+
+def test_zero_csw_gives_zero_clover_force():
+    xp = namespace_by_name("numpy")
+    _, U, L, R = _fields(xp, 2, (4, 4))
+    M = clover_force_matrix(WilsonDirac(U, 0.1), L, R)
+    assert M.shape == U.shape and not np.any(to_numpy(M))
+
+
+def test_clover_even_odd_refused():
+    with pytest.raises(NotImplementedError, match="det A_oo"):
+        WilsonPseudofermionAction(0.1, 2, csw=1.0, even_odd=True)
+    with pytest.raises(ValueError, match="csw"):
+        WilsonPseudofermionAction(0.1, 2, csw=-1.0)
+
+
+def test_clover_md_energy_error_scales_as_eps_squared():
+    """Omelyan trajectories of gauge + Wilson-clover fermions: |dH| ~ eps^2 (consistent force)."""
+    from lattice_ml.gauge import GaugeAction
+    from lattice_ml.samplers import Level, LieGroupSpace, PseudofermionHMC
+
+    xp = namespace_by_name("numpy")
+    dH = []
+    for n in (4, 8):
+        rng = RandomStreams(7, 4, xp)
+        U = random_near_identity(rng, (2, 4, 4), 2, 0.4)
+        ferm = WilsonPseudofermionAction(0.1, 2, csw=1.0, tol=1e-13)
+        hmc = PseudofermionHMC([Level([ferm, GaugeAction(2.0, 2)], n, "omelyan")],
+                               LieGroupSpace(2), tau=1.0)
+        hmc.refresh(U, rng)
+        _, step = hmc.hmc.step(U, rng)
+        dH.append(np.mean(np.abs(to_numpy(step.delta_h))))
+    ratio = dH[0] / dH[1]
+    assert 2.5 < ratio < 6.5, (dH, ratio)
