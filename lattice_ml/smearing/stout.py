@@ -44,13 +44,14 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 from ..backend import asarray, device_of, namespace, real_dtype_of
+from ..dispatch import dispatchable
 from ..gauge.paths import link, loop_shapes, loops_through_link, shift_by, transport
 from ..groups import dagger, expm_algebra, project_algebra
 from .expderiv import expm_pullback
 
 __all__ = ["stout_smear", "stout_backward", "StoutContext", "StoutSmearing", "resolve_loops",
            "chair_shapes", "custom_loops", "restrict_loops", "polyakov_loops",
-           "direction_weights"]
+           "direction_weights", "stout_plaquette_layer", "stout_plaquette_layer_backward"]
 
 Step = tuple[int, int]
 
@@ -238,6 +239,7 @@ class StoutContext:
         self.staples = None   # [mu][k] staple-sum fields or None (no loops)
         self.Q = None         # [mu]
         self.E = None         # [mu]
+        self.fields = None    # plaquette loop set: (S, Q, E) as [batch, D, *sites, N, N]
 
 
 def _layer_pieces(U, R, loopsets, xp, method):
@@ -312,19 +314,77 @@ def stout_smear(U, rho, loops="plaquette", *, keep: str | None = None, method: s
     Returns ``U'`` ``[batch, D, *sites, N, N]`` (or ``(U', ctx)``).
     """
     xp, loopsets, R, _, _ = _prepare(U, rho, loops)
+    if keep not in (None, "links", "all"):
+        raise ValueError(f"keep must be None, 'links' or 'all', not {keep!r}")
+    D = U.shape[1]
+    if _plaquette_only(loopsets, D):
+        out, S, Q, E = stout_plaquette_layer(U, R[0], keep == "all", method)
+        if keep is None:
+            return out
+        ctx = StoutContext(U, keep)
+        if keep == "all":
+            ctx.fields = (S, Q, E)
+            ctx.staples = [[S[:, mu, ...]] for mu in range(D)]
+            ctx.Q = [Q[:, mu, ...] for mu in range(D)]
+            ctx.E = [E[:, mu, ...] for mu in range(D)]
+        return out, ctx
     em, _ = _exp_methods(method, U.shape[-1])
     S_all, Q_all, E_all = _layer_pieces(U, R, loopsets, xp, em)
-    D = U.shape[1]
     out = xp.stack([link(U, mu) if E_all[mu] is None else E_all[mu] @ link(U, mu)
                     for mu in range(D)], axis=1)
     if keep is None:
         return out
-    if keep not in ("links", "all"):
-        raise ValueError(f"keep must be None, 'links' or 'all', not {keep!r}")
     ctx = StoutContext(U, keep)
     if keep == "all":
         ctx.staples, ctx.Q, ctx.E = S_all, Q_all, E_all
     return out, ctx
+
+
+def _plaquette_only(loopsets, D: int) -> bool:
+    return len(loopsets) == 1 and loopsets[0] == _named("plaquette", D)
+
+
+@dispatchable("stout_plaquette_forward")
+def stout_plaquette_layer(U, rho, keep_fields: bool = False, method: str = "auto"):
+    """One stout layer with the plaquette loop set: the hot path of :func:`stout_smear`.
+
+    ``U`` ``[batch, D, *sites, N, N]``; ``rho`` real, ``[batch|1, D|1, *sites|1]`` (ndim 2 + D:
+    one weight per link after broadcasting). Returns ``(U', S, Q, E)``: with ``keep_fields`` the
+    unweighted plaquette staple sum ``S``, ``Q = -TA(rho U S)`` and ``E = exp(Q)``, each
+    ``[batch, D, *sites, N, N]``; otherwise ``(U', None, None, None)``. Dispatched (op
+    ``"stout_plaquette_forward"``): 4D SU(3) NumPy/CuPy links run a Numba kernel.
+    """
+    xp = namespace(U)
+    D = U.shape[1]
+    em, _ = _exp_methods(method, U.shape[-1])
+    S_all, Q_all, E_all = _layer_pieces(U, [rho], [_named("plaquette", D)], xp, em)
+    out = xp.stack([E_all[mu] @ link(U, mu) for mu in range(D)], axis=1)
+    if not keep_fields:
+        return out, None, None, None
+    return (out, xp.stack([S_all[mu][0] for mu in range(D)], axis=1), xp.stack(Q_all, axis=1),
+            xp.stack(E_all, axis=1))
+
+
+@dispatchable("stout_plaquette_backward")
+def stout_plaquette_layer_backward(U, rho, force, fields=None, method: str = "auto"):
+    """Backward pass of :func:`stout_plaquette_layer`: ``(F, g)``, the force ``F = -dL/dU``
+    ``[batch, D, *sites, N, N]`` and ``g = dL/drho`` per link ``[batch, D, *sites]`` (real, not
+    yet summed over the axes along which rho broadcasts). ``fields``: the ``(S, Q, E)`` kept by
+    the forward, or None (recomputed). Dispatched (op ``"stout_plaquette_backward"``).
+    """
+    xp = namespace(U)
+    D = U.shape[1]
+    loopsets = [_named("plaquette", D)]
+    em, dm = _exp_methods(method, U.shape[-1])
+    if fields is None:
+        S_all, Q_all, E_all = _layer_pieces(U, [rho], loopsets, xp, em)
+    else:
+        S, Q, E = fields
+        S_all = [[S[:, mu, ...]] for mu in range(D)]
+        Q_all = [Q[:, mu, ...] for mu in range(D)]
+        E_all = [E[:, mu, ...] for mu in range(D)]
+    F, grads = _backward_core(U, [rho], force, loopsets, S_all, Q_all, E_all, dm, xp)
+    return F, grads[0]
 
 
 def _path_pullback(U, mu, path, M, Y):
@@ -380,11 +440,31 @@ def stout_backward(U, rho, force, loops="plaquette", *, context: StoutContext | 
     xp, loopsets, R, canon, single = _prepare(U, rho, loops)
     em, dm = _exp_methods(method, U.shape[-1])
     D = U.shape[1]
-    cdt = U.dtype
-    if context is not None and context.keep == "all":
+    keep_all = context is not None and context.keep == "all"
+    if _plaquette_only(loopsets, D):
+        fields = None
+        if keep_all:
+            fields = context.fields
+            if fields is None:
+                fields = (xp.stack([context.staples[mu][0] for mu in range(D)], axis=1),
+                          xp.stack(context.Q, axis=1), xp.stack(context.E, axis=1))
+        F, g = stout_plaquette_layer_backward(U, R[0], force, fields, method)
+        grad = _reduce_to(g, tuple(R[0].shape), canon[0][1], xp)
+        return F, (grad if single else [grad])
+    if keep_all:
         S_all, Q_all, E_all = context.staples, context.Q, context.E
     else:
         S_all, Q_all, E_all = _layer_pieces(U, R, loopsets, xp, em)
+    F, full = _backward_core(U, R, force, loopsets, S_all, Q_all, E_all, dm, xp)
+    grads = [_reduce_to(full[k], tuple(R[k].shape), canon[k][1], xp) for k in range(len(full))]
+    return F, (grads[0] if single else grads)
+
+
+def _backward_core(U, R, force, loopsets, S_all, Q_all, E_all, dm, xp):
+    """``(F, [g_k])``: the force at the thin links and, per loop type, dL/drho at every link
+    ``[batch, D, *sites]`` (see the module docstring)."""
+    D = U.shape[1]
+    cdt = U.dtype
     rdt = real_dtype_of(xp, cdt)
     zeros_g = None
     Y = [None] * D
@@ -435,9 +515,8 @@ def stout_backward(U, rho, force, loops="plaquette", *, context: StoutContext | 
                 parts.append(zeros_g)
             else:
                 parts.append(g[k][mu])
-        full = xp.stack(parts, axis=1)
-        grads.append(_reduce_to(full, tuple(R[k].shape), canon[k][1], xp))
-    return F, (grads[0] if single else grads)
+        grads.append(xp.stack(parts, axis=1))
+    return F, grads
 
 
 # ------------------------------------------------------------------------------------------
