@@ -52,12 +52,14 @@ import math
 import numpy as np
 
 from ..backend import device_of, namespace, real_dtype_of
+from ..dispatch import dispatchable
 from ..groups import dagger
 from ..lattice import Lattice, shift
 from ..gauge.paths import link, transport
 from .gamma import gamma5, gamma_matrices, n_spin, sigma_munu
 
-__all__ = ["WilsonDirac", "kappa_from_mass", "mass_from_kappa", "clover_field_strength"]
+__all__ = ["WilsonDirac", "kappa_from_mass", "mass_from_kappa", "clover_field_strength",
+           "wilson_hop", "compress_links", "decompress_links"]
 
 _BOUNDARIES = ("antiperiodic", "periodic")
 
@@ -164,6 +166,64 @@ def clover_field_strength(U):
 
 
 # ------------------------------------------------------------------------------------------
+# the hopping term: the hot loop, dispatched to Numba kernels (lattice_ml.kernels.wilson)
+# ------------------------------------------------------------------------------------------
+def compress_links(U):
+    """SU(3) links ``[batch, D, *sites, 3, 3]`` -> their first two rows ``[..., 2, 3]``
+    (12 reals per link; :func:`decompress_links` rebuilds the third)."""
+    if U.shape[-2:] != (3, 3):
+        raise ValueError(f"link compression is for SU(3) links [..., 3, 3]; got shape {U.shape}")
+    return U[..., :2, :]
+
+
+def decompress_links(U12):
+    """Two-row SU(3) links ``[..., 2, 3]`` -> full links ``[..., 3, 3]`` with the third row
+    ``conj(row0 x row1)`` (exact for SU(3): ``det U = 1``)."""
+    xp = namespace(U12)
+    if U12.shape[-2:] != (2, 3):
+        raise ValueError(f"compressed SU(3) links have shape [..., 2, 3]; got {U12.shape}")
+    a, b = U12[..., 0, :], U12[..., 1, :]
+    cross = [a[..., k] * b[..., l] - a[..., l] * b[..., k] for k, l in ((1, 2), (2, 0), (0, 1))]
+    row2 = xp.conj(xp.stack(cross, axis=-1))
+    return xp.concat([U12, row2[..., None, :]], axis=-2)
+
+
+@dispatchable("wilson_hop")
+def wilson_hop(U, psi, sign: int = 1, antiperiodic: bool = True, parity: int | None = None):
+    """Wilson hopping term ``H psi`` (``sign = +1``) or ``H^dag psi`` (``sign = -1``)::
+
+        H psi(x) = 1/2 sum_mu [(1 - g_mu) U_mu(x) psi(x+mu) + (1 + g_mu) U_mu(x-mu)^dag psi(x-mu)]
+
+    (``H^dag``: projectors swapped), a hop across the time boundary (direction 0) times -1 if
+    ``antiperiodic``. ``U[batch, D, *sites, N, N]`` (or, for SU(3), the compressed two rows
+    ``[..., 2, 3]``, see :func:`compress_links`); ``psi[batch, *sites, spin, colour]``.
+    ``parity`` (0 even, 1 odd): the result only on the sites of that parity, zero elsewhere
+    (the even/odd layout); ``None``: every site. Numba kernels (4D SU(3)) run it for NumPy and
+    CuPy arrays (:mod:`lattice_ml.dispatch`)."""
+    if U.shape[-2] != U.shape[-1]:
+        U = decompress_links(U)
+    D = U.shape[1]
+    gammas = gamma_matrices(D, namespace(U, psi), dtype=U.dtype, device=device_of(U))
+    out = None
+    for mu in range(D):
+        ap = antiperiodic and mu == 0
+        Umu = link(U, mu)
+        fwd = colour_mul(Umu, shift(psi, mu, +1, antiperiodic=ap))
+        bwd = shift(colour_mul(dagger(Umu), psi), mu, -1, antiperiodic=ap)
+        s = fwd + bwd
+        d = gammas[mu, ...] @ (fwd - bwd)
+        term = s - d if sign > 0 else s + d
+        out = term if out is None else out + term
+    out = 0.5 * out
+    if parity is not None:
+        sites = tuple(U.shape[2:2 + D])
+        host = (Lattice(sites)._parity_host == parity).astype(np.float64)
+        out = out * _site_field(namespace(out), host, real_dtype_of(namespace(out), out.dtype),
+                                device_of(out))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
 class WilsonDirac:
     """Wilson (clover) Dirac operator on the links ``U`` (see the module docstring).
 
@@ -223,20 +283,11 @@ class WilsonDirac:
         _check_field(psi, self.sites, self.n_spin, self.N, self.U.shape[0], name)
 
     # -- building blocks -----------------------------------------------------------------------
-    def _hop(self, psi, sign: int):
+    def _hop(self, psi, sign: int, parity: int | None = None):
         """``sign = +1``: ``H psi = 1/2 sum_mu [(1 - g_mu) U_mu(x) psi(x+mu)
-        + (1 + g_mu) U_mu(x-mu)^dag psi(x-mu)]``; ``sign = -1``: ``H^dag`` (projectors swapped)."""
-        out = None
-        for mu in range(self.D):
-            ap = self.boundary == "antiperiodic" and mu == 0
-            Umu = link(self.U, mu)
-            fwd = colour_mul(Umu, shift(psi, mu, +1, antiperiodic=ap))
-            bwd = shift(colour_mul(dagger(Umu), psi), mu, -1, antiperiodic=ap)
-            s = fwd + bwd
-            d = self.gammas[mu, ...] @ (fwd - bwd)
-            term = s - d if sign > 0 else s + d
-            out = term if out is None else out + term
-        return 0.5 * out
+        + (1 + g_mu) U_mu(x-mu)^dag psi(x-mu)]``; ``sign = -1``: ``H^dag`` (projectors swapped);
+        ``parity``: only the sites of that parity (see :func:`wilson_hop`)."""
+        return wilson_hop(self.U, psi, sign, self.boundary == "antiperiodic", parity)
 
     def _local(self, psi):
         """``A psi = (m + D) psi + clover psi`` (hermitian, site-local)."""
@@ -323,13 +374,13 @@ class WilsonDirac:
         storage; the odd sites of ``psi_e`` are ignored and those of the result are zero)."""
         self._check(psi_e)
         pe = self.even(psi_e)
-        return self._local(pe) - self._hop(self._local_inv(self._hop(pe, +1)), +1)
+        return self._local(pe) - self._hop(self._local_inv(self._hop(pe, +1, 1)), +1, 0)
 
     def apply_eo_dagger(self, psi_e):
         """``Dhat_ee^dag psi_e = A_ee psi_e - H_eo^dag A_oo^{-1} H_oe^dag psi_e``."""
         self._check(psi_e)
         pe = self.even(psi_e)
-        return self._local(pe) - self._hop(self._local_inv(self._hop(pe, -1)), -1)
+        return self._local(pe) - self._hop(self._local_inv(self._hop(pe, -1, 1)), -1, 0)
 
     def normal_eo(self, psi_e):
         """``Dhat_ee^dag Dhat_ee psi_e`` (for CG on the even sites)."""
@@ -339,7 +390,7 @@ class WilsonDirac:
         """Even-site source of the Schur system: ``eta_e - D_eo D_oo^{-1} eta_o
         = eta_e + H_eo A_oo^{-1} eta_o``."""
         self._check(eta, "source")
-        return self.even(eta) + self.even(self._hop(self._local_inv(self.odd(eta)), +1))
+        return self.even(eta) + self._hop(self._local_inv(self.odd(eta)), +1, 0)
 
     def reconstruct(self, psi_e, eta):
         """Full solution of ``D psi = eta`` from the even-site solution ``psi_e`` of
@@ -347,4 +398,4 @@ class WilsonDirac:
         self._check(psi_e)
         self._check(eta, "source")
         pe = self.even(psi_e)
-        return pe + self.odd(self._local_inv(self.odd(eta) + self._hop(pe, +1)))
+        return pe + self.odd(self._local_inv(self.odd(eta) + self._hop(pe, +1, 1)))

@@ -26,9 +26,10 @@ different levels; the two parts add up to the full action.
 from __future__ import annotations
 
 from ..backend import namespace
+from ..dispatch import dispatchable
 from ..lattice import Lattice, shift
 
-__all__ = ["Phi4Action", "free_propagator"]
+__all__ = ["Phi4Action", "free_propagator", "phi4_force"]
 
 _TERMS = ("all", "kinetic", "local")
 
@@ -125,21 +126,38 @@ class Phi4Action:
     def force(self, phi):
         """Force ``F = -dS/dphi``, shape of ``phi``."""
         self.lattice.check_field(phi, name="phi")
-        D = self.lattice.dim
-        kin = self.terms in ("all", "kinetic")
-        loc = self.terms in ("all", "local")
-        out = 0.0 * phi
-        if self.form == "standard":
-            if kin:
-                out = out + 2.0 * (self._neighbour_sum(phi) - (2.0 * D) * phi)
-            if loc:
-                out = out - (2.0 * self.m2) * phi - (4.0 * self.lam) * phi * phi * phi
-        else:
-            if kin:
-                out = out + self.beta * self._neighbour_sum(phi)
-            if loc:
-                out = out - 2.0 * phi - (4.0 * self.lam) * (phi * phi - 1.0) * phi
-        return out
+        c = self.m2 if self.form == "standard" else self.beta
+        return phi4_force(phi, self.form, self.terms in ("all", "kinetic"),
+                          self.terms in ("all", "local"), c, self.lam)
+
+
+def _neighbour_sum(phi):
+    """sum_mu [phi(x+mu) + phi(x-mu)] for ``phi[batch, *sites]``."""
+    out = 0.0
+    for mu in range(phi.ndim - 1):
+        out = out + shift(phi, mu, +1) + shift(phi, mu, -1)
+    return out
+
+
+@dispatchable("phi4_force")
+def phi4_force(phi, form: str, kinetic: bool, local: bool, c: float, lam: float):
+    """Force ``F = -dS/dphi`` of :class:`Phi4Action` for ``phi[batch, *sites]``: ``form``
+    "standard" (``c = m2``) or "hopping" (``c = beta``), with the kinetic and/or the local terms
+    (formulas in the module docstring). Numba kernels run it for NumPy and CuPy arrays
+    (:mod:`lattice_ml.dispatch`)."""
+    D = phi.ndim - 1
+    out = 0.0 * phi
+    if form == "standard":
+        if kinetic:
+            out = out + 2.0 * (_neighbour_sum(phi) - (2.0 * D) * phi)
+        if local:
+            out = out - (2.0 * c) * phi - (4.0 * lam) * phi * phi * phi
+    else:
+        if kinetic:
+            out = out + c * _neighbour_sum(phi)
+        if local:
+            out = out - 2.0 * phi - (4.0 * lam) * (phi * phi - 1.0) * phi
+    return out
 
 
 def free_propagator(lattice: Lattice, xp, form: str, *, m2: float | None = None,
