@@ -403,8 +403,8 @@ def test_bicgstab_failures(xp_cpu):
     M = np.stack([np.eye(n) + 0.1 * S, S]).astype(np.float64)
     b = xp.asarray(np.random.default_rng(27).normal(size=(2, n)))
     with pytest.raises(SolverError, match=r"breakdown in batch entry 1 at iteration 1: <rhat, A p>"):
-        bicgstab(dense_op(xp, M), b)
-    x, info = bicgstab(dense_op(xp, M), b, raise_on_failure=False)
+        bicgstab(dense_op(xp, M), b, shadow="residual")
+    x, info = bicgstab(dense_op(xp, M), b, raise_on_failure=False, shadow="residual")
     assert info.converged.tolist() == [True, False] and 1 in info.breakdown
     bad = xp.asarray(np.array([[1.0, np.inf, 0, 0, 0, 0], [1.0, 0, 0, 0, 0, 0]]))
     with pytest.raises(ValueError, match="entry 0"):
@@ -412,6 +412,26 @@ def test_bicgstab_failures(xp_cpu):
     N = np.stack([np.eye(n), np.eye(n) + 3.0 * S])
     with pytest.raises(SolverError, match=r"batch entry 1 did not converge in 2 iterations"):
         bicgstab(dense_op(xp, N), b, maxiter=2, tol=1e-3)
+
+
+@pytest.mark.parametrize("N,shape", [(1, (4, 4)), (3, (4, 4, 4, 4))])
+def test_bicgstab_free_wilson_point_source(xp, N, shape):
+    """The classical shadow rhat = r_0 breaks down exactly (rho = 0 at iteration 2: the Wilson
+    projectors (1 - g)(1 + g) = 0 leave r_1 without a component at the source); the default
+    random shadow converges to the true residual."""
+    from lattice_ml.fermions import WilsonDirac, point_source
+    D = len(shape)
+    host = np.zeros((1, D, *shape, N, N), dtype=np.complex128) + np.eye(N)
+    W = WilsonDirac(xp.asarray(host), 0.1)
+    eta = point_source(W, 0, 0)
+    with pytest.raises(SolverError, match=r"iteration 2: rho = <rhat, r> = 0\.000e\+00"):
+        bicgstab(W.apply, eta, tol=1e-10, shadow="residual")
+    x, info = bicgstab(W.apply, eta, tol=1e-10)
+    assert info.all_converged and info.residual[0] <= 1e-10
+    r = to_numpy(eta - W.apply(x))
+    assert np.linalg.norm(r) <= 1e-10 * np.linalg.norm(to_numpy(eta))
+    with pytest.raises(ValueError, match="shadow"):
+        bicgstab(W.apply, eta, shadow="zero")
 
 
 # ----------------------------------------------------------------------------------------------

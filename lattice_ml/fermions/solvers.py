@@ -557,10 +557,10 @@ def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
 # ----------------------------------------------------------------------------------------------
 def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
              raise_on_failure: bool = True, restart_on_true_residual: bool = True,
-             breakdown_tol: float | None = None):
+             breakdown_tol: float | None = None, shadow: str = "random"):
     """BiCGStab (van der Vorst 1992) for a general non-singular ``A``, every entry on its own.
 
-    Recursion (per entry), ``r_0 = b - A x_0``, shadow residual ``rhat = r_0``,
+    Recursion (per entry), ``r_0 = b - A x_0``, shadow residual ``rhat`` (see below),
     ``rho = alpha = omega = 1``, ``v = p = 0``::
 
         rho'   = <rhat, r>;            beta = (rho'/rho)(alpha/omega)
@@ -577,9 +577,23 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
     (only exact or near-exact breakdowns are caught). Entries whose true residual is above ``tol``
     after the recursion has converged restart from the true residual with a fresh shadow vector.
 
+    Shadow residual: ``shadow="random"`` (default) takes a fixed pseudo-random complex Gaussian
+    vector (NumPy ``default_rng(2718)`` on the host, the same for every batch entry, so results
+    do not depend on the batch; a fresh one after every true-residual restart);
+    ``shadow="residual"`` is the classical ``rhat = r_0``. The classical choice breaks down
+    exactly on a free Wilson point source: ``r_0 = delta_{x,0} e_s``, ``alpha = 1/(m + D)`` makes
+    ``s = alpha H r_0`` vanish at the source site, and ``(A s)(0) = -H s (0) = -(alpha/4)
+    sum_mu [(1 - g_mu)(1 + g_mu) + (1 + g_mu)(1 - g_mu)] e_s = 0`` (the Wilson projectors
+    annihilate each other; extents > 2, so that x + mu and x - mu differ), so ``r_1`` has no
+    component at the source and
+    ``rho = <r_0, r_1> = 0`` exactly at iteration 2. A delocalised shadow vector has no such
+    symmetry.
+
     Returns ``(x, SolverInfo)`` as :func:`cg`.
     """
     name = "bicgstab"
+    if shadow not in ("random", "residual"):
+        raise ValueError(f"shadow must be 'random' or 'residual', not {shadow!r}")
     xp = namespace(b)
     nd, nb, bb, zero_rhs, bb_safe, target2, x, r, matvecs = _initial(xp, A, b, x0, tol, name)
     if breakdown_tol is None:
@@ -590,7 +604,21 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
     def ones():
         return xp.ones((nb,), dtype=sdt, device=device_of(b))
 
-    rhat = r
+    n_shadow = [0]
+
+    def new_shadow(res):
+        if shadow == "residual":
+            return res
+        g = np.random.default_rng([2718, n_shadow[0]])
+        n_shadow[0] += 1
+        one = tuple(b.shape[1:])
+        z = g.standard_normal(one)
+        if _is_complex(xp, b):
+            z = z + 1j * g.standard_normal(one)
+        z = xp.asarray(z[None, ...], dtype=b.dtype, device=device_of(b))
+        return xp.zeros_like(res) + z
+
+    rhat = new_shadow(r)
     rhat2 = norm2(rhat)
     rho, alpha, omega = ones(), ones(), ones()
     v = xp.zeros_like(b)
@@ -678,7 +706,7 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
         m1 = _mask(xp, redo, b)
         m = _col(xp, m1, nd)
         r = xp.where(m, rt, r)
-        rhat = xp.where(m, rt, rhat)
+        rhat = xp.where(m, new_shadow(rt), rhat)
         rhat2 = norm2(rhat)
         p = xp.where(m, xp.zeros_like(p), p)
         v = xp.where(m, xp.zeros_like(v), v)
