@@ -213,3 +213,19 @@ def test_apply_uses_one_multishift_solve():
     y = r.apply(lambda v: 0.7 * v, b, solver=counting_solver)
     assert calls == [5]
     np.testing.assert_allclose(to_numpy(y), r(0.7) * np.ones((3, 4)), rtol=1e-12)
+
+
+def test_remez_at_round_off_names_the_cause_and_a_working_degree():
+    """Degree 14 for x^(-1/4) on [0.04, 4.04]: the minimax error would be ~1e-17, below the
+    float64 resolution (~1e-15) of r/x^p - 1, so the error's signs on the reference are rounding
+    noise. The error says so and names the highest lower degree that works."""
+    from lattice_ml.fermions.rational import RemezRoundoffError
+    with pytest.raises(RemezRoundoffError, match="reaches float64 round-off") as info:
+        remez(-0.25, 0.04, 4.04, 14)
+    err = info.value
+    assert err.levelled_error < 100 * err.roundoff and err.roundoff < 1e-14
+    assert err.degree_ok is not None and err.degree_ok < 14
+    assert f"degree {err.degree_ok} works" in str(err)
+    ok = remez(-0.25, 0.04, 4.04, err.degree_ok)        # the suggested degree does work ...
+    assert ok.error == err.error_ok and ok.error < 1e-12   # ... with an error near round-off
+    assert isinstance(err, RuntimeError)

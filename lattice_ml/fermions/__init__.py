@@ -8,7 +8,8 @@ from .observables import chiral_condensate, effective_mass, pion_correlator, poi
 from .pseudofermion import WilsonPseudofermionAction, hopping_force_matrix, wilson_fermion_force
 from .rhmc import (StaggeredRationalAction, staggered_force_matrix, staggered_root_powers,
                    staggered_spectral_bounds)
-from .rational import RationalApproximation, remez, zolotarev_inverse_sqrt
+from .rational import (RationalApproximation, RemezRoundoffError, remez,
+                       zolotarev_inverse_sqrt)
 from .solvers import (MixedInfo, MultiShiftInfo, SolverError, SolverInfo, bicgstab, cg, cg_mixed,
                       cgne, multishift_cg)
 from .staggered import StaggeredDirac, staggered_epsilon, staggered_phases
@@ -21,4 +22,5 @@ __all__ = ["gamma5", "gamma_matrices", "n_spin", "sigma_munu", "WilsonDirac",
            "pion_correlator", "effective_mass", "chiral_condensate", "point_source",
            "WilsonPseudofermionAction", "wilson_fermion_force",
            "hopping_force_matrix", "StaggeredRationalAction", "staggered_force_matrix",
-           "staggered_root_powers", "staggered_spectral_bounds", "RationalApproximation", "remez", "zolotarev_inverse_sqrt"]
+           "staggered_root_powers", "staggered_spectral_bounds", "RationalApproximation", "RemezRoundoffError",
+           "remez", "zolotarev_inverse_sqrt"]

@@ -61,7 +61,21 @@ from scipy import optimize, special
 
 from .solvers import multishift_cg
 
-__all__ = ["RationalApproximation", "remez", "zolotarev_inverse_sqrt"]
+__all__ = ["RationalApproximation", "RemezRoundoffError", "remez", "zolotarev_inverse_sqrt"]
+
+
+class RemezRoundoffError(RuntimeError):
+    """The requested degree drives the minimax error down to float64 round-off, where the
+    equioscillation of the error cannot be resolved. ``levelled_error`` and ``roundoff`` hold
+    the two numbers, ``degree_ok`` / ``error_ok`` the highest lower degree that works and its
+    certified error (``None`` if none was found)."""
+
+    def __init__(self, message, levelled_error, roundoff, degree_ok=None, error_ok=None):
+        super().__init__(message)
+        self.levelled_error = levelled_error
+        self.roundoff = roundoff
+        self.degree_ok = degree_ok
+        self.error_ok = error_ok
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,6 +286,15 @@ def _extrema(err_y, yr, ylo, yhi):
     return out
 
 
+def _roundoff(xr, p, logc, zeros, poles):
+    """Float64 resolution of ``r(x)/x**p - 1`` evaluated as ``expm1(log r - p log x)``:
+    eps times the size of the summed logarithms (largest over the reference)."""
+    terms = np.abs(np.log1p((zeros - poles) / (xr[:, None] + poles)))
+    size = abs(logc) + abs(p) * float(np.max(np.abs(np.log(xr)))) + \
+        float(np.max(np.sum(terms, axis=1)))
+    return float(np.finfo(float).eps * size)
+
+
 def _partial_fractions(logc, zeros, poles):
     c = math.exp(logc)
     n = poles.size
@@ -305,10 +328,42 @@ def remez(power: float, lo: float, hi: float, degree: int, *, rel_tol: float = 1
     -------
     RationalApproximation
 
-    Raises ``ValueError`` for bad arguments and ``RuntimeError`` when the iteration fails
-    (in practice: a degree so high that the error is near float64 round-off, ~1e-13).
+    Raises
+    ------
+    ValueError
+        Bad arguments.
+    RemezRoundoffError
+        The degree is so high that the minimax error is at float64 round-off (levelled error
+        within 100x of the resolution of evaluating ``r/x**p - 1``, ~1e-15): the sign pattern of
+        the error on the reference is then rounding noise, the exchange cannot find alternating
+        extrema and the Newton equations are singular to working precision. The message names
+        the numbers and the highest lower degree that works (e.g. power -1/4 on [0.04, 4.04]:
+        degree 12 gives 1.4e-14, degree 13 fails). Float64 cannot certify a smaller error, so
+        use that degree.
+    RuntimeError
+        Any other failure of the iteration.
     See the module docstring for the method.
     """
+    try:
+        return _remez(power, lo, hi, degree, rel_tol, max_exchanges)
+    except RemezRoundoffError as err:
+        lower = None
+        for d in range(int(degree) - 1, 0, -1):
+            try:
+                lower = _remez(power, lo, hi, d, rel_tol, max_exchanges)
+                break
+            except RuntimeError:
+                continue
+        hint = (f"; degree {lower.degree} works with certified error {lower.error:.2e}"
+                if lower is not None else "")
+        raise RemezRoundoffError(
+            f"{err}{hint}; use that degree: a smaller error cannot be certified in float64",
+            err.levelled_error, err.roundoff, None if lower is None else lower.degree,
+            None if lower is None else lower.error) from None
+
+
+def _remez(power: float, lo: float, hi: float, degree: int, rel_tol: float,
+           max_exchanges: int) -> RationalApproximation:
     p = float(power)
     if not (math.isfinite(p) and 0.0 < abs(p) < 1.0):
         raise ValueError(f"remez: power must satisfy 0 < |power| < 1, got {power!r}")
@@ -333,10 +388,23 @@ def remez(power: float, lo: float, hi: float, degree: int, *, rel_tol: float = 1
     E = emax = float("nan")
     ok = False
     it = 0
+
+    def roundoff_check(E, xr, logc, zeros, poles, what):
+        floor = _roundoff(xr, p, logc, zeros, poles)
+        if np.isfinite(E) and abs(E) < 100.0 * floor:
+            raise RemezRoundoffError(
+                f"remez: degree {n} reaches float64 round-off for power={p} on "
+                f"[{lo:g}, {hi:g}]: {what}, and the levelled error |E| = {abs(E):.2e} is within "
+                f"100x of the float64 resolution of r(x)/x**p - 1 ({floor:.1e} = eps x size of "
+                f"the summed logarithms), so the error's sign pattern is rounding noise",
+                abs(float(E)), floor)
+
     for it in range(1, max_exchanges + 1):
         th, fres = _newton(xr, p, th, n)
         logc, zeros, poles, E = th[0], np.exp(th[1:n + 1]), np.exp(th[n + 1:2 * n + 1]), th[-1]
         if not (np.isfinite(fres) and fres < 1e-3 * abs(E) + 1e-13):
+            roundoff_check(E, xr, logc, zeros, poles,
+                           f"Newton left residual {fres:.1e} in the equioscillation equations")
             raise RuntimeError(f"remez: Newton did not solve the equioscillation equations "
                                f"(residual {fres:.2e}, E = {E:.2e}) for power={p}, "
                                f"[{lo:g}, {hi:g}], degree={n}")
@@ -346,6 +414,8 @@ def remez(power: float, lo: float, hi: float, degree: int, *, rel_tol: float = 1
 
         yr = _extrema(err_y, np.log(xr), ylo, yhi)
         if yr is None:
+            roundoff_check(E, xr, logc, zeros, poles, "the error does not alternate on the "
+                           "reference")
             raise RuntimeError(f"remez: the error does not alternate on the reference "
                                f"(power={p}, [{lo:g}, {hi:g}], degree={n}); degree too high "
                                f"for float64?")
@@ -359,6 +429,8 @@ def remez(power: float, lo: float, hi: float, degree: int, *, rel_tol: float = 1
             ok = True
             break
     if not ok:
+        roundoff_check(E, xr, logc, zeros, poles, f"no levelled error after {max_exchanges} "
+                       "exchanges")
         raise RuntimeError(f"remez: no levelled error after {max_exchanges} exchanges "
                            f"(max error {emax:.6e}, levelled {abs(E):.6e}) for power={p}, "
                            f"[{lo:g}, {hi:g}], degree={n}; degree too high for float64?")
