@@ -16,7 +16,7 @@ def cuda_loop(kind: str):
     """A CUDA kernel ``loop[blocks, threads](U, P, O, dims, parity, s0, s1, s2)``, one thread
     per (batch, site) (per pair of sites in parity mode), calling the device version of the
     site body ``kind`` (:func:`._dirac_codegen.build_site`)."""
-    site = build_site(kind, cuda.jit(device=True))
+    site = build_site(kind, "cuda")
 
     @cuda.jit
     def loop(U, P, O, dims, parity, s0, s1, s2):

@@ -22,9 +22,7 @@ def make_cpu_loop(kind: str):
     (batch, site) calling ``site(U, P, O, dims, b, t, x, y, z, s0, s1, s2)`` on the flat real
     arrays; ``dims = (B, Bu, Bp, R, T, X, Y, Z)``. ``site`` is the body ``kind``
     (:func:`._dirac_codegen.build_site`)."""
-    # _nrt=False: the site body allocates nothing, and without reference counting its array
-    # arguments are not incref'ed/decref'ed at every branch (measured: 5 calls per site)
-    site = build_site(kind, njit(fastmath=False, cache=False, _nrt=False))
+    site = build_site(kind, "cpu")
 
     @njit(parallel=True, fastmath=False, cache=False)
     def loop(U, P, O, dims, parity, s0, s1, s2):
