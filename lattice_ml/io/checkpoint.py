@@ -46,14 +46,12 @@ to uninterrupted training when the loop draws all its randomness from the saved 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import platform
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +60,7 @@ import numpy as np
 
 from .. import __version__
 from ..backend import to_numpy
+from .atomic import atomic_open_binary
 
 __all__ = [
     "CheckpointError",
@@ -173,19 +172,8 @@ def _pad(n: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------
-# atomic write
+# write
 # ------------------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":  # pragma: no cover - Windows
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_checkpoint(path: str | os.PathLike, state: Any, *, kind: str = "state") -> int:
     """Write ``state`` (a state tree, see the module docstring) to ``path`` atomically.
 
@@ -215,35 +203,23 @@ def save_checkpoint(path: str | os.PathLike, state: Any, *, kind: str = "state")
     head += b" " * _pad(len(head))
 
     digest = hashlib.sha256()
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(b"\0" * _PREAMBLE.size)
-            fh.write(head)
-            digest_body = [head]
-            for a in host:
-                view = memoryview(a.reshape(-1).view(np.uint8))
-                fh.write(view)
-                pad = b"\0" * _pad(a.nbytes)
-                fh.write(pad)
-                digest_body.extend((view, pad))
-            pre = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(head), payload_len, b"\0" * 32)
-            digest.update(pre[:32])
-            for chunk in digest_body:
-                digest.update(chunk)
-            fh.seek(0)
-            fh.write(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(head), payload_len,
-                                    digest.digest()))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    with atomic_open_binary(path) as fh:
+        fh.write(b"\0" * _PREAMBLE.size)  # the preamble, with the digest, is written last
+        fh.write(head)
+        body = [head]
+        for a in host:
+            view = memoryview(a.reshape(-1).view(np.uint8))
+            pad = b"\0" * _pad(a.nbytes)
+            fh.write(view)
+            fh.write(pad)
+            body.extend((view, pad))
+        digest.update(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(head), payload_len,
+                                     b"\0" * 32)[:32])
+        for chunk in body:
+            digest.update(chunk)
+        fh.seek(0)
+        fh.write(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(head), payload_len,
+                                digest.digest()))
     return _PREAMBLE.size + len(head) + payload_len
 
 
