@@ -191,3 +191,23 @@ def test_hopping_point_of_the_benchmark_is_the_tutorial_point():
                                to_numpy(std.action(phi)) + lat.volume / 2, rtol=1e-13)
     np.testing.assert_allclose(to_numpy(hop.force(2 * phi)), to_numpy(std.force(phi)) / 2,
                                rtol=1e-12, atol=1e-12)
+
+
+def test_field_step_matches_the_stateful_step(xp):
+    """field_step (state = field only) makes the same decisions as step with stored weights."""
+    action = Phi4Action(Lattice((4, 4)), "standard", m2=-4.0, lam=8.0)
+    flow = make_phi4_flow((4, 4), xp, n_layers=2, hidden=(3,), seed=2, final_scale=0.5)
+    sampler = FlowMetropolis(flow, action)
+    rng_a, rng_b = RandomStreams(4, 8, xp), RandomStreams(4, 8, xp)
+    state = sampler.init(rng_a)
+    x = sampler.init(rng_b).x
+    n_acc = 0
+    for _ in range(6):
+        state, info = sampler.step(state, rng_a)
+        x, step = sampler.field_step(x, rng_b)
+        np.testing.assert_array_equal(to_numpy(step.accepted), to_numpy(info.accepted))
+        np.testing.assert_allclose(to_numpy(x), to_numpy(state.x), atol=1e-12)
+        n_acc += int(np.sum(to_numpy(info.accepted)))
+        acc = to_numpy(step.accepted)
+        assert np.all((to_numpy(step.delta_h) < 0) <= acc)    # a downhill move is accepted
+    assert 0 < n_acc < 48

@@ -355,7 +355,8 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
         summary["start_file"] = run["start_file"]
     if "accepted" in arrays:
         dh = arrays["delta_h"]
-        summary["integrator"] = sm["integrator"]
+        if "integrator" in sm:  # flow Metropolis has no integrator
+            summary["integrator"] = sm["integrator"]
         summary["acceptance"] = float(np.mean(arrays["accepted"]))
         summary["mean_delta_h"] = float(np.mean(dh))
         observables["exp_minus_delta_h"] = summary_entry(np.exp(-dh))

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..backend import namespace
 from ..flows.flow import effective_sample_size
-from .hmc import metropolis, select_chains
+from .hmc import HMCStep, metropolis, select_chains
 
 __all__ = ["FlowMetropolis", "FlowMCMCState", "FlowMCMCStep"]
 
@@ -75,6 +75,19 @@ class FlowMetropolis:
         new = FlowMCMCState(select_chains(accepted, prop.x, state.x),
                             xp.where(accepted, prop.log_w, state.log_w))
         return new, FlowMCMCStep(accepted, prop.log_w)
+
+    def log_weight(self, x):
+        """``log w(x) = -S(x) - log q(x)`` ``[batch]`` (one inverse pass of the flow)."""
+        return -self.action.action(x) - self.flow.log_prob(x)
+
+    def field_step(self, x, rng):
+        """One update of chains whose state is only the field ``x`` (the log-weight of ``x`` is
+        recomputed, one inverse pass); returns ``(x, HMCStep)`` with ``delta_h = log w(x) -
+        log w(x')`` (acceptance ``min(1, exp(-delta_h))``, as for HMC) and no force evaluations.
+        The interface of :meth:`HMC.step`, for run loops that hold fields only."""
+        state = FlowMCMCState(x, self.log_weight(x))
+        new, info = self.step(state, rng)
+        return new.x, HMCStep(state.log_w - info.proposal_log_w, info.accepted, ())
 
     def run(self, rng, n_steps: int, observables: dict, state: FlowMCMCState | None = None):
         """``n_steps`` updates; returns ``(state, history)``.
