@@ -43,40 +43,43 @@ def coords(s, L):
     return (x0, x1, x2, x3)
 
 
-@device
-def step(xs, L, st, mu, a):
-    """Index offset of a displacement ``a`` (|a| <= 2) along mu from the site with coordinates
-    ``xs`` (periodic): offsets along different axes add."""
-    y = xs[mu] + a
-    if y >= L[mu]:
-        y -= L[mu]
-        if y >= L[mu]:
-            y -= L[mu]
-    elif y < 0:
-        y += L[mu]
-        if y < 0:
-            y += L[mu]
-    return (y - xs[mu]) * st[mu]
+def offset_table(L):
+    """Host-side table ``T[mu, x, k]`` (int64, ``[4, max(L), 4]``): the site-index offset of the
+    displacement ``(-2, -1, +1, +2)[k]`` along mu from coordinate ``x`` (periodic, C order).
+    Offsets along different axes add, so ``x + a mu_hat + c nu_hat`` has index
+    ``s + T[mu, x_mu, .] + T[nu, x_nu, .]``."""
+    import numpy as np
+
+    st = (L[1] * L[2] * L[3], L[2] * L[3], L[3], 1)
+    T = np.zeros((4, max(L), 4), dtype=np.int64)
+    for mu in range(4):
+        for x in range(L[mu]):
+            for k, a in enumerate((-2, -1, 1, 2)):
+                T[mu, x, k] = ((x + a) % L[mu] - x) * st[mu]
+    return T
 
 
 @device
-def offsets(xs, L, st, mu):
-    """``(d(-2), d(-1), d(1), d(2))``: index offsets of displacements along mu."""
-    return (step(xs, L, st, mu, -2), step(xs, L, st, mu, -1), step(xs, L, st, mu, 1),
-            step(xs, L, st, mu, 2))
+def site_offsets(T, x0, x1, x2, x3):
+    """Per axis, the offsets ``(d(-2), d(-1), d(+1), d(+2))`` at the site (x0, x1, x2, x3)."""
+    return ((T[0, x0, 0], T[0, x0, 1], T[0, x0, 2], T[0, x0, 3]),
+            (T[1, x1, 0], T[1, x1, 1], T[1, x1, 2], T[1, x1, 3]),
+            (T[2, x2, 0], T[2, x2, 1], T[2, x2, 2], T[2, x2, 3]),
+            (T[3, x3, 0], T[3, x3, 1], T[3, x3, 2], T[3, x3, 3]))
 
 
 @device
-def staple_link(U, b, mu, s, xs, L, st, cp, cr, has_p, has_r):
+def staple_link(U, b, mu, s, off, cp, cr, has_p, has_r):
     """``V_mu(x)`` of the module docstring at the link (b, mu, s) as a 9-tuple (``has_p`` /
-    ``has_r``: whether the plaquette / rectangle loops are in the sum)."""
+    ``has_r``: whether the plaquette / rectangle loops are in the sum; ``off``: the
+    :func:`site_offsets` of x)."""
     acc = zero_like(U[b, mu, s, 0])
     back = acc                              # rectangles through U_mu(x - mu), before U_mu(x-mu)
-    m2, m1, p1, p2 = offsets(xs, L, st, mu)
+    m2, m1, p1, p2 = off[mu]
     for nu in range(4):
         if nu == mu:
             continue
-        n2, n1, q1, q2 = offsets(xs, L, st, nu)
+        n2, n1, q1, q2 = off[nu]
         K = mul_nd(load(U, b, nu, s + p1), load(U, b, mu, s + q1))
         Kd = mul_dd(load(U, b, nu, s + p1 + n1), load(U, b, mu, s + n1))
         Unu_x = load(U, b, nu, s)
@@ -112,33 +115,40 @@ def staple_link(U, b, mu, s, xs, L, st, cp, cr, has_p, has_r):
 # drivers: O[b, m, s] for every link (m = mu, or m = 0 for one direction mu_sel >= 0)
 # ------------------------------------------------------------------------------------------
 @device
-def staple_or_force(U, O, b, m, s, L, st, cp, cr, has_p, has_r, mu_sel, is_force, force_factor):
+def staple_or_force(U, O, b, m, s, off, cp, cr, has_p, has_r, mu_sel, is_force, force_factor):
     mu = m if mu_sel < 0 else mu_sel
-    xs = coords(s, L)
-    V = staple_link(U, b, mu, s, xs, L, st, cp, cr, has_p, has_r)
+    V = staple_link(U, b, mu, s, off, cp, cr, has_p, has_r)
     if is_force:
         V = scale(force_factor, ta(mul(load(U, b, mu, s), V)))
     store(O, b, m, s, V)
 
 
 @cpu_driver
-def cpu_staples(U, O, L, st, cp, cr, has_p, has_r, mu_sel, is_force, force_factor):
+def cpu_staples(U, O, L, T, cp, cr, has_p, has_r, mu_sel, is_force, force_factor):
     """``O[b, m, s] = V_mu(x)``, or the force ``force_factor TA(U_mu(x) V_mu(x))`` when
-    ``is_force``; ``O`` is ``[batch, 4 or 1, V, 9]``."""
+    ``is_force``; ``O`` is ``[batch, 4 or 1, V, 9]``. Parallel over (b, m, x0, x1); the inner
+    loops over x2, x3 need no index arithmetic beyond additions."""
     B = O.shape[0]
     nd = O.shape[1]
-    V = O.shape[2]
-    for i in prange(B * nd * V):
-        b = i // (nd * V)
-        r = i - b * (nd * V)
-        m = r // V
-        s = r - m * V
-        staple_or_force(U, O, b, m, s, L, st, cp, cr, has_p, has_r, mu_sel, is_force, force_factor)
+    L0, L1, L2, L3 = L
+    for i in prange(B * nd * L0 * L1):
+        x1 = i % L1
+        r = i // L1
+        x0 = r % L0
+        r = r // L0
+        m = r % nd
+        b = r // nd
+        for x2 in range(L2):
+            for x3 in range(L3):
+                s = ((x0 * L1 + x1) * L2 + x2) * L3 + x3
+                off = site_offsets(T, x0, x1, x2, x3)
+                staple_or_force(U, O, b, m, s, off, cp, cr, has_p, has_r, mu_sel, is_force,
+                                force_factor)
 
 
-def cuda_staples(U, O, L, st, cp, cr, has_p, has_r, mu_sel, is_force, force_factor):
+def cuda_staples(U, O, L, T, cp, cr, has_p, has_r, mu_sel, is_force, force_factor):
     """CUDA version of :func:`cpu_staples`: one thread per output link."""
-    i = cuda.grid(1)
+    i = cuda.grid(1)  # noqa: F821  (the CUDA namespace of ._build provides cuda)
     B = O.shape[0]
     nd = O.shape[1]
     V = O.shape[2]
@@ -147,4 +157,7 @@ def cuda_staples(U, O, L, st, cp, cr, has_p, has_r, mu_sel, is_force, force_fact
         r = i - b * (nd * V)
         m = r // V
         s = r - m * V
-        staple_or_force(U, O, b, m, s, L, st, cp, cr, has_p, has_r, mu_sel, is_force, force_factor)
+        xs = coords(s, L)
+        off = site_offsets(T, xs[0], xs[1], xs[2], xs[3])
+        staple_or_force(U, O, b, m, s, off, cp, cr, has_p, has_r, mu_sel, is_force,
+                        force_factor)

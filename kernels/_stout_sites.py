@@ -28,16 +28,15 @@ from __future__ import annotations
 from numba import prange
 
 from ._build import cpu_driver, device
-from ._gauge_sites import coords, offsets, staple_link
+from ._gauge_sites import coords, site_offsets, staple_link
 from ._su3 import (add, add_to, exp_pullback, exp_su3, load, mul, mul_dd, mul_dn,  # noqa: F401
                    mul_nd, re_trace_mul, scale, store, sub, ta, zero_like)
 
 
 @device
-def stout_forward_link(U, R, O, S_out, Q_out, E_out, keep, b, mu, s, L, st, one):
+def stout_forward_link(U, R, O, S_out, Q_out, E_out, keep, b, mu, s, off, one):
     """``O[b, mu, s] = exp(Q) U`` (and S, Q, E stored when ``keep``)."""
-    xs = coords(s, L)
-    S = staple_link(U, b, mu, s, xs, L, st, one, one, True, False)
+    S = staple_link(U, b, mu, s, off, one, one, True, False)
     u = load(U, b, mu, s)
     Q = scale(-1.0, ta(scale(R[b, mu, s], mul(u, S))))
     E, Qh, Qh2, c0, c1 = exp_su3(Q)
@@ -49,14 +48,14 @@ def stout_forward_link(U, R, O, S_out, Q_out, E_out, keep, b, mu, s, L, st, one)
 
 
 @device
-def stout_backward_link(U, R, F, S_in, has_S, O, M, G, b, mu, s, L, st, one):
+def stout_backward_link(U, R, F, S_in, has_S, O, M, G, b, mu, s, off, one):
     """Pass 1 at the link (b, mu, s): ``O = F_1``, ``M = r Lambda U``, ``G = dL/drho``."""
     u = load(U, b, mu, s)
     r = R[b, mu, s]
     if has_S:
         S = load(S_in, b, mu, s)
     else:
-        S = staple_link(U, b, mu, s, coords(s, L), L, st, one, one, True, False)
+        S = staple_link(U, b, mu, s, off, one, one, True, False)
     Z = scale(r, mul(u, S))
     E, Qh, Qh2, c0, c1 = exp_su3(scale(-1.0, ta(Z)))
     Bm = mul_dn(E, load(F, b, mu, s))
@@ -68,15 +67,14 @@ def stout_backward_link(U, R, F, S_in, has_S, O, M, G, b, mu, s, L, st, one):
 
 
 @device
-def stout_pullback_link(U, M, O, b, nu, s, L, st):
+def stout_pullback_link(U, M, O, b, nu, s, off):
     """Pass 2 at the link (b, nu, s): ``O -= TA(U_nu(y) Y_nu(y))``."""
-    xs = coords(s, L)
-    n2, n1, q1, q2 = offsets(xs, L, st, nu)
+    n2, n1, q1, q2 = off[nu]
     Y = zero_like(U[b, nu, s, 0])
     for mu in range(4):
         if mu == nu:
             continue
-        m2, m1, p1, p2 = offsets(xs, L, st, mu)
+        m2, m1, p1, p2 = off[mu]
         # above: A = U_mu(y+nu), B = U_nu(y+mu)^dag, C = U_mu(y)^dag
         A = load(U, b, mu, s + q1)
         Bd = load(U, b, nu, s + p1)                    # B^dag
@@ -99,60 +97,86 @@ def stout_pullback_link(U, M, O, b, nu, s, L, st):
 # pass 2 reads M at the neighbours
 # ------------------------------------------------------------------------------------------
 @cpu_driver
-def cpu_stout_forward(U, R, O, S_out, Q_out, E_out, keep, L, st, one):
-    n = O.shape[2]
-    for i in prange(O.shape[0] * 4 * n):
-        b = i // (4 * n)
-        r = i - b * (4 * n)
-        mu = r // n
-        stout_forward_link(U, R, O, S_out, Q_out, E_out, keep, b, mu, r - mu * n, L, st, one)
+def cpu_stout_forward(U, R, O, S_out, Q_out, E_out, keep, L, T, one):
+    B = O.shape[0]
+    L0, L1, L2, L3 = L
+    for i in prange(B * 4 * L0 * L1):
+        x1 = i % L1
+        r = i // L1
+        x0 = r % L0
+        r = r // L0
+        mu = r % 4
+        b = r // 4
+        for x2 in range(L2):
+            for x3 in range(L3):
+                s = ((x0 * L1 + x1) * L2 + x2) * L3 + x3
+                off = site_offsets(T, x0, x1, x2, x3)
+                stout_forward_link(U, R, O, S_out, Q_out, E_out, keep, b, mu, s, off, one)
 
 
 @cpu_driver
-def cpu_stout_backward_links(U, R, F, S_in, has_S, O, M, G, L, st, one):
-    n = O.shape[2]
-    for i in prange(O.shape[0] * 4 * n):
-        b = i // (4 * n)
-        r = i - b * (4 * n)
-        mu = r // n
-        stout_backward_link(U, R, F, S_in, has_S, O, M, G, b, mu, r - mu * n, L, st, one)
+def cpu_stout_backward_links(U, R, F, S_in, has_S, O, M, G, L, T, one):
+    B = O.shape[0]
+    L0, L1, L2, L3 = L
+    for i in prange(B * 4 * L0 * L1):
+        x1 = i % L1
+        r = i // L1
+        x0 = r % L0
+        r = r // L0
+        mu = r % 4
+        b = r // 4
+        for x2 in range(L2):
+            for x3 in range(L3):
+                s = ((x0 * L1 + x1) * L2 + x2) * L3 + x3
+                off = site_offsets(T, x0, x1, x2, x3)
+                stout_backward_link(U, R, F, S_in, has_S, O, M, G, b, mu, s, off, one)
 
 
 @cpu_driver
-def cpu_stout_pullback(U, M, O, L, st):
-    n = O.shape[2]
-    for i in prange(O.shape[0] * 4 * n):
-        b = i // (4 * n)
-        r = i - b * (4 * n)
-        nu = r // n
-        stout_pullback_link(U, M, O, b, nu, r - nu * n, L, st)
+def cpu_stout_pullback(U, M, O, L, T):
+    B = O.shape[0]
+    L0, L1, L2, L3 = L
+    for i in prange(B * 4 * L0 * L1):
+        x1 = i % L1
+        r = i // L1
+        x0 = r % L0
+        r = r // L0
+        nu = r % 4
+        b = r // 4
+        for x2 in range(L2):
+            for x3 in range(L3):
+                s = ((x0 * L1 + x1) * L2 + x2) * L3 + x3
+                off = site_offsets(T, x0, x1, x2, x3)
+                stout_pullback_link(U, M, O, b, nu, s, off)
 
 
-def cuda_stout_forward(U, R, O, S_out, Q_out, E_out, keep, L, st, one):
+@device
+def link_of_thread(i, n, L, T):
+    """``(b, mu, s, off)`` of the link handled by CUDA thread i (n = V sites)."""
+    b = i // (4 * n)
+    r = i - b * (4 * n)
+    mu = r // n
+    s = r - mu * n
+    xs = coords(s, L)
+    return b, mu, s, site_offsets(T, xs[0], xs[1], xs[2], xs[3])
+
+
+def cuda_stout_forward(U, R, O, S_out, Q_out, E_out, keep, L, T, one):
     i = cuda.grid(1)  # noqa: F821  (the CUDA namespace of ._build provides cuda)
-    n = O.shape[2]
-    if i < O.shape[0] * 4 * n:
-        b = i // (4 * n)
-        r = i - b * (4 * n)
-        mu = r // n
-        stout_forward_link(U, R, O, S_out, Q_out, E_out, keep, b, mu, r - mu * n, L, st, one)
+    if i < O.shape[0] * 4 * O.shape[2]:
+        b, mu, s, off = link_of_thread(i, O.shape[2], L, T)
+        stout_forward_link(U, R, O, S_out, Q_out, E_out, keep, b, mu, s, off, one)
 
 
-def cuda_stout_backward_links(U, R, F, S_in, has_S, O, M, G, L, st, one):
+def cuda_stout_backward_links(U, R, F, S_in, has_S, O, M, G, L, T, one):
     i = cuda.grid(1)  # noqa: F821
-    n = O.shape[2]
-    if i < O.shape[0] * 4 * n:
-        b = i // (4 * n)
-        r = i - b * (4 * n)
-        mu = r // n
-        stout_backward_link(U, R, F, S_in, has_S, O, M, G, b, mu, r - mu * n, L, st, one)
+    if i < O.shape[0] * 4 * O.shape[2]:
+        b, mu, s, off = link_of_thread(i, O.shape[2], L, T)
+        stout_backward_link(U, R, F, S_in, has_S, O, M, G, b, mu, s, off, one)
 
 
-def cuda_stout_pullback(U, M, O, L, st):
+def cuda_stout_pullback(U, M, O, L, T):
     i = cuda.grid(1)  # noqa: F821
-    n = O.shape[2]
-    if i < O.shape[0] * 4 * n:
-        b = i // (4 * n)
-        r = i - b * (4 * n)
-        nu = r // n
-        stout_pullback_link(U, M, O, b, nu, r - nu * n, L, st)
+    if i < O.shape[0] * 4 * O.shape[2]:
+        b, nu, s, off = link_of_thread(i, O.shape[2], L, T)
+        stout_pullback_link(U, M, O, b, nu, s, off)

@@ -15,6 +15,8 @@ Complex64 links are multiplied in complex64; the output keeps the input dtype.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from lattice_ml.dispatch import register
@@ -45,11 +47,20 @@ def _accepts_force(U, beta, c_plaq, c_rect):
     return accepts_links(U) and (c_plaq is not None or c_rect is not None)
 
 
-def geometry(U):
-    """``(L, strides, V)`` of 4D links ``[batch, 4, *L, 3, 3]`` (C-order site index)."""
+def geometry(xp, U):
+    """``(L, T, V)`` of 4D links ``[batch, 4, *L, 3, 3]``: extents, the neighbour-offset table
+    of :func:`._gauge_sites.offset_table` (an array of ``xp``) and the number of sites."""
     L = tuple(int(v) for v in U.shape[2:6])
-    st = (L[1] * L[2] * L[3], L[2] * L[3], L[3], 1)
-    return L, st, L[0] * st[0]
+    return L, _offset_table(L, xp), L[0] * L[1] * L[2] * L[3]
+
+
+@functools.lru_cache(maxsize=32)
+def _offset_table_cached(L, xp):
+    return xp.asarray(_gauge_sites.offset_table(L))
+
+
+def _offset_table(L, xp):
+    return _offset_table_cached(L, xp)
 
 
 def flat_links(xp, U):
@@ -81,7 +92,7 @@ def compute_dtype(target, U):
 def _run(target, U, c_plaq, c_rect, mu, force_factor=None):
     xp = array_module(U)
     B = U.shape[0]
-    L, st, V = geometry(U)
+    L, T, V = geometry(xp, U)
     cdt = compute_dtype(target, U)
     Uf = flat_links(xp, U.astype(cdt, copy=False))
     nd = 4 if mu is None else 1
@@ -90,7 +101,7 @@ def _run(target, U, c_plaq, c_rect, mu, force_factor=None):
     if not has_p and not has_r:          # every coefficient 0: zero staples, zero force
         O[...] = 0
     else:
-        args = (Uf, O, L, st, cp, cr, has_p, has_r, -1 if mu is None else int(mu),
+        args = (Uf, O, L, T, cp, cr, has_p, has_r, -1 if mu is None else int(mu),
                 force_factor is not None, real_scalar(Uf, force_factor or 0.0))
         if target == "cpu":
             _gauge_sites.cpu_staples(*args)

@@ -61,7 +61,7 @@ def _rho_links(xp, rho, U, rdt):
 
 def _forward(target, U, rho, keep_fields):
     xp = array_module(U)
-    L, st, V = geometry(U)
+    L, T, V = geometry(xp, U)
     B = U.shape[0]
     cdt = compute_dtype(target, U)
     rdt = _real(cdt)
@@ -70,7 +70,7 @@ def _forward(target, U, rho, keep_fields):
     O = xp.empty((B, 4, V, 9), dtype=cdt)
     shape = (B, 4, V, 9) if keep_fields else (1, 1, 1, 9)
     S, Q, E = (xp.empty(shape, dtype=cdt) for _ in range(3))
-    args = (Uf, R, O, S, Q, E, bool(keep_fields), L, st, rdt(1.0))
+    args = (Uf, R, O, S, Q, E, bool(keep_fields), L, T, rdt(1.0))
     if target == "cpu":
         _stout_sites.cpu_stout_forward(*args)
     else:
@@ -85,7 +85,7 @@ def _forward(target, U, rho, keep_fields):
 
 def _backward(target, U, rho, force, fields):
     xp = array_module(U)
-    L, st, V = geometry(U)
+    L, T, V = geometry(xp, U)
     B = U.shape[0]
     cdt = compute_dtype(target, U)
     rdt = _real(cdt)
@@ -100,13 +100,13 @@ def _backward(target, U, rho, force, fields):
     M = xp.empty((B, 4, V, 9), dtype=cdt)
     G = xp.empty((B, 4, V), dtype=rdt)
     if target == "cpu":
-        _stout_sites.cpu_stout_backward_links(Uf, R, Ff, S_in, has_S, O, M, G, L, st, rdt(1.0))
-        _stout_sites.cpu_stout_pullback(Uf, M, O, L, st)
+        _stout_sites.cpu_stout_backward_links(Uf, R, Ff, S_in, has_S, O, M, G, L, T, rdt(1.0))
+        _stout_sites.cpu_stout_pullback(Uf, M, O, L, T)
     else:
         k = cuda_namespace()
         grid = (blocks_for(B * 4 * V), THREADS_PER_BLOCK)
-        k.cuda_stout_backward_links[grid](Uf, R, Ff, S_in, has_S, O, M, G, L, st, rdt(1.0))
-        k.cuda_stout_pullback[grid](Uf, M, O, L, st)
+        k.cuda_stout_backward_links[grid](Uf, R, Ff, S_in, has_S, O, M, G, L, T, rdt(1.0))
+        k.cuda_stout_pullback[grid](Uf, M, O, L, T)
     F = xp.reshape(O.astype(U.dtype, copy=False), U.shape)
     g = xp.reshape(G.astype(_real(U.dtype), copy=False), (B, 4) + tuple(U.shape[2:6]))
     return F, g
