@@ -1,6 +1,7 @@
 """Fermions: gamma matrices, Wilson (clover) and staggered Dirac operators with even/odd
 preconditioning, batch-aware Krylov solvers, two-flavour pseudofermions with their force,
-rational approximations (Remez), and the pion correlator and chiral condensate. Layout of fermion fields:
+rational approximations (Remez), rooted staggered RHMC, the clover force, and the pion
+correlator and chiral condensate. Layout of fermion fields:
 ``[batch, *sites, spin, colour]`` complex."""
 
 from .gamma import gamma5, gamma_matrices, n_spin, sigma_munu
@@ -22,5 +23,5 @@ __all__ = ["gamma5", "gamma_matrices", "n_spin", "sigma_munu", "WilsonDirac",
            "pion_correlator", "effective_mass", "chiral_condensate", "point_source",
            "WilsonPseudofermionAction", "wilson_fermion_force",
            "hopping_force_matrix", "StaggeredRationalAction", "staggered_force_matrix",
-           "staggered_root_powers", "staggered_spectral_bounds", "RationalApproximation", "RemezRoundoffError",
-           "remez", "zolotarev_inverse_sqrt"]
+           "staggered_root_powers", "staggered_spectral_bounds", "RationalApproximation",
+           "RemezRoundoffError", "remez", "zolotarev_inverse_sqrt"]
