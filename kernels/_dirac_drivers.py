@@ -29,26 +29,27 @@ def make_cpu_loop(kind: str):
         B, T, X, Y, Z = dims[0], dims[4], dims[5], dims[6], dims[7]
         V = T * X * Y * Z
         SC = O.shape[0] // (B * V)
-        # full: one iteration per site; parity mode: per pair of sites (z = 2 zh, 2 zh + 1)
-        Zi = Z if parity < 0 else Z // 2
-        n_iter = T * X * Y * Zi
-        for n in prange(B * n_iter):
-            b = n // n_iter
-            r = n - b * n_iter
-            zi = r % Zi
-            r = r // Zi
-            y = r % Y
-            r = r // Y
-            x = r % X
+        # threads share the (b, t, x) planes; y and z run inside, so that there is no integer
+        # division per site (a 64-bit division costs tens of cycles, a staggered site ~300)
+        TX = T * X
+        for n in prange(B * TX):
+            b = n // TX
+            r = n - b * TX
             t = r // X
-            if parity < 0:
-                site(U, P, O, dims, b, t, x, y, zi, s0, s1, s2)
-            else:
-                z = 2 * zi + ((t + x + y + parity) % 2)
-                site(U, P, O, dims, b, t, x, y, z, s0, s1, s2)
-                oo = (b * V + ((t * X + x) * Y + y) * Z + (z ^ 1)) * SC
-                for k in range(SC):
-                    O[oo + k] = 0
+            x = r - t * X
+            for y in range(Y):
+                if parity < 0:
+                    for z in range(Z):
+                        site(U, P, O, dims, b, t, x, y, z, s0, s1, s2)
+                else:
+                    # parity mode: sites with (t + x + y + z) % 2 == parity; the others zeroed
+                    z0 = (t + x + y + parity) & 1
+                    for z in range(z0, Z, 2):
+                        site(U, P, O, dims, b, t, x, y, z, s0, s1, s2)
+                    base = (b * V + ((t * X + x) * Y + y) * Z) * SC
+                    for z in range(1 - z0, Z, 2):
+                        for k in range(SC):
+                            O[base + z * SC + k] = 0
     return loop
 
 

@@ -1,0 +1,176 @@
+"""Wilson and staggered dslash kernels (lattice_ml.kernels) against the array-API path and the
+memory-bandwidth roofline, and a whole CG solve with and without kernels.
+
+    python benchmarks/bench_kernels_dirac.py [--backend numpy|cupy] [--sizes 8 12 16] [--cg 8]
+
+Per lattice L^4 and precision, for the hopping term on the full lattice (``wilson_hop``,
+``staggered_hop``; batch 1; the time of one call, best of several):
+
+* **byte model** (minimal traffic, perfect cache reuse of nothing but the site itself): per
+  site, Wilson reads 8 links (18 reals each, 12 with two-row compression) and 8 neighbour
+  spinors (24 reals) and writes 1 spinor (24 reals): ``(8*18 + 8*24 + 24) * r`` bytes with
+  ``r`` = 4 (complex64) or 8 (complex128), i.e. 1440 / 2880 bytes (1248 compressed in float32);
+  staggered: ``(8*18 + 8*6 + 6) * r`` = 792 / 1584 bytes. Links and neighbours are each counted
+  once per use, as is customary (QUDA, Grid), so > 100 % of the bandwidth would mean cache reuse.
+* **flop model**: 1320 flops per site for the Wilson hopping term with spin projection, 570 for
+  staggered (MILC count). The kernels execute a few more (the H / H^dag sign and the time
+  boundary factor as multiplications).
+* GB/s and GFLOP/s from these models, the fraction of the memory bandwidth measured in the same
+  run (CPU: parallel Numba triad; GPU: device-to-device copy; :mod:`harness`), and the speed-up
+  over the array-API path (``kernel_mode("off")``: NumPy on the CPU, CuPy on the GPU) measured
+  in the same run.
+* the even/odd form (``parity`` = 0: half the sites computed, the other half zeroed) is timed
+  too; its byte model is half the full one plus the zeroed half spinors written.
+
+CG: ``lattice_ml.fermions.cg`` on the Wilson normal operator ``D^dag D`` (m = 0.1, Haar links,
+8^4 by default, batch 1, tol 1e-8) with kernels (auto) and without (off); iterations and
+seconds per solve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+from lattice_ml.backend import RandomStreams, namespace_by_name  # noqa: E402
+from lattice_ml.dispatch import kernel_mode, selected  # noqa: E402
+from lattice_ml.fermions import WilsonDirac, cg  # noqa: E402
+from lattice_ml.fermions.staggered import staggered_hop  # noqa: E402
+from lattice_ml.fermions.wilson import compress_links, wilson_hop  # noqa: E402
+from lattice_ml.groups import haar_random  # noqa: E402
+
+WILSON_REALS = {"links": 8 * 18, "links12": 8 * 12, "spinors": 8 * 24, "out": 24}
+STAGGERED_REALS = {"links": 8 * 18, "spinors": 8 * 6, "out": 6}
+FLOPS = {"wilson": 1320, "staggered": 570}
+
+
+def haar_links(L, real, xp):
+    """Haar SU(3) links [1, 4, L, L, L, L, 3, 3] (drawn on the host, then moved)."""
+    rng = RandomStreams(11, 1, namespace_by_name("numpy"), dtype=real)
+    return xp.asarray(np.ascontiguousarray(haar_random(rng, (4, L, L, L, L), 3)))
+
+
+def normal_field(L, spin, real, xp):
+    rng = RandomStreams(12, 1, namespace_by_name("numpy"), dtype=real)
+    return xp.asarray(np.ascontiguousarray(rng.complex_normal((L, L, L, L, spin, 3))))
+
+
+def measure(name, fn, xp, sites, nbytes, flops, bw, ref_time=None, repeat=5, min_time=0.2):
+    t = harness.best_time(fn, xp=xp, repeat=repeat, min_time=min_time)
+    row = {"op": name, "seconds": t, "GB/s": nbytes * sites / t / 1e9,
+           "GFLOP/s": flops * sites / t / 1e9, "frac_bw": nbytes * sites / t / bw}
+    if ref_time is not None:
+        row["speedup"] = ref_time / t
+    return row
+
+
+def _contiguous(a, backend):
+    if backend == "cupy":
+        import cupy
+        return cupy.ascontiguousarray(a)
+    return np.ascontiguousarray(a)
+
+
+def dslash_rows(L, cdtype, xp, bw, backend, ref_repeat):
+    real = "float32" if cdtype == "complex64" else "float64"
+    r = 4 if real == "float32" else 8
+    V = L ** 4
+    U = haar_links(L, real, xp)
+    psi = normal_field(L, 4, real, xp)
+    chi = normal_field(L, 1, real, xp)
+    impl = {"wilson": selected("wilson_hop", U, psi, 1, True, None),
+            "staggered": selected("staggered_hop", U, chi, True, None)}
+    rows = []
+
+    def ref(fn):
+        with kernel_mode("off"):
+            return harness.best_time(fn, xp=xp, repeat=ref_repeat, min_time=0.0)
+
+    w_bytes = (WILSON_REALS["links"] + WILSON_REALS["spinors"] + WILSON_REALS["out"]) * r
+    t_ref = ref(lambda: wilson_hop(U, psi, 1, True, None))
+    rows.append(measure("wilson_hop", lambda: wilson_hop(U, psi, 1, True, None), xp, V,
+                        w_bytes, FLOPS["wilson"], bw, t_ref))
+    rows[-1]["reference_seconds"] = t_ref
+    # even/odd: half the sites computed (half the bytes and flops) + the other half zeroed
+    eo_bytes = w_bytes / 2 + WILSON_REALS["out"] * r / 2
+    t_ref_eo = ref(lambda: wilson_hop(U, psi, 1, True, 0))
+    rows.append(measure("wilson_hop_eo", lambda: wilson_hop(U, psi, 1, True, 0), xp, V,
+                        eo_bytes, FLOPS["wilson"] / 2, bw, t_ref_eo))
+    rows[-1]["reference_seconds"] = t_ref_eo
+    U12 = _contiguous(compress_links(U), backend)
+    c_bytes = (WILSON_REALS["links12"] + WILSON_REALS["spinors"] + WILSON_REALS["out"]) * r
+    rows.append(measure("wilson_hop_12", lambda: wilson_hop(U12, psi, 1, True, None), xp, V,
+                        c_bytes, FLOPS["wilson"], bw, t_ref))
+    s_bytes = sum(STAGGERED_REALS.values()) * r
+    t_ref_s = ref(lambda: staggered_hop(U, chi, True, None))
+    rows.append(measure("staggered_hop", lambda: staggered_hop(U, chi, True, None), xp, V,
+                        s_bytes, FLOPS["staggered"], bw, t_ref_s))
+    rows[-1]["reference_seconds"] = t_ref_s
+    for row in rows:
+        row.update({"L": L, "dtype": cdtype, "kernel": impl[row["op"].split("_")[0]]})
+    return rows
+
+
+def cg_rows(L, xp, backend):
+    U = haar_links(L, "float64", xp)
+    b = normal_field(L, 4, "float64", xp)
+    W = WilsonDirac(U, mass=0.1)
+    rows = []
+    for mode in ("auto", "off"):
+        with kernel_mode(mode):
+            W.normal(b)  # compile / warm up
+            harness.synchronize(xp)
+            t0 = time.perf_counter()
+            x, info = cg(W.normal, b, tol=1e-8, maxiter=5000)
+            harness.synchronize(xp)
+            dt = time.perf_counter() - t0
+        rows.append({"op": f"cg_wilson_normal_{L}^4", "mode": mode, "seconds": dt,
+                     "iterations": int(np.max(np.asarray(info.iterations)))})
+    rows[0]["speedup"] = rows[1]["seconds"] / rows[0]["seconds"]
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    ap.add_argument("--sizes", type=int, nargs="+", default=None,
+                    help="lattice extents L (L^4); default 8 12 16 (CPU), 8 16 24 32 (GPU)")
+    ap.add_argument("--dtypes", nargs="+", default=["complex64", "complex128"])
+    ap.add_argument("--cg", type=int, default=8, help="CG lattice extent (0: skip)")
+    ap.add_argument("--ref-repeat", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    xp = namespace_by_name(args.backend)
+    load_before = os.getloadavg()
+    sizes = args.sizes or ([8, 12, 16] if args.backend == "numpy" else [8, 16, 24, 32])
+    bw_name, bw = harness.memory_bandwidth(args.backend)
+    print(f"# {bw_name}: {bw / 1e9:.2f} GB/s; load average {load_before}")
+    rows = []
+    for L in sizes:
+        for cdtype in args.dtypes:
+            rows += dslash_rows(L, cdtype, xp, bw, args.backend, args.ref_repeat)
+    harness.print_table(rows, ["op", "L", "dtype", "seconds", "GB/s", "GFLOP/s", "frac_bw",
+                               "speedup", "kernel"])
+    cg_res = cg_rows(args.cg, xp, args.backend) if args.cg else []
+    if cg_res:
+        harness.print_table(cg_res, ["op", "mode", "seconds", "iterations", "speedup"])
+    path = harness.record("kernels-dirac", rows + cg_res, args.backend,
+                          {"bandwidth": {"name": bw_name, "bytes_per_second": bw},
+                           "byte_model": {"wilson_reals_per_site": WILSON_REALS,
+                                          "staggered_reals_per_site": STAGGERED_REALS},
+                           "flops_per_site": FLOPS,
+                           "load_average_before_after": [load_before, os.getloadavg()]})
+    print(f"# wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
