@@ -58,6 +58,16 @@ def test_su2_wilson_clover_two_pseudofermions_run(tmp_path):
     assert summary["acceptance"] > 0.5
 
 
+@pytest.mark.parametrize("fermion", ["wilson", "staggered"])
+def test_float32_runs_with_loose_solver_tolerance(tmp_path, fermion):
+    code, out = run(tmp_path, f"f32{fermion}", "theory.name=schwinger", f"theory.fermion={fermion}",
+                    "lattice.shape=[4,4]", "run.dtype=float32", "sampler.n_samples=5")
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dtype"] == "float32" and summary["acceptance"] > 0.5
+    assert np.isfinite(summary["observables"]["chiral_condensate"]["mean"])
+
+
 def test_jobs_and_rooting():
     assert type(job("theory.name=su3")) is GaugeJob              # fermion = "none" by default
     j = job("theory.name=su3", "theory.fermion=staggered", "lattice.shape=[4,4,4,4]")
@@ -69,6 +79,7 @@ def test_jobs_and_rooting():
     j = job("theory.name=schwinger", "theory.fermion=staggered", "theory.nf=1", "lattice.shape=[4,4]")
     assert isinstance(j, SchwingerJob) and [f.power for f in j.fermions] == [0.25]
     j = job("theory.name=schwinger", "theory.nf=6", "lattice.shape=[4,4]")
+    assert j.tol == 1e-10
     assert len(j.fermions) == 3 and all(isinstance(f, WilsonPseudofermionAction) and f.even_odd
                                         for f in j.fermions)
     j = job("theory.name=su2", "theory.fermion=wilson", "theory.csw=1.2", "lattice.shape=[4,4]")

@@ -275,7 +275,7 @@ class FermionJob(GaugeJob):
         self.kind, self.mass, self.nf = th["fermion"], th["mass"], th["nf"]
         self.csw = th.get("csw", 0.0)
         self.n_noise = th["n_noise"]
-        tol = 1e-10 if config["run"]["dtype"] == "float64" else 1e-5
+        self.tol = tol = 1e-10 if config["run"]["dtype"] == "float64" else 1e-5
         self.fermions = fermion_actions(th, self.lattice.dim, N, tol)
         gauge = GaugeAction(th["beta"], N, th.get("action", "wilson"))
         if sm["fine_steps"]:
@@ -302,8 +302,8 @@ class FermionJob(GaugeJob):
     def measure(self, U, rng) -> dict:
         out = super().measure(U, rng)
         dirac = self.dirac(U)
-        out["chiral_condensate"] = chiral_condensate(dirac, rng, self.n_noise)
-        out["pion_correlator"] = pion_correlator(dirac)
+        out["chiral_condensate"] = chiral_condensate(dirac, rng, self.n_noise, tol=self.tol)
+        out["pion_correlator"] = pion_correlator(dirac, tol=self.tol)
         return out
 
     def summarize(self, hist: dict) -> dict:
