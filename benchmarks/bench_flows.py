@@ -32,7 +32,6 @@ BLAS threads: the matrices are small; one BLAS thread per process is fastest on 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path

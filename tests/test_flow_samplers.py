@@ -149,7 +149,7 @@ def test_flow_hmc_is_exact_on_2x2():
     phi2, M2 = quadrature_2x2(-4.0, 8.0)
     flow = make_phi4_flow((2, 2), xp, n_layers=2, hidden=(4,), seed=3, final_scale=0.5)
     FlowTrainer(flow, action, Adam(2e-2), batch_size=32, seed=1).train(30)
-    hmc = FlowHMC(flow, action, n_steps=4, tau=1.0, tau_jitter=0.3)
+    hmc = FlowHMC(flow, action, n_steps=3, tau=1.0, tau_jitter=0.3)
     rng = RandomStreams(9, 16, xp)
     z = rng.normal((2, 2))
     acc, h_phi2, h_M2 = [], [], []

@@ -25,7 +25,9 @@ def run(tmp_path, name, *extra):
 
 @pytest.mark.parametrize("sampler", ["flow", "flow_hmc"])
 def test_flow_run_reports_ess_training_and_acceptance(tmp_path, sampler):
-    code, out = run(tmp_path, sampler, "--set", f"sampler.name={sampler}", *FLOW)
+    hmc = ["--set", "sampler.n_steps=3", "--set", "sampler.integrator=leapfrog"]
+    code, out = run(tmp_path, sampler, "--set", f"sampler.name={sampler}", *FLOW,
+                    *(hmc if sampler == "flow_hmc" else []))
     assert code == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["sampler"] == sampler
