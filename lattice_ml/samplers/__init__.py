@@ -1,11 +1,15 @@
 """Samplers: molecular-dynamics integrators and HMC (written once for any field space), and
-heatbath + over-relaxation for gauge fields."""
+heatbath + over-relaxation for gauge fields, and the flow-based samplers (independence Metropolis
+with a normalizing flow, flow HMC in the latent space)."""
 
 from .heatbath import Heatbath, HeatbathStep, heatbath_sweep, overrelaxation_sweep
 from .hmc import HMC, HMCStep, metropolis, select_chains
 from .pseudofermion_hmc import PseudofermionHMC
 from .integrators import OMELYAN_LAMBDA, SCHEMES, Level, integrate
 from .spaces import EuclideanSpace, LieGroupSpace
+from .flow_mcmc import FlowMCMCState, FlowMCMCStep, FlowMetropolis
+from .flow_hmc import FlowHMC, PulledBackAction
 
 __all__ = ["Heatbath", "HeatbathStep", "heatbath_sweep", "overrelaxation_sweep", "HMC", "HMCStep", "PseudofermionHMC", "metropolis", "select_chains", "Level", "integrate", "SCHEMES",
-           "OMELYAN_LAMBDA", "EuclideanSpace", "LieGroupSpace"]
+           "OMELYAN_LAMBDA", "EuclideanSpace", "LieGroupSpace", "FlowMetropolis", "FlowMCMCState",
+           "FlowMCMCStep", "FlowHMC", "PulledBackAction"]
