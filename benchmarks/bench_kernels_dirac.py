@@ -19,6 +19,10 @@ Per lattice L^4 and precision, for the hopping term on the full lattice (``wilso
   run (CPU: parallel Numba triad; GPU: device-to-device copy; :mod:`harness`), and the speed-up
   over the array-API path (``kernel_mode("off")``: NumPy on the CPU, CuPy on the GPU) measured
   in the same run.
+* ``core_ns_per_site`` (CPU): CPU seconds consumed by all threads per call
+  (``time.process_time``) per site, i.e. the work itself whatever else runs on the machine;
+  ``bytes / (core_ns_per_site / n_cores)`` is the bandwidth the kernel could draw if it had all
+  cores to itself, which tells whether it is limited by memory or by its instruction stream.
 * the even/odd form (``parity`` = 0: half the sites computed, the other half zeroed) is timed
   too; its byte model is half the full one plus the zeroed half spinors written.
 
@@ -35,7 +39,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# OpenMP threads that spin at barriers lose badly when the cores are shared with other
+# processes (measured here: 8^4 Wilson dslash 13.9 ms spinning vs 2.95 ms passive, load ~7 on
+# 2 cores); must be set before Numba's OpenMP layer starts
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -64,10 +73,25 @@ def normal_field(L, spin, real, xp):
     return xp.asarray(np.ascontiguousarray(rng.complex_normal((L, L, L, L, spin, 3))))
 
 
+def core_seconds(fn, n=3):
+    """CPU seconds consumed per call by all threads of this process (``time.process_time``):
+    the work itself, insensitive to other processes taking the cores (CPU only)."""
+    fn()
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.process_time() - t0) / n)
+    return best
+
+
 def measure(name, fn, xp, sites, nbytes, flops, bw, ref_time=None, repeat=5, min_time=0.2):
     t = harness.best_time(fn, xp=xp, repeat=repeat, min_time=min_time)
     row = {"op": name, "seconds": t, "GB/s": nbytes * sites / t / 1e9,
            "GFLOP/s": flops * sites / t / 1e9, "frac_bw": nbytes * sites / t / bw}
+    if xp.__name__.endswith("numpy"):
+        row["core_ns_per_site"] = core_seconds(fn) / sites * 1e9
     if ref_time is not None:
         row["speedup"] = ref_time / t
     return row
@@ -139,6 +163,11 @@ def cg_rows(L, xp, backend):
     return rows
 
 
+def _threads():
+    import numba
+    return numba.get_num_threads()
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
@@ -147,7 +176,11 @@ def main(argv=None) -> None:
     ap.add_argument("--dtypes", nargs="+", default=["complex64", "complex128"])
     ap.add_argument("--cg", type=int, default=8, help="CG lattice extent (0: skip)")
     ap.add_argument("--ref-repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="Numba threads (default: all)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import numba
+        numba.set_num_threads(args.threads)
 
     xp = namespace_by_name(args.backend)
     load_before = os.getloadavg()
@@ -159,7 +192,7 @@ def main(argv=None) -> None:
         for cdtype in args.dtypes:
             rows += dslash_rows(L, cdtype, xp, bw, args.backend, args.ref_repeat)
     harness.print_table(rows, ["op", "L", "dtype", "seconds", "GB/s", "GFLOP/s", "frac_bw",
-                               "speedup", "kernel"])
+                               "speedup", "core_ns_per_site", "kernel"])
     cg_res = cg_rows(args.cg, xp, args.backend) if args.cg else []
     if cg_res:
         harness.print_table(cg_res, ["op", "mode", "seconds", "iterations", "speedup"])
@@ -168,7 +201,9 @@ def main(argv=None) -> None:
                            "byte_model": {"wilson_reals_per_site": WILSON_REALS,
                                           "staggered_reals_per_site": STAGGERED_REALS},
                            "flops_per_site": FLOPS,
-                           "load_average_before_after": [load_before, os.getloadavg()]})
+                           "load_average_before_after": [load_before, os.getloadavg()],
+                           "numba_threads_used": _threads(),
+                           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")})
     print(f"# wrote {path}")
 
 
