@@ -65,6 +65,13 @@ def z_scores(hist, exact, discard):
     return (r.value - exact) / r.error
 
 
+def z_scores_by_chain(hist, exact, discard):
+    """(estimate - exact) / error from the spread of the R independent chain means (robust when
+    the chains are long-correlated, as with a poor proposal: no window to choose)."""
+    means = np.mean(np.stack([to_numpy(h) for h in hist], axis=1)[:, discard:], axis=1)
+    return (np.mean(means) - exact) / (np.std(means, ddof=1) / np.sqrt(len(means)))
+
+
 def test_flow_metropolis_is_exact_for_the_free_field_with_a_poor_flow():
     xp = NP
     lat = Lattice((4, 4))
@@ -95,9 +102,10 @@ def test_flow_metropolis_is_exact_on_2x2_with_an_untrained_flow():
            "M2": lambda x: xp.sum(x, axis=(1, 2)) ** 2 / 4}
     _, hist = sampler.run(RandomStreams(2, 16, xp), 600, obs)
     acc = sampler.summary(hist)["acceptance"]
-    assert 0.01 < acc < 0.2, acc                      # a poor proposal ...
-    assert abs(z_scores(hist["phi2"], phi2, 50)) < Z_MAX   # ... and still exact
-    assert abs(z_scores(hist["M2"], M2, 50)) < Z_MAX
+    assert 0.01 < acc < 0.2, acc                      # a poor proposal (tau_int ~ 30) ...
+    # ... and still exact; 16 chain means, t-distribution with 15 d.o.f.: |t| < 4.5 at 1e-3
+    assert abs(z_scores_by_chain(hist["phi2"], phi2, 50)) < 4.5
+    assert abs(z_scores_by_chain(hist["M2"], M2, 50)) < 4.5
 
 
 def test_exact_flow_is_always_accepted(xp):
