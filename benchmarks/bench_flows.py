@@ -17,7 +17,8 @@ cost per independent sample of |M|. Writes ``flows-compare-*.json``.
 
 ``step``: seconds per training step (forward, vjp, Adam) of that architecture in float32 and
 float64, against the same architecture in PyTorch autograd when ``torch`` is importable (the
-ratio is taken in one run; without torch the record says so).
+ratio is taken in one run; without torch the record says so); ``--backend cupy`` runs both on the
+GPU (our flow on CuPy, PyTorch on ``cuda``).
 
 ``scaling``: at fixed physics in the hopping form, β = 0.5, λ = 0.5 — exactly the tutorial point
 (φ_standard = φ_hopping / 2 maps S_standard(m² = -4, λ = 8) onto S_hopping - V/2) — for each L:
@@ -122,14 +123,16 @@ def _flat_host(tree, prefix=()):
     return out
 
 
-def torch_step_time(L: int, batch: int, dtype: str):
-    """Seconds per reverse-KL training step of the tutorial architecture in PyTorch, or None."""
+def torch_step_time(L: int, batch: int, dtype: str, device: str = "cpu"):
+    """Seconds per reverse-KL training step of the tutorial architecture in PyTorch (on
+    ``device``, one CPU thread), or None when torch is not importable."""
     try:
         import torch
     except ImportError:
         return None
     tdt = torch.float32 if dtype == "float32" else torch.float64
     torch.set_num_threads(1)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def conv_net():
         sizes = [1, *TUTORIAL["hidden"], 2]
@@ -139,11 +142,12 @@ def torch_step_time(L: int, batch: int, dtype: str):
                                        padding=TUTORIAL["kernel"] // 2,
                                        padding_mode="circular"))
             net.append(torch.nn.LeakyReLU() if i < len(sizes) - 2 else torch.nn.Tanh())
-        return torch.nn.Sequential(*net).to(tdt)
+        return torch.nn.Sequential(*net).to(device=device, dtype=tdt)
 
     masks = []
     for i in range(TUTORIAL["n_layers"]):
-        m = torch.tensor((np.indices((L, L)).sum(0) % 2 == i % 2).astype(float), dtype=tdt)
+        m = torch.tensor((np.indices((L, L)).sum(0) % 2 == i % 2).astype(float), dtype=tdt,
+                         device=device)
         masks.append(m)
     nets = torch.nn.ModuleList([conv_net() for _ in range(TUTORIAL["n_layers"])])
     opt = torch.optim.Adam(nets.parameters(), lr=1e-3)
@@ -155,7 +159,7 @@ def torch_step_time(L: int, batch: int, dtype: str):
         return out.sum(dim=(1, 2))
 
     def step():
-        z = torch.randn(batch, L, L, dtype=tdt)
+        z = torch.randn(batch, L, L, dtype=tdt, device=device)
         logq = -0.5 * (z ** 2).sum(dim=(1, 2))
         x = z
         for m, net in zip(masks, nets):
@@ -167,26 +171,29 @@ def torch_step_time(L: int, batch: int, dtype: str):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
 
     return harness.best_time(step, repeat=3, min_time=1.0)
 
 
 def cmd_step(args) -> None:
-    xp = namespace_by_name("numpy")
+    xp = namespace_by_name(args.backend)
     lat = Lattice((args.L, args.L))
     action = Phi4Action(lat, "standard", m2=-4.0, lam=8.0)
     rows = []
     for dtype in ("float32", "float64"):
         flow = make_phi4_flow(lat.shape, xp, **TUTORIAL, dtype=getattr(xp, dtype))
         tr = FlowTrainer(flow, action, Adam(1e-3), batch_size=args.batch, dtype=dtype)
-        t = harness.best_time(tr.step, repeat=3, min_time=1.0)
-        tt = torch_step_time(args.L, args.batch, dtype)
-        rows.append({"L": args.L, "batch": args.batch, "dtype": dtype, "lattice_ml_step_s": t,
+        t = harness.best_time(tr.step, xp=xp, repeat=3, min_time=1.0)
+        tt = torch_step_time(args.L, args.batch, dtype,
+                             "cuda" if args.backend == "cupy" else "cpu")
+        rows.append({"L": args.L, "batch": args.batch, "dtype": dtype, "backend": args.backend,
+                     "lattice_ml_step_s": t,
                      "torch_step_s": tt, "torch": "not installed" if tt is None else "autograd",
                      "ratio_lattice_ml_over_torch": None if tt is None else t / tt})
     harness.print_table(rows, ["dtype", "lattice_ml_step_s", "torch_step_s",
                                "ratio_lattice_ml_over_torch"])
-    print(f"# written {harness.record('flows-step', rows, 'numpy')}")
+    print(f"# written {harness.record('flows-step', rows, args.backend)}")
 
 
 def tau_cost(hist_abs_m, seconds_per_update):
@@ -348,6 +355,8 @@ def main(argv=None) -> None:
     s = sub.add_parser("step")
     s.add_argument("--L", type=int, default=8)
     s.add_argument("--batch", type=int, default=64)
+    s.add_argument("--backend", default="numpy", choices=["numpy", "cupy"],
+                   help="cupy: our step on the GPU against PyTorch on cuda")
     m = sub.add_parser("compare")
     m.add_argument("params", help="parameters (.npz) written by `train`")
     m.add_argument("--L", type=int, default=8)
