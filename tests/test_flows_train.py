@@ -181,3 +181,13 @@ def test_trainer_rejects_bad_arguments(xp_cpu):
         FlowTrainer(flow, action, Adam(1e-2), batch_size=1)
     with pytest.raises(ValueError, match="max_grad_norm"):
         FlowTrainer(flow, action, Adam(1e-2), batch_size=4, max_grad_norm=0.0)
+
+
+def test_forward_kl_trainer_runs_on_every_namespace(xp_cpu):
+    xp = xp_cpu
+    _, action, flow = free_field_setup(xp)
+    samples = RandomStreams(0, 20, xp).normal((4, 4))
+    tr = FlowTrainer(flow, action, Adam(1e-2), batch_size=8, mode="forward_kl", samples=samples,
+                     ess_every=1)
+    tr.train(2)
+    assert all(math.isfinite(v) for k in ("loss", "ess", "grad_norm") for v in tr.history[k])
