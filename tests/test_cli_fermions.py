@@ -83,7 +83,7 @@ def test_jobs_and_rooting():
     assert len(j.fermions) == 3 and all(isinstance(f, WilsonPseudofermionAction) and f.even_odd
                                         for f in j.fermions)
     j = job("theory.name=su2", "theory.fermion=wilson", "theory.csw=1.2", "lattice.shape=[4,4]")
-    assert j.fermions[0].csw == 1.2 and not j.fermions[0].even_odd   # clover: no even/odd
+    assert j.fermions[0].csw == 1.2 and j.fermions[0].even_odd
     # the fermion actions are integrated: on the outer level with fine_steps, else with the gauge
     j = job("theory.name=su2", "theory.fermion=wilson", "lattice.shape=[4,4]", "sampler.fine_steps=3")
     outer, inner = j.sampler.levels

@@ -84,9 +84,7 @@ def test_refresh_gives_action_eta_squared(xp_cpu, even_odd):
     assert abs(s.mean() - n_dof) < 5 * np.sqrt(n_dof / n_chains)
 
 
-def test_clover_and_unset_phi_raise():
-    with pytest.raises(NotImplementedError, match="csw"):
-        WilsonPseudofermionAction(0.1, 3, csw=1.0, even_odd=True)
+def test_unset_phi_raises():
     xp = namespace_by_name("numpy")
     U = random_near_identity(RandomStreams(1, 1, xp), (2, 4, 4), 1, 0.1)
     with pytest.raises(RuntimeError, match="refresh"):

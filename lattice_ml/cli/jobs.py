@@ -242,7 +242,8 @@ def fermion_actions(th: dict, D: int, N: int, tol: float) -> list:
     """The pseudofermion actions of ``theory.fermion`` (``"wilson"`` or ``"staggered"``).
 
     Wilson: ``det(D†D)^(nf/2)`` as ``nf/2`` two-flavour fields (``nf`` even), even/odd
-    preconditioned when ``csw = 0``. Staggered: ``det(D†D)^P``, ``P = nf / 2^(D/2 + 1)`` (one
+    preconditioned (with clover: plus ``-2 sum_odd log|det A(x)|``). Staggered:
+    ``det(D†D)^P``, ``P = nf / 2^(D/2 + 1)`` (one
     staggered field has ``2^(D/2)`` tastes and ``det D = det(D†D)^(1/2)``), as RHMC fields with
     the powers of :func:`lattice_ml.fermions.staggered_root_powers` (each < 1).
     """
@@ -252,7 +253,7 @@ def fermion_actions(th: dict, D: int, N: int, tol: float) -> list:
             raise ConfigError("theory.nf", f"Wilson fermions are simulated in pairs (det D†D per "
                               f"pseudofermion field): nf must be even, got {nf}")
         csw = th["csw"]
-        return [WilsonPseudofermionAction(mass, N, tol=tol, csw=csw, even_odd=csw == 0.0)
+        return [WilsonPseudofermionAction(mass, N, tol=tol, csw=csw, even_odd=True)
                 for _ in range(nf // 2)]
     if D not in (2, 4):
         raise ConfigError("lattice.shape", "staggered flavours are counted in D = 2 or 4 "

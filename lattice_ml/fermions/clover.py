@@ -30,12 +30,16 @@ back to ``x``. Summed over planes, leaves and their four links (16 terms per pla
 
 from __future__ import annotations
 
-from ..backend import namespace
+import math
+
+import numpy as np
+
+from ..backend import namespace, real_dtype_of, to_numpy
 from ..gauge.paths import link, shift_by, transport
 from ..groups import dagger, identity_like
 from .gamma import sigma_munu
 
-__all__ = ["clover_leaves", "clover_force_matrix"]
+__all__ = ["clover_leaves", "clover_force_matrix", "clover_logdet_force_matrix", "clover_logdet"]
 
 
 def clover_leaves(mu: int, nu: int) -> list[tuple[tuple[int, int], ...]]:
@@ -61,20 +65,69 @@ def clover_force_matrix(W, L, R):
     """``M_rho(y)`` with ``2 Re(L^dag dC R) = Re Tr[T M_rho(y)]`` for ``U_rho(y) -> exp(sT) U_rho(y)``,
     ``C`` the clover term of the Wilson operator ``W`` (``W.csw``); ``[batch, D, *sites, N, N]``
     (module docstring for the derivation). Zero when ``csw = 0``."""
+    sig = sigma_munu(W.D, W.xp, dtype=W.U.dtype, device=W.device)
+    return _insertion_force(W, lambda mu, nu: (1j * W.csw) * _outer(sig[mu, nu, ...] @ R, L))
+
+
+def clover_logdet_force_matrix(W, parity: int):
+    """``M_rho(y)`` with ``d/ds sum_{x of parity} log|det A(x)| = Re Tr[T M_rho(y)]``, ``A(x)`` the
+    site-local ``(n_spin N) x (n_spin N)`` block ``(m + D) + C(x)`` of ``W`` (hermitian).
+
+    ``d log det A = Tr[A^{-1} dC] = Re sum_{mu<nu} Tr_c[dF_munu G_munu]`` with
+    ``G_munu = (i c_sw / 2) B_munu``, ``B_munu(x)_{ba} = sum_{s s'} (sigma_munu)_{s s'}
+    A^{-1}(x)_{(s' b), (s a)}`` (spin-major index ``s N + colour``), restricted to the sites of
+    ``parity``; then as :func:`clover_force_matrix`."""
+    xp, N, ns = W.xp, W.N, W.n_spin
+    if W.csw == 0.0:
+        return _insertion_force(W, None)
+    Ainv = xp.linalg.inv(W._local_matrix())                      # [batch, *sites, sN, sN]
+    mask = W._mask(parity)                                        # [1, *sites, 1, 1]
+    sig = sigma_munu(W.D, xp, dtype=W.U.dtype, device=W.device)
+    host_sig = np.asarray(to_numpy(sig))
+
+    def insertion(mu, nu):
+        B = None
+        for s in range(ns):
+            for t in range(ns):
+                c = complex(host_sig[mu, nu, s, t])
+                if c == 0:
+                    continue
+                term = c * Ainv[..., t * N:(t + 1) * N, s * N:(s + 1) * N]
+                B = term if B is None else B + term
+        return (0.5j * W.csw) * (B * xp.astype(mask, B.dtype))
+
+    return _insertion_force(W, insertion)
+
+
+def clover_logdet(W, parity: int):
+    """``sum_{x of parity} log|det A(x)|`` per configuration, ``[batch]`` (real)."""
+    xp = W.xp
+    if W.csw == 0.0:                                              # A = (m + D) 1
+        n_par = int(np.prod(W.sites)) // 2
+        const = n_par * W.n_spin * W.N * math.log(abs(W.diag))
+        return xp.zeros((W.U.shape[0],), dtype=real_dtype_of(xp, W.U.dtype),
+                        device=W.device) + const
+    _, logabs = xp.linalg.slogdet(W._local_matrix())             # [batch, *sites]
+    mask = xp.astype(W._mask(parity)[..., 0, 0], logabs.dtype)
+    return xp.sum(logabs * mask, axis=tuple(range(1, logabs.ndim)))
+
+
+def _insertion_force(W, insertion):
+    """``M_rho(y)`` of ``Re sum_x sum_{mu<nu} Tr[dF_munu(x) G_munu(x)]`` with
+    ``G_munu = insertion(mu, nu)`` ``[batch, *sites, N, N]`` (module docstring)."""
     xp, U, D = W.xp, W.U, W.D
     links = [link(U, rho) for rho in range(D)]
-    eye = identity_like(links[0])
-    M = [None] * D
     if W.csw == 0.0:
         return xp.stack([xp.zeros_like(lk) for lk in links], axis=1)
-    sig = sigma_munu(D, xp, dtype=U.dtype, device=W.device)
+    eye = identity_like(links[0])
+    M = [None] * D
 
     def add(rho, term):
         M[rho] = term if M[rho] is None else M[rho] + term
 
     for mu in range(D):
         for nu in range(mu + 1, D):
-            G = (1j * W.csw) * _outer(sig[mu, nu, ...] @ R, L)
+            G = insertion(mu, nu)
             Wmn = G - dagger(G)
             for path in clover_leaves(mu, nu):
                 pos = [0] * D                      # position of the current site relative to x
@@ -83,14 +136,13 @@ def clover_force_matrix(W, L, R):
                     Z = Wmn @ A                                          # W(x) A(x), at x
                     if sgn > 0:
                         # link U_rho(y), y = x + pos; B from y + rho back to x
-                        after = list(pos)
-                        after[rho] += 1
                         e = [0] * D
                         e[rho] = 1
                         B = _path_transport(U, path[k + 1:], e, eye)   # at y (start y + rho)
                         Zy = shift_by(Z, [-p for p in pos])             # Z(y - pos) = Z(x)
                         add(rho, 0.125 * (links[rho] @ (B @ Zy)))
-                        pos = after
+                        pos = list(pos)
+                        pos[rho] += 1
                     else:
                         # link U_rho(y)^dag, y = x + pos - rho; B from y back to x
                         pos = list(pos)

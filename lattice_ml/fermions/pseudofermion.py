@@ -51,8 +51,16 @@ needs a tight ``tol``; a looser force-only tolerance or a chronological start gu
 break reversibility at ``O(tol)``) is not offered here.
 Clover term (``csw > 0``): ``A = (m + D) + C`` depends on the links too, ``dS = 2 Re(Y^dag dH X)
 - 2 Re(Y^dag dC X)``, so ``F = (1/2) TA[M_hop(Y, X) - M_clover(Y, X)]`` with
-:func:`lattice_ml.fermions.clover.clover_force_matrix`. Even/odd preconditioning with clover would
-need the extra ``det A_oo`` factor and is not offered (``csw > 0`` with ``even_odd=True`` raises).
+:func:`lattice_ml.fermions.clover.clover_force_matrix`. Even/odd with clover: ``det D =
+det A_oo det Dhat_ee``, ``Dhat = A_ee - H_eo A_oo^{-1} H_oe``, so two flavours are
+``S = phi_e^dag (Dhat^dag Dhat)^{-1} phi_e - 2 sum_{x odd} log|det A(x)|`` (the second term is
+what the clover adds; it is constant without clover). With ``X``, ``Y = Dhat X``,
+``R' = A_oo^{-1} H X``, ``L' = A_oo^{-1} H^dag Y`` and ``d(A^{-1}) = -A^{-1} dA A^{-1}``::
+
+    M = M_hop(Y, R') + M_hop(L', X) - M_clover(Y, X) - M_clover(L', R') - 2 M_logdet,
+
+``F = (1/2) TA(M)`` (``M_logdet`` from :func:`lattice_ml.fermions.clover.clover_logdet_force_matrix`
+on the odd sites); without clover ``A^{-1} = 1/(m + D)`` and this is the expression above.
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ from ..backend import namespace
 from ..groups import project_algebra
 from ..lattice import shift
 from ..gauge.paths import link
-from .clover import clover_force_matrix
+from .clover import clover_force_matrix, clover_logdet, clover_logdet_force_matrix
 from .solvers import cg, vdot
 from .wilson import WilsonDirac
 
@@ -123,8 +131,8 @@ class WilsonPseudofermionAction:
     even_odd : bool
         Use the even/odd preconditioned operator (all extents even).
     csw : float
-        Clover coefficient ``c_sw >= 0`` (force of the clover term included); not with
-        ``even_odd=True``.
+        Clover coefficient ``c_sw >= 0`` (force of the clover term included; with ``even_odd``
+        the action adds ``-2 sum_odd log|det A(x)|``).
     maxiter : int
         Passed to the solver.
 
@@ -139,10 +147,6 @@ class WilsonPseudofermionAction:
                  maxiter: int = 10000):
         if not (float(csw) >= 0.0):
             raise ValueError(f"csw must be >= 0, got {csw!r}")
-        if csw != 0.0 and even_odd:
-            raise NotImplementedError("even/odd preconditioning with a clover term (csw > 0) "
-                                      "needs the det A_oo factor, not implemented: use "
-                                      "even_odd=False")
         if not isinstance(N, int) or N < 1:
             raise ValueError(f"N must be a positive integer (1 for U(1)), got {N!r}")
         if not tol > 0:
@@ -211,7 +215,10 @@ class WilsonPseudofermionAction:
         xp = namespace(U)
         W = self.operator(U)
         X = self._solve(W)
-        return xp.real(vdot(self.phi, X))
+        S = xp.real(vdot(self.phi, X))
+        if self.even_odd and self.csw != 0.0:
+            S = S - 2.0 * clover_logdet(W, 1)
+        return S
 
     def force(self, U):
         """``F = -dS_f/dU`` as a Lie-algebra field ``[batch, D, *sites, N, N]`` (convention of
@@ -221,7 +228,10 @@ class WilsonPseudofermionAction:
         if not self.even_odd:
             return wilson_fermion_force(W, X)
         Y = W.apply_eo(X)
-        a = W.diag
-        M = hopping_force_matrix(W, Y, W.hopping(X)) + \
-            hopping_force_matrix(W, W._hop(Y, -1), X)
-        return (0.5 / a) * project_algebra(M)
+        R1 = W._local_inv(W.hopping(X))                # A_oo^{-1} H X      (odd sites)
+        L1 = W._local_inv(W._hop(Y, -1))               # A_oo^{-1} H^dag Y  (odd sites)
+        M = hopping_force_matrix(W, Y, R1) + hopping_force_matrix(W, L1, X)
+        if self.csw != 0.0:
+            M = (M - clover_force_matrix(W, Y, X) - clover_force_matrix(W, L1, R1)
+                 - 2.0 * clover_logdet_force_matrix(W, 1))
+        return 0.5 * project_algebra(M)
