@@ -26,15 +26,24 @@ __all__ = ["device", "cpu_driver", "cuda_namespace"]
 _DEVICE_FUNCTIONS: dict[str, list] = {}
 
 
+def _njit(fn, **options):
+    """``njit`` with Numba's on-disk cache, or without it where no cache directory is writable
+    (Numba then refuses ``cache=True`` when the function is decorated)."""
+    try:
+        return njit(cache=True, error_model="numpy", **options)(fn)
+    except RuntimeError:
+        return njit(error_model="numpy", **options)(fn)
+
+
 def device(fn):
     """Compile ``fn`` for the CPU (``njit``, cached) and remember it for the CUDA build."""
     _DEVICE_FUNCTIONS.setdefault(fn.__module__, []).append(fn)
-    return njit(cache=True, error_model="numpy")(fn)
+    return _njit(fn)
 
 
 def cpu_driver(fn):
     """A parallel CPU driver (``njit(parallel=True)``, cached)."""
-    return njit(parallel=True, cache=True, error_model="numpy")(fn)
+    return _njit(fn, parallel=True)
 
 
 def _templates():

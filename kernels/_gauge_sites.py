@@ -1,22 +1,28 @@
 """Per-link bodies and drivers of the 4D SU(3) staple and gauge-force kernels (templates compiled
 by :mod:`._build`; SU(3) helpers from :mod:`._su3`).
 
-Layout: links ``U[batch, 4, V, 9]`` (sites in C order, extents ``L = (L0, L1, L2, L3)``, strides
-``st``). The staple sum of the link ``U_mu(x)`` is (:mod:`lattice_ml.gauge.action`)
+Layout: links ``U[batch, 4, V, 9]`` (sites in C order, extents ``L = (L0, L1, L2, L3)``;
+neighbours through the offset table of :func:`offset_table`). The staple sum of the link ``U_mu(x)`` is (:mod:`lattice_ml.gauge.action`)
 
     V_mu(x) = c_p sum_{nu != mu} [ U_nu(x+mu) U_mu(x+nu)^dag U_nu(x)^dag
                                   + U_nu(x+mu-nu)^dag U_mu(x-nu)^dag U_nu(x-nu) ]
             + c_r sum_{nu != mu} (the six 2x1 rectangle staples R1 ... R6),
 
-grouped so that shared factors are multiplied once (per nu, above / below):
+grouped so that shared factors are multiplied once (per nu, above / below the link):
 
-    up:   [c_p K + c_r (P1 U_mu(x+nu)^dag + U_nu(x+mu) H5)] U_nu(x)^dag,   K = U_nu(x+mu) U_mu(x+nu)^dag
-          P1 = U_mu(x+mu) U_nu(x+2mu) U_mu(x+mu+nu)^dag,  H5 = U_nu(x+mu+nu) U_mu(x+2nu)^dag U_nu(x+nu)^dag
-    down: [c_p Kd + c_r (P2 U_mu(x-nu)^dag + U_nu(x+mu-nu)^dag H6)] U_nu(x-nu),
-          Kd = U_nu(x+mu-nu)^dag U_mu(x-nu)^dag,  P2 = U_mu(x+mu) U_nu(x+2mu-nu)^dag U_mu(x+mu-nu)^dag,
-          H6 = U_nu(x+mu-2nu)^dag U_mu(x-2nu)^dag U_nu(x-2nu)
-    and the two rectangles whose first link is U_mu(x-mu), summed over nu before the last product:
-          c_r [sum_nu K U_mu(x-mu+nu)^dag U_nu(x-mu)^dag + Kd U_mu(x-mu-nu)^dag U_nu(x-mu-nu)] U_mu(x-mu).
+    above: [c_p K + c_r (P1 U_mu(x+nu)^dag + U_nu(x+mu) H5)] U_nu(x)^dag,
+           K  = U_nu(x+mu) U_mu(x+nu)^dag,
+           P1 = U_mu(x+mu) U_nu(x+2mu) U_mu(x+mu+nu)^dag,
+           H5 = U_nu(x+mu+nu) U_mu(x+2nu)^dag U_nu(x+nu)^dag;
+    below: [c_p Kd + c_r (P2 U_mu(x-nu)^dag + U_nu(x+mu-nu)^dag H6)] U_nu(x-nu),
+           Kd = U_nu(x+mu-nu)^dag U_mu(x-nu)^dag,
+           P2 = U_mu(x+mu) U_nu(x+2mu-nu)^dag U_mu(x+mu-nu)^dag,
+           H6 = U_nu(x+mu-2nu)^dag U_mu(x-2nu)^dag U_nu(x-2nu);
+
+and the two rectangles whose first link is U_mu(x-mu), summed over nu before the last product:
+
+    c_r [sum_nu K U_mu(x-mu+nu)^dag U_nu(x-mu)^dag
+                + Kd U_mu(x-mu-nu)^dag U_nu(x-mu-nu)] U_mu(x-mu).
 
 3x3 complex products per link: 4 (D-1) = 12 for the plaquette staples, 20 (D-1) + 1 = 61 with
 rectangles; the force adds one more (``U V``).

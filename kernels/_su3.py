@@ -190,6 +190,8 @@ EXP_SERIES_C1 = 0.02
 EXP_SERIES_TERMS = 14
 B_SERIES_C1 = 0.5
 B_SERIES_TERMS = 30
+# xi1(r) = sum_{k=1..12} (-1)^k 2k r^(2k-2) / (2k+1)!  (coefficient of r^(2k-2) at index k-1)
+XI1_SERIES = tuple((-1.0) ** k * 2.0 * k / math.factorial(2 * k + 1) for k in range(1, 13))
 
 
 @device
@@ -206,16 +208,9 @@ def xi1(r):
     """``(cos r - sin r / r) / r^2``, a 12-term Taylor series below |r| = 1."""
     if abs(r) < 1.0:
         r2 = r * r
-        # sum_{k>=1} (-1)^k 2k r^(2k-2) / (2k+1)!, Horner from k = 12
         s = 0.0
-        for k in range(12, 0, -1):
-            f = 1.0
-            for j in range(2, 2 * k + 2):
-                f *= j
-            c = 2.0 * k / f
-            if k % 2 == 1:
-                c = -c
-            s = s * r2 + c
+        for k in range(11, -1, -1):          # Horner from the highest term
+            s = s * r2 + XI1_SERIES[k]
         return s
     return (math.cos(r) - math.sin(r) / r) / (r * r)
 
