@@ -47,7 +47,7 @@ from ..backend import RandomStreams, backend_name, namespace_by_name, to_numpy
 from ..io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, load_config, parse_override
 from .jobs import build_job, host, summary_entry
-from .output import CHECKPOINT_NAME, CONFIG_NAME, SUMMARY_NAME, atomic_save_npz
+from .output import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, SUMMARY_NAME, atomic_save_npz
 from .progress import Progress
 
 __all__ = ["run_job", "RunError", "RunInterrupted", "ResumeError", "load_resume",
@@ -194,7 +194,7 @@ def prepare_resume(directory: str | Path, overrides=()) -> tuple[dict, Path, dic
     config = load_config(out / CONFIG_NAME, overrides) if overrides else base
     state = load_resume(out, config)
     for p in out.glob(".*.tmp"):  # temporaries of a process killed while writing
-        if any(p.name.startswith(f".{n}.") for n in (CHECKPOINT_NAME, "history.npz")):
+        if any(p.name.startswith(f".{n}.") for n in (CHECKPOINT_NAME, HISTORY_NAME)):
             with contextlib.suppress(OSError):
                 p.unlink()
     if config != base:
@@ -334,7 +334,7 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
 
         # [time, chain, ...] -> [chain, time, ...]
         arrays = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in hist.items()}
-        atomic_save_npz(Path(out_dir) / "history.npz", **arrays)
+        atomic_save_npz(Path(out_dir) / HISTORY_NAME, **arrays)
         observables = {k: v for k, v in job.summarize(arrays).items() if v is not None}
         if stop.signum is not None:
             save(total)
