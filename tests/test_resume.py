@@ -88,9 +88,9 @@ JOBS = {
                                 "sampler.fine_steps=1", "sampler.start=hot", "sampler.n_steps=2",
                                 "sampler.n_therm=1", "sampler.n_samples=5",
                                 "sampler.measure_every=1"],
-    "schwinger": ["theory.name=schwinger", "sampler.n_steps=2", "sampler.n_chains=1",
-                  "theory.n_noise=1", "sampler.n_therm=1", "sampler.n_samples=5",
-                  "sampler.measure_every=1"],
+    "schwinger": ["theory.name=schwinger", "sampler.n_steps=1", "sampler.tau=0.5",
+                  "sampler.n_chains=1", "theory.n_noise=1", "sampler.n_therm=1",
+                  "sampler.n_samples=5", "sampler.measure_every=1"],
 }
 JOBS["schwinger_staggered_rhmc"] = JOBS["schwinger"] + ["theory.fermion=staggered"]
 _FLOW = ["sampler.layers=2", "sampler.channels=2", "sampler.hidden_layers=1",
@@ -100,7 +100,7 @@ JOBS["phi4_flow_hmc"] = ["sampler.name=flow_hmc", *_FLOW]
 STOPS = {"suN_symanzik_two_scales": [1, 2, 4], "schwinger": [1, 2, 4],
          "schwinger_staggered_rhmc": [1, 2, 4], "phi4_flow_metropolis": [6],
          "phi4_flow_hmc": [3, 6]}
-SLOW_JOBS = ("phi4_flow_hmc",)  # every build of a flow job trains it and measures its ESS
+SLOW_JOBS = ("phi4_flow_hmc", "schwinger_staggered_rhmc")  # every build of a flow job trains it and measures its ESS
 
 
 @pytest.mark.parametrize("job", [pytest.param(j, marks=pytest.mark.slow) if j in SLOW_JOBS else j
