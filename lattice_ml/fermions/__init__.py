@@ -4,6 +4,7 @@ rational approximations (Remez), rooted staggered RHMC, the clover force, and th
 correlator and chiral condensate. Layout of fermion fields:
 ``[batch, *sites, spin, colour]`` complex."""
 
+from .clover import clover_force_matrix, clover_logdet, clover_logdet_force_matrix
 from .gamma import gamma5, gamma_matrices, n_spin, sigma_munu
 from .observables import chiral_condensate, effective_mass, pion_correlator, point_source
 from .pseudofermion import WilsonPseudofermionAction, hopping_force_matrix, wilson_fermion_force
@@ -16,7 +17,7 @@ from .solvers import (MixedInfo, MultiShiftInfo, SolverError, SolverInfo, bicgst
 from .staggered import StaggeredDirac, staggered_epsilon, staggered_phases
 from .wilson import WilsonDirac, clover_field_strength, kappa_from_mass, mass_from_kappa
 
-__all__ = ["gamma5", "gamma_matrices", "n_spin", "sigma_munu", "WilsonDirac",
+__all__ = ["clover_force_matrix", "clover_logdet", "clover_logdet_force_matrix", "gamma5", "gamma_matrices", "n_spin", "sigma_munu", "WilsonDirac",
            "clover_field_strength", "kappa_from_mass", "mass_from_kappa", "StaggeredDirac",
            "staggered_phases", "staggered_epsilon", "cg", "cgne", "bicgstab", "multishift_cg",
            "cg_mixed", "SolverError", "SolverInfo", "MultiShiftInfo", "MixedInfo",

@@ -26,6 +26,11 @@ back to ``x``. Summed over planes, leaves and their four links (16 terms per pla
 :func:`clover_force_matrix` with ``2 Re(L^dag dC R) = Re Tr[T M_rho(y)]``. With ``D = A - H``,
 ``A = (m + D) + C``, the two-flavour pseudofermion force is
 ``F = (1/2) TA[M_hop(Y, X) - M_clover(Y, X)]`` (:func:`lattice_ml.fermions.wilson_fermion_force`).
+
+Even/odd with clover needs ``det A_oo`` as well: :func:`clover_logdet` gives
+``sum_{x of parity} log|det A(x)|`` and :func:`clover_logdet_force_matrix` its derivative, the same
+leaf derivative with the insertion ``G_munu = (i c_sw / 2) sum_{s s'} (sigma_munu)_{s s'}
+A^{-1}(x)_{(s' b), (s a)}`` (from ``d log det A = Tr[A^{-1} dC]``).
 """
 
 from __future__ import annotations
