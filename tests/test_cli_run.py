@@ -69,11 +69,27 @@ def test_variants_run(tmp_path, extra):
     assert json.loads((out / "summary.json").read_text())["observables"]["phi2"]["mean"] > 0
 
 
-def test_numpy_and_strict_backends_agree(tmp_path):
+def test_numpy_and_strict_backends_agree(tmp_path, monkeypatch):
+    """The array-API code gives the same chains on both namespaces (the Numba kernels, which
+    only serve NumPy arrays, sum in another order: HMC amplifies that round-off, so the
+    comparison of the reference paths switches them off)."""
+    monkeypatch.setenv("LATTICE_ML_KERNELS", "off")
     _, a = run(tmp_path, "np")
     _, b = run(tmp_path, "strict", "--set", "run.backend=array_api_strict")
     np.testing.assert_allclose(np.load(a / "history.npz")["phi2"],
                                np.load(b / "history.npz")["phi2"], rtol=1e-12)
+
+
+def test_kernels_and_reference_agree_on_short_chains(tmp_path, monkeypatch):
+    """With and without the phi4 force kernel, the first trajectories agree to round-off
+    amplified by the molecular dynamics (a few trajectories, accept/reject unchanged)."""
+    short = ["--set", "sampler.n_therm=0", "--set", "sampler.n_samples=5"]
+    _, a = run(tmp_path, "kern", *short)
+    monkeypatch.setenv("LATTICE_ML_KERNELS", "off")
+    _, b = run(tmp_path, "ref", *short)
+    ha, hb = np.load(a / "history.npz"), np.load(b / "history.npz")
+    np.testing.assert_array_equal(ha["accepted"], hb["accepted"])
+    np.testing.assert_allclose(ha["phi2"], hb["phi2"], rtol=1e-9)
 
 
 def test_blow_up_fails_without_summary(tmp_path, capsys):

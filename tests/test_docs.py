@@ -14,7 +14,7 @@ def python_blocks(path):
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/getting-started.md", "docs/smearing.md",
                                  "docs/training.md", "docs/fermions.md",
-                                 "docs/flows.md", "docs/io.md"])
+                                 "docs/flows.md", "docs/io.md", "docs/kernels.md"])
 def test_python_examples_run(doc):
     path = ROOT / doc
     if not path.exists():
