@@ -5,7 +5,9 @@ A checkpoint holds a *state tree*: nested dicts (string keys), lists and tuples 
 arrays and scalars, or arrays of any array-API namespace, copied to the host). Python floats and
 integers go through JSON exactly (shortest round-trip text, arbitrary-size integers); arrays keep
 their dtype, shape and every bit. :func:`load_checkpoint` gives the tree back with the same
-containers (tuples stay tuples) and host NumPy arrays; NumPy scalars come back as NumPy scalars.
+containers (tuples stay tuples) and host NumPy arrays (big-endian arrays come back
+little-endian, same values); NumPy scalars come back as NumPy scalars and Python complex
+numbers as ``numpy.complex128``.
 
 File layout (format version 1, all integers little-endian)::
 
