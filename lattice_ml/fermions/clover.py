@@ -66,12 +66,26 @@ def _path_transport(U, path, start, eye):
     return transport(U, path, start) if path else eye
 
 
-def clover_force_matrix(W, L, R):
+def clover_force_matrix(W, L, R, pairs=(), logdet=None):
     """``M_rho(y)`` with ``2 Re(L^dag dC R) = Re Tr[T M_rho(y)]`` for ``U_rho(y) -> exp(sT) U_rho(y)``,
     ``C`` the clover term of the Wilson operator ``W`` (``W.csw``); ``[batch, D, *sites, N, N]``
-    (module docstring for the derivation). Zero when ``csw = 0``."""
+    (module docstring for the derivation). Zero when ``csw = 0``.
+
+    The result is linear in the insertion, so several terms share one pass over the leaves:
+    ``pairs`` adds ``c * M(L', R')`` for every ``(c, L', R')`` and ``logdet = (c, parity)`` adds
+    ``c * clover_logdet_force_matrix(W, parity)``."""
     sig = sigma_munu(W.D, W.xp, dtype=W.U.dtype, device=W.device)
-    return _insertion_force(W, lambda mu, nu: (1j * W.csw) * _outer(sig[mu, nu, ...] @ R, L))
+    terms = [(1.0, L, R), *pairs]
+    ld = None if logdet is None or W.csw == 0.0 else (logdet[0], _logdet_insertion(W, logdet[1]))
+
+    def insertion(mu, nu):
+        G = None
+        for c, a, b in terms:
+            g = (1j * W.csw * c) * _outer(sig[mu, nu, ...] @ b, a)
+            G = g if G is None else G + g
+        return G if ld is None else G + ld[0] * ld[1](mu, nu)
+
+    return _insertion_force(W, insertion)
 
 
 def clover_logdet_force_matrix(W, parity: int):
@@ -82,10 +96,16 @@ def clover_logdet_force_matrix(W, parity: int):
     ``G_munu = (i c_sw / 2) B_munu``, ``B_munu(x)_{ba} = sum_{s s'} (sigma_munu)_{s s'}
     A^{-1}(x)_{(s' b), (s a)}`` (spin-major index ``s N + colour``), restricted to the sites of
     ``parity``; then as :func:`clover_force_matrix`."""
-    xp, N, ns = W.xp, W.N, W.n_spin
     if W.csw == 0.0:
         return _insertion_force(W, None)
-    Ainv = xp.linalg.inv(W._local_matrix())                      # [batch, *sites, sN, sN]
+    return _insertion_force(W, _logdet_insertion(W, parity))
+
+
+def _logdet_insertion(W, parity):
+    xp, N, ns = W.xp, W.N, W.n_spin
+    if W._Ainv is None:
+        W._Ainv = xp.linalg.inv(W._local_matrix())
+    Ainv = W._Ainv                                                # [batch, *sites, sN, sN]
     mask = W._mask(parity)                                        # [1, *sites, 1, 1]
     sig = sigma_munu(W.D, xp, dtype=W.U.dtype, device=W.device)
     host_sig = np.asarray(to_numpy(sig))
@@ -101,7 +121,7 @@ def clover_logdet_force_matrix(W, parity: int):
                 B = term if B is None else B + term
         return (0.5j * W.csw) * (B * xp.astype(mask, B.dtype))
 
-    return _insertion_force(W, insertion)
+    return insertion
 
 
 def clover_logdet(W, parity: int):

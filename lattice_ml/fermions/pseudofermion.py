@@ -71,7 +71,7 @@ from ..backend import namespace
 from ..groups import project_algebra
 from ..lattice import shift
 from ..gauge.paths import link
-from .clover import clover_force_matrix, clover_logdet, clover_logdet_force_matrix
+from .clover import clover_force_matrix, clover_logdet
 from .solvers import cg, vdot
 from .wilson import WilsonDirac
 
@@ -232,6 +232,6 @@ class WilsonPseudofermionAction:
         L1 = W._local_inv(W._hop(Y, -1))               # A_oo^{-1} H^dag Y  (odd sites)
         M = hopping_force_matrix(W, Y, R1) + hopping_force_matrix(W, L1, X)
         if self.csw != 0.0:
-            M = (M - clover_force_matrix(W, Y, X) - clover_force_matrix(W, L1, R1)
-                 - 2.0 * clover_logdet_force_matrix(W, 1))
+            # one pass over the leaves: -M_clover(Y, X) - M_clover(L', R') - 2 M_logdet
+            M = M - clover_force_matrix(W, Y, X, pairs=[(1.0, L1, R1)], logdet=(2.0, 1))
         return 0.5 * project_algebra(M)
