@@ -95,7 +95,7 @@ def error_of(*args, **kwargs) -> ConfigError:
 
 def test_defaults_load_and_validate():
     c = load_config(None, [])
-    assert list(c) == ["lattice", "theory", "sampler", "run"]
+    assert list(c) == ["lattice", "theory", "sampler", "flow", "run"]
     assert c["lattice"]["shape"] == [32, 32]
     assert c["theory"] == {"name": "phi4", "form": "hopping", "beta": 0.64, "lam": 1.0}
     s = c["sampler"]

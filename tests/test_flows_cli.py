@@ -12,9 +12,9 @@ SMALL = ["--set", "lattice.shape=[2,2]", "--set", "theory.form=standard",
          "--set", "theory.m2=-4.0", "--set", "theory.lam=8.0",
          "--set", "sampler.n_chains=4", "--set", "sampler.n_therm=10",
          "--set", "sampler.n_samples=60", "--set", "run.progress=never"]
-FLOW = ["--set", "sampler.layers=2", "--set", "sampler.channels=4",
-        "--set", "sampler.hidden_layers=1", "--set", "sampler.train_steps=40",
-        "--set", "sampler.batch=32"]
+FLOW = ["--set", "flow.layers=2", "--set", "flow.channels=4",
+        "--set", "flow.hidden_layers=1", "--set", "flow.train_steps=40",
+        "--set", "flow.batch=32"]
 
 
 def run(tmp_path, name, *extra):
@@ -57,10 +57,10 @@ def test_flow_errors(tmp_path, capsys):
                  "--set", "theory.name=su2", "--set", "lattice.shape=[4,4]"])
     text = "".join(capsys.readouterr())
     assert code == 2 and "sampler.name" in text and "phi4" in text
-    code, _ = run(tmp_path, "e2", "--set", "sampler.name=flow", "--set", "sampler.kernel=4",
-                  "--set", "sampler.train_steps=0")
+    code, _ = run(tmp_path, "e2", "--set", "sampler.name=flow", "--set", "flow.kernel=4",
+                  "--set", "flow.train_steps=0")
     text = "".join(capsys.readouterr())
-    assert code == 2 and "sampler.kernel" in text and "odd" in text
+    assert code == 2 and "flow.kernel" in text and "odd" in text
 
 
 @pytest.mark.parametrize("sampler", ["flow", "flow_hmc"])
@@ -81,8 +81,8 @@ def test_flow_run_resumes_bit_identically(tmp_path, sampler):
     overrides = ["lattice.shape=[2,2]", "theory.form=standard", "theory.m2=-4.0",
                  "theory.lam=8.0", "sampler.n_chains=2", "sampler.n_therm=3",
                  "sampler.n_samples=6", "run.progress=never", "run.checkpoint_every=1",
-                 f"sampler.name={sampler}", "sampler.layers=2", "sampler.channels=2",
-                 "sampler.hidden_layers=1", "sampler.train_steps=5", "sampler.batch=8"]
+                 f"sampler.name={sampler}", "flow.layers=2", "flow.channels=2",
+                 "flow.hidden_layers=1", "flow.train_steps=5", "flow.batch=8"]
     if sampler == "flow_hmc":
         overrides += ["sampler.n_steps=2"]
     config = load_config(None, overrides)

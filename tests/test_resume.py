@@ -93,8 +93,8 @@ JOBS = {
                   "sampler.n_samples=5", "sampler.measure_every=1"],
 }
 JOBS["schwinger_staggered_rhmc"] = JOBS["schwinger"] + ["theory.fermion=staggered"]
-_FLOW = ["sampler.layers=2", "sampler.channels=2", "sampler.hidden_layers=1",
-         "sampler.train_steps=5", "sampler.batch=4"]
+_FLOW = ["flow.layers=2", "flow.channels=2", "flow.hidden_layers=1",
+         "flow.train_steps=5", "flow.batch=4"]
 JOBS["phi4_flow_metropolis"] = ["sampler.name=flow", *_FLOW]  # the flow is retrained on resume
 JOBS["phi4_flow_hmc"] = ["sampler.name=flow_hmc", *_FLOW]
 STOPS = {"suN_symanzik_two_scales": [1, 2, 4], "schwinger": [1, 2, 4],

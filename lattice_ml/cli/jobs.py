@@ -109,7 +109,8 @@ class Phi4FlowJob(Phi4Job):
     ``sampler.name = "flow"``: independence Metropolis with the flow as proposal (the chain state
     is the field ``x``); ``"flow_hmc"``: HMC on the pulled-back action in the latent space (the
     chain state is the latent field ``z``; measurements use ``x = f(z)``). The flow (affine
-    couplings, checkerboard masks, conditioners ``[1, channels × hidden_layers, 2]``) is trained
+    couplings, checkerboard masks, conditioners ``[1, channels × hidden_layers, 2]``; the ``[flow]``
+    table) is trained
     by reverse KL with Adam and a cosine decay from ``lr`` to ``lr/100``, from its own random
     streams (seed ``run.seed + 1``), so training is reproducible and a resumed run retrains the
     same flow. ``description["flow"]`` reports the training and the ESS of 4096 fresh samples.
@@ -127,31 +128,31 @@ class Phi4FlowJob(Phi4Job):
         super().__init__({**config, "sampler": {**config["sampler"], "integrator": "omelyan",
                                                 "n_steps": 1, "tau": 1.0, "tau_jitter": 0.0,
                                                 "fine_steps": 0}})
-        sm, run = config["sampler"], config["run"]
-        if sm["kernel"] % 2 != 1:
-            raise ConfigError("sampler.kernel", f"the kernel size must be odd, got {sm['kernel']}")
-        if sm["kernel"] // 2 > min(self.lattice.shape):
-            raise ConfigError("sampler.kernel", f"kernel {sm['kernel']} is wider than the "
+        sm, fl, run = config["sampler"], config["flow"], config["run"]
+        if fl["kernel"] % 2 != 1:
+            raise ConfigError("flow.kernel", f"the kernel size must be odd, got {fl['kernel']}")
+        if fl["kernel"] // 2 > min(self.lattice.shape):
+            raise ConfigError("flow.kernel", f"kernel {fl['kernel']} is wider than the "
                               f"lattice {list(self.lattice.shape)}")
         xp = namespace_by_name(run["backend"])
         dtype = run["dtype"]
-        self.flow = make_phi4_flow(self.lattice.shape, xp, n_layers=sm["layers"],
-                                   hidden=[sm["channels"]] * sm["hidden_layers"],
-                                   kernel=sm["kernel"], seed=run["seed"],
+        self.flow = make_phi4_flow(self.lattice.shape, xp, n_layers=fl["layers"],
+                                   hidden=[fl["channels"]] * fl["hidden_layers"],
+                                   kernel=fl["kernel"], seed=run["seed"],
                                    dtype=getattr(xp, dtype))
         t0 = time.perf_counter()
-        info = {"layers": sm["layers"], "channels": sm["channels"],
-                "hidden_layers": sm["hidden_layers"], "kernel": sm["kernel"],
-                "n_parameters": self.flow.n_parameters, "train_steps": sm["train_steps"],
-                "batch": sm["batch"], "lr": sm["lr"]}
-        if sm["train_steps"]:
+        info = {"layers": fl["layers"], "channels": fl["channels"],
+                "hidden_layers": fl["hidden_layers"], "kernel": fl["kernel"],
+                "n_parameters": self.flow.n_parameters, "train_steps": fl["train_steps"],
+                "batch": fl["batch"], "lr": fl["lr"]}
+        if fl["train_steps"]:
             trainer = FlowTrainer(
                 self.flow, self.action,
-                Adam(cosine_decay(sm["lr"], sm["train_steps"], sm["lr"] / 100)),
-                batch_size=sm["batch"], seed=run["seed"] + 1,
-                max_grad_norm=sm["clip"] or None, xp=xp, dtype=dtype)
+                Adam(cosine_decay(fl["lr"], fl["train_steps"], fl["lr"] / 100)),
+                batch_size=fl["batch"], seed=run["seed"] + 1,
+                max_grad_norm=fl["clip"] or None, xp=xp, dtype=dtype)
             with np.errstate(all="ignore"):
-                trainer.train(sm["train_steps"])
+                trainer.train(fl["train_steps"])
             info["final_loss"] = float(np.mean(trainer.history["loss"][-50:]))
             info["skipped_steps"] = trainer.skipped
         info["train_seconds"] = time.perf_counter() - t0

@@ -191,25 +191,27 @@ _HEATBATH = Table(
 )
 
 # Normalizing-flow samplers (φ⁴): the flow is trained (reverse KL, Adam, cosine decay) before the
-# chains start; its keys live in the sampler's variant table.
-_FLOW_PARAMS = {
-    "layers": Param("int", 16, minimum=1, doc="flow: affine coupling layers (checkerboard masks)"),
-    "channels": Param("int", 8, minimum=1, doc="flow: hidden channels of each conditioner"),
-    "hidden_layers": Param("int", 2, minimum=0,
-                           doc="flow: hidden convolutions per conditioner (0: one convolution)"),
-    "kernel": Param("int", 3, minimum=1, doc="flow: odd kernel size of the periodic convolutions"),
-    "train_steps": Param("int", 1000, minimum=0, doc="flow: reverse-KL training steps (Adam)"),
-    "batch": Param("int", 64, minimum=2, doc="flow: configurations per training step"),
-    "lr": Param("float", 5e-3, minimum=0.0, exclusive_minimum=True,
-                doc="flow: initial learning rate, cosine decay to lr/100 over train_steps"),
-    "clip": Param("float", 100.0, minimum=0.0, doc="flow: gradient global-norm clip (0: none)"),
-}
-_FLOW = Table(doc="independence Metropolis with a trained normalizing flow (φ⁴)",
-              params=dict(_FLOW_PARAMS))
+# chains start; its architecture and training live in the [flow] table.
+_FLOW_TABLE = Table(
+    doc="the normalizing flow of sampler.name = flow | flow_hmc (φ⁴); ignored by other samplers",
+    params={
+        "layers": Param("int", 16, minimum=1, doc="affine coupling layers (checkerboard masks)"),
+        "channels": Param("int", 8, minimum=1, doc="hidden channels of each conditioner"),
+        "hidden_layers": Param("int", 2, minimum=0,
+                               doc="hidden convolutions per conditioner (0: one convolution)"),
+        "kernel": Param("int", 3, minimum=1, doc="odd kernel size of the periodic convolutions"),
+        "train_steps": Param("int", 1000, minimum=0, doc="reverse-KL training steps (Adam)"),
+        "batch": Param("int", 64, minimum=2, doc="configurations per training step"),
+        "lr": Param("float", 5e-3, minimum=0.0, exclusive_minimum=True,
+                    doc="initial learning rate, cosine decay to lr/100 over train_steps"),
+        "clip": Param("float", 100.0, minimum=0.0, doc="gradient global-norm clip (0: none)"),
+    },
+)
+_FLOW = Table(doc="independence Metropolis with a trained normalizing flow (φ⁴; see [flow])",
+              params={})
 _FLOW_HMC = Table(
-    doc="HMC in the latent space of a trained normalizing flow (φ⁴)",
-    params={**_FLOW_PARAMS, **{k: _HMC.params[k] for k in ("integrator", "n_steps", "tau",
-                                                          "tau_jitter")}},
+    doc="HMC in the latent space of a trained normalizing flow (φ⁴; see [flow])",
+    params={k: _HMC.params[k] for k in ("integrator", "n_steps", "tau", "tau_jitter")},
 )
 
 SAMPLERS: dict[str, Table] = {"hmc": _HMC, "heatbath": _HEATBATH, "flow": _FLOW,
@@ -258,6 +260,7 @@ SCHEMA: dict[str, Table] = {
         variants=SAMPLERS,
         planned=PLANNED_SAMPLERS,
     ),
+    "flow": _FLOW_TABLE,
     "run": Table(
         doc="reproducibility, backend and display",
         params={
