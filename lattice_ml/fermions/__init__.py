@@ -14,10 +14,13 @@ from .rational import (RationalApproximation, RemezRoundoffError, remez,
                        zolotarev_inverse_sqrt)
 from .solvers import (MixedInfo, MultiShiftInfo, SolverError, SolverInfo, bicgstab, cg, cg_mixed,
                       cgne, multishift_cg)
-from .staggered import StaggeredDirac, staggered_epsilon, staggered_phases
-from .wilson import WilsonDirac, clover_field_strength, kappa_from_mass, mass_from_kappa
+from .staggered import StaggeredDirac, staggered_epsilon, staggered_hop, staggered_phases
+from .wilson import (WilsonDirac, clover_field_strength, compress_links, decompress_links,
+                     kappa_from_mass, mass_from_kappa, wilson_hop)
 
-__all__ = ["clover_force_matrix", "clover_logdet", "clover_logdet_force_matrix", "gamma5", "gamma_matrices", "n_spin", "sigma_munu", "WilsonDirac",
+__all__ = ["clover_force_matrix", "clover_logdet", "clover_logdet_force_matrix", "gamma5",
+           "gamma_matrices", "n_spin", "sigma_munu", "WilsonDirac", "wilson_hop",
+           "compress_links", "decompress_links", "staggered_hop",
            "clover_field_strength", "kappa_from_mass", "mass_from_kappa", "StaggeredDirac",
            "staggered_phases", "staggered_epsilon", "cg", "cgne", "bicgstab", "multishift_cg",
            "cg_mixed", "SolverError", "SolverInfo", "MultiShiftInfo", "MixedInfo",
