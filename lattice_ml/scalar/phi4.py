@@ -78,13 +78,6 @@ class Phi4Action:
                           terms=terms)
 
     # -- pieces --------------------------------------------------------------------------------
-    def _neighbour_sum(self, phi):
-        """sum_mu [phi(x+mu) + phi(x-mu)]."""
-        out = 0.0
-        for mu in range(self.lattice.dim):
-            out = out + shift(phi, mu, +1) + shift(phi, mu, -1)
-        return out
-
     def _forward_product_sum(self, phi):
         """sum_mu phi(x+mu) phi(x), per site."""
         out = 0.0
