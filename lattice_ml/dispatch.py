@@ -31,6 +31,7 @@ import functools
 import importlib
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -88,9 +89,16 @@ def _load_kernels() -> None:
             try:
                 importlib.import_module(mod)
             except ModuleNotFoundError as exc:
-                # the registry not being there (yet) means: no kernels; anything else is a bug
-                if exc.name != mod:
+                # no registry, or lattice_ml imported from a source tree that was never
+                # installed (kernels/ maps in as lattice_ml.kernels only on install): the
+                # reference runs everywhere; anything else missing is a bug
+                if exc.name not in (mod, "lattice_ml.kernels"):
                     raise
+                if exc.name == "lattice_ml.kernels":
+                    warnings.warn("lattice_ml.kernels is not importable (a source tree that "
+                                  "was not installed?): every call takes the array-API "
+                                  "reference; `pip install -e .` maps kernels/ in",
+                                  UserWarning, stacklevel=3)
         _loaded = True
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,7 +250,10 @@ def _argv(sets):
 def _start(out, sets=KILL, resume=False):
     cmd = [sys.executable, "-m", "lattice_ml.cli.main", "run"]
     cmd += ["--resume", str(out)] if resume else ["--out", str(out), *_argv(sets)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # run outside the source tree: `python -m` puts the working directory first on sys.path,
+    # and the checkout's lattice_ml/ is not the installed package (kernels/ maps in on install)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(Path(out).parent))
 
 
 def _wait_for_checkpoint(proc, path, k_min, timeout=60.0, fail=True):
