@@ -215,7 +215,7 @@ print("PTX OK")
 
 
 @pytest.mark.slow
-def test_cuda_kernels_compile_to_ptx_for_sm90():
+def test_cuda_kernels_compile_to_ptx_for_sm90(tmp_path):
     """The simulator runs the kernels as Python; this checks that Numba's CUDA target types and
     compiles them (both precisions, helpers inlined: no calls) for an H100 (sm_90). Runs in a
     subprocess without the simulator; skipped without libNVVM."""
@@ -224,8 +224,9 @@ def test_cuda_kernels_compile_to_ptx_for_sm90():
     import sys
 
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    # outside the source tree, so that the installed lattice_ml (with its kernels) is imported
     res = subprocess.run([sys.executable, "-c", _PTX_SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=600, cwd=str(tmp_path))
     if res.returncode != 0 and ("NvvmSupportError" in res.stderr or "libNVVM" in res.stderr
                                 or "nvvm" in res.stderr.lower() and "cannot" in res.stderr):
         pytest.skip("libNVVM not available: " + res.stderr.strip().splitlines()[-1])
