@@ -1,0 +1,265 @@
+"""What the solvers share: result records, the error, per-entry inner products and norms,
+masks, input checks and the common start of every Krylov recursion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...backend import device_of, namespace, to_numpy
+
+
+class SolverError(RuntimeError):
+    """A solve failed: an entry did not converge within ``maxiter`` or the recursion broke down.
+
+    Attributes
+    ----------
+    entries : list of int
+        Batch entries that failed.
+    iteration : int or None
+        Iteration (of the first failed entry) at which the failure was detected.
+    info : SolverInfo, MultiShiftInfo, MixedInfo or None
+        What the solver knew when it stopped (``None`` for a breakdown raised immediately).
+    """
+
+    def __init__(self, message: str, entries=(), iteration=None, info=None):
+        super().__init__(message)
+        self.entries = list(entries)
+        self.iteration = iteration
+        self.info = info
+
+
+@dataclass
+class SolverInfo:
+    """Result record of :func:`cg`, :func:`cgne` and :func:`bicgstab` (host NumPy arrays).
+
+    Attributes
+    ----------
+    method : str
+    tol : float
+    iterations : int array ``[batch]``
+        Iterations performed by each entry (an entry stops counting once it has converged).
+    converged : bool array ``[batch]``
+        ``True`` where the true relative residual reached ``tol``.
+    residual : float array ``[batch]``
+        Final **true** relative residual ``||b - A x|| / ||b||`` (of the original system for
+        :func:`cgne`).
+    history : float array ``[n_iter, batch]``
+        Relative residual of the recursion after each iteration (frozen entries repeat their
+        last value).
+    matvecs : int
+        Operator applications to the whole batch (``D`` and ``D^dagger`` counted separately).
+    restarts : int array ``[batch]``
+        Restarts from the true residual.
+    breakdown : dict
+        ``{entry: message}`` for entries stopped by a breakdown (only with
+        ``raise_on_failure=False``).
+    """
+
+    method: str
+    tol: float
+    iterations: np.ndarray
+    converged: np.ndarray
+    residual: np.ndarray
+    history: np.ndarray
+    matvecs: int = 0
+    restarts: np.ndarray | None = None
+    breakdown: dict = field(default_factory=dict)
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(np.all(self.converged))
+
+    def __repr__(self) -> str:
+        return (f"SolverInfo(method={self.method!r}, tol={self.tol:g}, "
+                f"iterations={self.iterations.tolist()}, converged={self.converged.tolist()}, "
+                f"residual=[{', '.join(f'{v:.2e}' for v in self.residual)}], "
+                f"matvecs={self.matvecs})")
+
+
+@dataclass
+class MultiShiftInfo:
+    """Result record of :func:`multishift_cg` (host NumPy arrays).
+
+    Attributes
+    ----------
+    shifts : float array ``[n_shift]``
+    tol : float
+    iterations : int array ``[n_shift, batch]``
+        Shifted-CG iterations during which shift ``k`` of entry ``b`` was still updated.
+    converged : bool array ``[n_shift, batch]``
+        True relative residual of ``(A + sigma_k) x_k = b`` reached ``tol``.
+    residual : float array ``[n_shift, batch]``
+        Final true relative residuals.
+    history : float array ``[n_iter, n_shift, batch]``
+        Recursion residuals ``|zeta_k| ||r|| / ||b||`` after each iteration.
+    matvecs : int
+        Applications of ``A`` (shared iterations, refinement and the final residual checks).
+    refine_iterations : int array ``[n_shift, batch]``
+        Iterations of the plain-CG refinement (zero when the shifted solution was already good).
+    """
+
+    shifts: np.ndarray
+    tol: float
+    iterations: np.ndarray
+    converged: np.ndarray
+    residual: np.ndarray
+    history: np.ndarray
+    matvecs: int = 0
+    refine_iterations: np.ndarray | None = None
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(np.all(self.converged))
+
+
+@dataclass
+class MixedInfo:
+    """Result record of :func:`cg_mixed` (host NumPy arrays).
+
+    Attributes
+    ----------
+    tol, inner_tol : float
+    outer_iterations : int array ``[batch]``
+        Defect-correction cycles in which the entry was still being corrected.
+    inner_iterations : int array ``[batch]``
+        Low-precision CG iterations, summed over the cycles.
+    converged : bool array ``[batch]``
+    residual : float array ``[batch]``
+        Final true relative residual, computed in high precision.
+    history : float array ``[n_outer + 1, batch]``
+        True relative residual (high precision) before the first and after every cycle.
+    high_matvecs, low_matvecs : int
+        Applications of ``A_high`` and ``A_low`` to the whole batch.
+    inner_dtype : str
+        dtype of the vectors the inner solves worked on.
+    """
+
+    tol: float
+    inner_tol: float
+    outer_iterations: np.ndarray
+    inner_iterations: np.ndarray
+    converged: np.ndarray
+    residual: np.ndarray
+    history: np.ndarray
+    high_matvecs: int = 0
+    low_matvecs: int = 0
+    inner_dtype: str = ""
+
+    @property
+    def iterations(self) -> np.ndarray:
+        """Total low-precision iterations per entry (alias of ``inner_iterations``)."""
+        return self.inner_iterations
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(np.all(self.converged))
+
+
+# ----------------------------------------------------------------------------------------------
+# per-entry linear algebra
+# ----------------------------------------------------------------------------------------------
+def _is_complex(xp, x) -> bool:
+    return xp.isdtype(x.dtype, "complex floating")
+
+
+def _axes(x) -> tuple[int, ...]:
+    return tuple(range(1, x.ndim))
+
+
+def vdot(a, b):
+    """Per-entry inner product ``<a, b> = sum conj(a) b`` over all non-batch axes -> ``[batch]``."""
+    xp = namespace(a, b)
+    if _is_complex(xp, a):
+        a = xp.conj(a)
+    return xp.sum(a * b, axis=_axes(a))
+
+
+def norm2(a):
+    """Per-entry squared norm ``||a||^2`` (real) over all non-batch axes -> ``[batch]``."""
+    xp = namespace(a)
+    if _is_complex(xp, a):
+        return xp.sum(xp.real(a) ** 2 + xp.imag(a) ** 2, axis=_axes(a))
+    return xp.sum(a * a, axis=_axes(a))
+
+
+def _col(xp, s, ndim: int):
+    """``[batch]`` scalars reshaped to broadcast against ``[batch, ...]`` with ``ndim`` axes."""
+    return xp.reshape(s, (s.shape[0],) + (1,) * (ndim - 1))
+
+
+def _mask(xp, host_bool: np.ndarray, like):
+    return xp.asarray(np.asarray(host_bool, dtype=bool), device=device_of(like))
+
+
+def _host(*arrays) -> list[np.ndarray]:
+    return [np.asarray(to_numpy(a)) for a in arrays]
+
+
+def _check_rhs(xp, b, name: str, what: str = "right-hand side b"):
+    if b.ndim < 1:
+        raise ValueError(f"{name}: {what} must have a leading batch axis, got a 0-d array")
+    if not xp.isdtype(b.dtype, ("real floating", "complex floating")):
+        raise ValueError(f"{name}: {what} must be a floating array, got dtype {b.dtype}")
+    bb = _host(norm2(b))[0]
+    bad = np.flatnonzero(~np.isfinite(bb))
+    if bad.size:
+        raise ValueError(f"{name}: {what} has non-finite values (NaN or inf) in batch "
+                         f"entr{'y' if bad.size == 1 else 'ies'} {', '.join(map(str, bad))}")
+    return bb
+
+
+def _prepare_x0(xp, b, x0, name):
+    if x0 is None:
+        return None
+    if tuple(x0.shape) != tuple(b.shape):
+        raise ValueError(f"{name}: x0 has shape {tuple(x0.shape)}, b has {tuple(b.shape)}")
+    x0 = xp.astype(x0, b.dtype)
+    _check_rhs(xp, x0, name, "start vector x0")
+    return x0
+
+
+def _entries(idx) -> str:
+    idx = list(idx)
+    return f"entr{'y' if len(idx) == 1 else 'ies'} {', '.join(map(str, idx))}"
+
+
+def _fail_nonconverged(name, info, maxiter):
+    bad = np.flatnonzero(~info.converged)
+    brk = [e for e in bad if e in info.breakdown]
+    slow = [e for e in bad if e not in info.breakdown]
+    parts = []
+    if slow:
+        parts.append(
+            f"batch {_entries(slow)} did not converge in {maxiter} iterations (true relative "
+            f"residual {', '.join(f'{info.residual[e]:.3e}' for e in slow)} > tol {info.tol:g})")
+    for e in brk:
+        parts.append(info.breakdown[e])
+    first = slow[0] if slow else brk[0]
+    raise SolverError(f"{name}: " + "; ".join(parts), entries=list(bad),
+                      iteration=int(info.iterations[first]), info=info)
+
+
+def _initial(xp, A, b, x0, tol, name):
+    """Common start of the single-shift solvers: the checked right-hand side, its squared norms
+    ``bb`` (host, per entry), the stopping targets ``tol^2 |b|^2``, and the initial ``x`` and
+    residual ``r`` (``x0`` given: ``r = b - A x0``, with ``x = 0`` for entries whose ``b = 0``).
+    Returns ``(nd, nb, bb, zero_rhs, bb_safe, target2, x, r, matvecs)``."""
+    nd = b.ndim
+    bb = _check_rhs(xp, b, name)
+    x0 = _prepare_x0(xp, b, x0, name)
+    zero_rhs = bb == 0.0
+    bb_safe = np.where(zero_rhs, 1.0, bb)
+    target2 = (tol ** 2) * bb
+    if x0 is None:
+        return nd, b.shape[0], bb, zero_rhs, bb_safe, target2, xp.zeros_like(b), b, 0
+    # b = 0 has the exact solution x = 0
+    x = xp.where(_col(xp, _mask(xp, zero_rhs, b), nd), xp.zeros_like(b), x0)
+    return nd, b.shape[0], bb, zero_rhs, bb_safe, target2, x, b - A(x), 1
+
+
+def _stack_history(history, *shape):
+    if history:
+        return np.stack(history)
+    return np.zeros((0,) + tuple(shape))
