@@ -237,6 +237,10 @@ def test_tutorial_point_two_point_susceptibility_matches_published_hmc():
     obs = {"M2": lambda x: to_numpy(xp.mean(x, axis=(1, 2))).astype(np.float64) ** 2}
     _, hist = sampler.run(RandomStreams(11, 64, xp, dtype="float32"), 400, obs)
     assert sampler.summary(hist)["acceptance"] > 0.05
-    r = gamma_method(np.stack(hist["M2"], axis=1)[:, 40:])
-    chi2, err = lat.volume * r.value, lat.volume * r.error
+    # a briefly trained flow rejects in long streaks, so 360 samples per chain are too few for the
+    # Gamma-method window; the 64 chains are independent, so the spread of their means is an
+    # honest error (each chain mean is itself an average over its own autocorrelated history)
+    means = np.mean(np.stack(hist["M2"], axis=1)[:, 40:], axis=1)
+    chi2 = lat.volume * float(np.mean(means))
+    err = lat.volume * float(np.std(means, ddof=1)) / np.sqrt(means.size)
     assert abs(chi2 - 0.75) < Z_MAX * np.hypot(err, 0.01), (chi2, err)
