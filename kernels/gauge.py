@@ -38,13 +38,19 @@ def accepts_links(U) -> bool:
         return False
 
 
+def _scalar(*values) -> bool:
+    """Every coupling is a plain number (or None): per-configuration arrays take the reference."""
+    return all(v is None or np.ndim(v) == 0 for v in values)
+
+
 def _accepts_staples(U, c_plaq, c_rect, mu=None):
     return (accepts_links(U) and (c_plaq is not None or c_rect is not None)
-            and (mu is None or 0 <= int(mu) < 4))
+            and _scalar(c_plaq, c_rect) and (mu is None or 0 <= int(mu) < 4))
 
 
 def _accepts_force(U, beta, c_plaq, c_rect):
-    return accepts_links(U) and (c_plaq is not None or c_rect is not None)
+    return (accepts_links(U) and (c_plaq is not None or c_rect is not None)
+            and _scalar(beta, c_plaq, c_rect))
 
 
 def geometry(xp, U):

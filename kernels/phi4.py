@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..dispatch import register
-from ._common import array_module, blocks_for, THREADS_PER_BLOCK
+from ._common import THREADS_PER_BLOCK, array_module, blocks_for, cuda_usable
 
 __all__ = ["phi4_force_cpu", "phi4_force_cuda", "accepts", "coefficients"]
 
@@ -26,7 +26,8 @@ __all__ = ["phi4_force_cpu", "phi4_force_cuda", "accepts", "coefficients"]
 def accepts(phi, form, kinetic, local, c, lam) -> bool:
     try:
         return (phi.dtype in (np.float32, np.float64) and 3 <= phi.ndim <= 5
-                and phi.flags.c_contiguous and form in ("standard", "hopping"))
+                and phi.flags.c_contiguous and form in ("standard", "hopping")
+                and np.ndim(c) == 0 and np.ndim(lam) == 0)  # per-chain couplings: reference
     except AttributeError:
         return False
 
@@ -96,7 +97,8 @@ def phi4_force_cpu(phi, form, kinetic, local, c, lam):
     return out
 
 
-@register("phi4_force", "cuda", accepts=accepts, name="cuda:phi4_force")
+@register("phi4_force", "cuda", accepts=lambda *a, **kw: accepts(*a, **kw) and cuda_usable(),
+          name="cuda:phi4_force")
 def phi4_force_cuda(phi, form, kinetic, local, c, lam):
     """CUDA kernel, one thread per site (CuPy arrays; NumPy arrays under the simulator)."""
     from ._phi4_cuda import force_kernel

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dispatch import register
-from ._common import array_module
+from ._common import array_module, cuda_usable
 from ._dirac_drivers import (dims_of, launch_cuda, make_cpu_loop, make_cuda_loop, real_dtype,
                              real_view)
 
@@ -47,6 +47,8 @@ def accepts(U, chi, antiperiodic=True, parity=None, eta=None) -> bool:
             return False
         if not (U.shape[0] == chi.shape[0] or U.shape[0] == 1 or chi.shape[0] == 1):
             return False
+        if eta is not None and not getattr(eta, "standard", False):
+            return False  # the kernels compute the standard phases themselves
         return parity is None or parity in (0, 1)
     except AttributeError:
         return False
@@ -69,7 +71,8 @@ def staggered_hop_cpu(U, chi, antiperiodic=True, parity=None, eta=None):
     return out
 
 
-@register("staggered_hop", "cuda", accepts=accepts, name="cuda:staggered_hop")
+@register("staggered_hop", "cuda", accepts=lambda *a, **kw: accepts(*a, **kw) and cuda_usable(),
+          name="cuda:staggered_hop")
 def staggered_hop_cuda(U, chi, antiperiodic=True, parity=None, eta=None):
     """CUDA kernel, one thread per site (CuPy arrays; NumPy arrays under the simulator)."""
     out, p, sc = _prepare(U, chi, antiperiodic, parity)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dispatch import register
-from ._common import array_module
+from ._common import array_module, cuda_usable
 from ._dirac_drivers import (dims_of, launch_cuda, make_cpu_loop, make_cuda_loop, real_dtype,
                              real_view)
 
@@ -70,7 +70,8 @@ def wilson_hop_cpu(U, psi, sign=1, antiperiodic=True, parity=None):
     return out
 
 
-@register("wilson_hop", "cuda", accepts=accepts, name="cuda:wilson_hop")
+@register("wilson_hop", "cuda", accepts=lambda *a, **kw: accepts(*a, **kw) and cuda_usable(),
+          name="cuda:wilson_hop")
 def wilson_hop_cuda(U, psi, sign=1, antiperiodic=True, parity=None):
     """CUDA kernel, one thread per site: CuPy arrays on a GPU (no copies), NumPy arrays under
     Numba's CUDA simulator."""

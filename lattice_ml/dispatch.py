@@ -152,6 +152,8 @@ def _array_target(args, kwargs) -> str | None:
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
             continue
         if mod == "numpy":
+            if type(a).__name__ != "ndarray":
+                continue  # a NumPy scalar (np.float64(6.0)) is a number, not an array
             kinds.add("cpu")
         elif mod.startswith("cupy"):
             kinds.add("cuda")

@@ -52,3 +52,15 @@ def test_bad_mode_is_named(monkeypatch):
     with pytest.raises(ValueError, match="kernel mode"):
         with kernel_mode("gpu"):
             pass
+
+
+class _FakeCupyArray:
+    """Stands for a CuPy array in the routing test (only the module name matters)."""
+    __module__ = "cupy._core.core"
+    shape, dtype = (3,), "float64"
+
+
+def test_numpy_scalars_do_not_decide_the_target():
+    assert dispatch._array_target((np.ones(3), np.float64(2.0)), {}) == "cpu"
+    assert dispatch._array_target((_FakeCupyArray(), np.float64(6.0)), {}) == "cuda"
+    assert dispatch._array_target((_FakeCupyArray(), np.ones(3)), {}) is None

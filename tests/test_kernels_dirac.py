@@ -231,3 +231,19 @@ def test_cuda_kernels_compile_to_ptx_for_sm90(tmp_path):
                                 or "nvvm" in res.stderr.lower() and "cannot" in res.stderr):
         pytest.skip("libNVVM not available: " + res.stderr.strip().splitlines()[-1])
     assert res.returncode == 0 and "PTX OK" in res.stdout, res.stderr[-3000:]
+
+
+def test_non_standard_staggered_phases_take_the_reference():
+    """The kernels compute the standard eta from the coordinates: other phases must not reach
+    them (they would be silently replaced)."""
+    U, chi = fields(SITES, 1, "complex128")
+    ones = [np.ones((1, *SITES, 1, 1)) for _ in range(4)]
+    with trace() as log:
+        got = staggered_hop(U, chi, True, None, ones)
+    assert log == [("staggered_hop", "reference")]
+    np.testing.assert_array_equal(got, staggered_hop.reference(U, chi, True, None, ones))
+    # the operator's own phases are marked standard and keep the kernel
+    D = StaggeredDirac(U, 0.1)
+    with trace() as log:
+        D.apply(chi)
+    assert ("staggered_hop", "cpu:staggered_hop") in log

@@ -72,3 +72,13 @@ def test_action_force_dispatches_to_the_kernel(monkeypatch):
     with kernel_mode("auto"):  # a non-contiguous field takes the reference
         assert dispatch.selected("phi4_force", phi[:, ::-1], "standard", True, True, -0.7,
                                  0.9) == "reference"
+
+
+def test_per_chain_couplings_take_the_reference():
+    phi = field((4, 4), "float64")
+    c = np.array([0.5, 0.7]).reshape(2, 1, 1)
+    with trace() as log:
+        got = phi4_force(phi, "standard", True, True, c, 0.5)
+    assert log == [("phi4_force", "reference")]
+    with kernel_mode("off"):
+        np.testing.assert_array_equal(got, phi4_force(phi, "standard", True, True, c, 0.5))

@@ -70,6 +70,13 @@ def staggered_epsilon(sites, xp, dtype=None, device=None):
     return xp.asarray(eps, dtype=dtype or xp.float64, device=device)
 
 
+class StandardPhases(list):
+    """The standard phases ``eta_mu(x)`` as a list of site fields, marked as such: the kernels,
+    which compute the standard phases from the coordinates, accept ``eta`` only in this form."""
+
+    standard = True
+
+
 @dispatchable("staggered_hop")
 def staggered_hop(U, chi, antiperiodic: bool = True, parity: int | None = None, eta=None):
     """The staggered hopping term
@@ -77,8 +84,8 @@ def staggered_hop(U, chi, antiperiodic: bool = True, parity: int | None = None, 
     (time hops across the boundary times -1 if ``antiperiodic``); ``U[batch, D, *sites, N, N]``,
     ``chi[batch, *sites, 1, N]``. ``parity`` (0, 1): the result only on the sites of that
     parity, zero elsewhere; ``None``: every site. ``eta``: the phases as site fields
-    ``[1, *sites, 1, 1]`` per direction (computed if not given; the kernels compute them from the
-    coordinates). Numba kernels (4D SU(3)) run it for NumPy and CuPy arrays."""
+    ``[1, *sites, 1, 1]`` per direction (computed if not given); the kernels compute the standard
+    phases from the coordinates and so serve only ``eta=None`` or :class:`StandardPhases`. Numba kernels (4D SU(3)) run it for NumPy and CuPy arrays."""
     D = U.shape[1]
     sites = tuple(U.shape[2:2 + D])
     xp = namespace(U, chi)
@@ -136,7 +143,8 @@ class StaggeredDirac:
         self.device = device_of(U)
         rdt = real_dtype_of(xp, U.dtype)
         eta = _eta_host(self.sites)
-        self._eta = [_site_field(xp, eta[mu], rdt, self.device) for mu in range(D)]
+        self._eta = StandardPhases(_site_field(xp, eta[mu], rdt, self.device)
+                                   for mu in range(D))
         par = np.indices(self.sites).sum(axis=0) % 2
         self._eps = _site_field(xp, np.where(par == 0, 1.0, -1.0), rdt, self.device)
         self._masks = (_site_field(xp, (par == 0).astype(float), rdt, self.device),
