@@ -416,3 +416,16 @@ def test_bad_start_file_is_a_usage_error(tmp_path, capsys, extra, words):
     _refused(capsys, ["run", "--out", str(tmp_path / "p"),
                       *_argv(TINY + ["theory.name=u1", f'run.start_file="{tmp_path}/none.h5"'])],
              "run.start_file", "none.h5")
+
+
+def test_non_unitary_start_file_is_refused_not_repaired(tmp_path, capsys):
+    """Only the rounding of a 32-bit file is repaired (reunitarised); links far from U(1)/SU(N)
+    are an error naming the file."""
+    pytest.importorskip("h5py")
+    from lattice_ml.io import write_gauge
+
+    write_gauge(tmp_path / "bad.h5", 1.5 * np.ones((2, 2, 4, 4, 1, 1), dtype=np.complex128),
+                "hdf5")
+    sets = TINY + ["theory.name=u1", f'run.start_file="{tmp_path}/bad.h5"']
+    _refused(capsys, ["run", "--out", str(tmp_path / "o"), *_argv(sets)], "run.start_file",
+             "bad.h5")

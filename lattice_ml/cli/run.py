@@ -210,8 +210,9 @@ def _start_field(job, config: dict, rng, xp):
     for every kind of start), replaced by the links of ``run.start_file`` when one is given.
 
     A file with one configuration starts every chain from it; one with ``n_chains``
-    configurations (an HDF5 ensemble) gives one to each chain. Links that are not in the group
-    to the run's precision (a 32-bit file read in float64) are reunitarised.
+    configurations (an HDF5 ensemble) gives one to each chain. Links in the group only to 32-bit
+    precision (|U^dag U - 1|, |det U - 1| <= 1e-5: a 32-bit file read in float64) are
+    reunitarised; links further off are a :class:`ConfigError`.
     """
     field = job.initial_field(rng)
     path = config["run"].get("start_file", "")
@@ -241,6 +242,11 @@ def _start_field(job, config: dict, rng, xp):
     try:
         check_links(U, job.N)
     except ValueError:
+        # rounding of a 32-bit file read at 64 bits is repaired; anything larger is refused
+        try:
+            check_links(U, job.N, tol=1e-5, name=f"the links of {path}")
+        except ValueError as exc:
+            raise ConfigError("run.start_file", f"cannot start from {path}: {exc}") from None
         U = reunitarize(U)
     return U
 
