@@ -47,6 +47,7 @@ parities), the Schur complement on the even sites is
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -216,11 +217,18 @@ def wilson_hop(U, psi, sign: int = 1, antiperiodic: bool = True, parity: int | N
         out = term if out is None else out + term
     out = 0.5 * out
     if parity is not None:
-        sites = tuple(U.shape[2:2 + D])
-        host = (Lattice(sites)._parity_host == parity).astype(np.float64)
+        host = _parity_mask_host(tuple(U.shape[2:2 + D]), int(parity))
         out = out * _site_field(namespace(out), host, real_dtype_of(namespace(out), out.dtype),
                                 device_of(out))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _parity_mask_host(sites: tuple, parity: int) -> np.ndarray:
+    """1 on the sites of ``parity``, 0 elsewhere, ``[*sites]`` float64 (host; cached)."""
+    mask = (Lattice(sites)._parity_host == parity).astype(np.float64)
+    mask.flags.writeable = False
+    return mask
 
 
 # ------------------------------------------------------------------------------------------
@@ -263,6 +271,7 @@ class WilsonDirac:
         self._clover = None
         self._A = None
         self._Ainv = None
+        self._masks: dict[int, object] = {}
         if self.csw != 0.0:
             F = clover_field_strength(U)
             sig = sigma_munu(D, xp, dtype=U.dtype, device=self.device)
@@ -323,9 +332,12 @@ class WilsonDirac:
             tuple(self._Ainv.shape[:-2]), shp[:-2]) + (s, N))
 
     def _mask(self, parity: int):
-        L = self.lattice
-        host = (L._parity_host == parity).astype(np.float64)
-        return _site_field(self.xp, host, real_dtype_of(self.xp, self.dtype), self.device)
+        # built once per operator: on a GPU every rebuild would be a host-to-device copy
+        if parity not in self._masks:
+            host = _parity_mask_host(self.sites, parity)
+            self._masks[parity] = _site_field(self.xp, host, real_dtype_of(self.xp, self.dtype),
+                                              self.device)
+        return self._masks[parity]
 
     # -- full operator ---------------------------------------------------------------------------
     def apply(self, psi):
