@@ -100,6 +100,16 @@ def test_range_not_covering_the_bound_raises():
         StaggeredRationalAction(0.2, 1, 1.0)
 
 
+def test_default_range_follows_the_dimension_of_each_lattice():
+    """Without a user range the approximation is rebuilt on the bound of each lattice's D
+    (reusing one action in 2D and then 4D must not keep the 2D range)."""
+    act = StaggeredRationalAction(0.3, 1, 0.5, degree=4)
+    act.build(2)
+    assert (act.lo, act.hi) == staggered_spectral_bounds(0.3, 2)
+    act.build(4)
+    assert (act.lo, act.hi) == staggered_spectral_bounds(0.3, 4)
+
+
 def test_gauge_invariance():
     xp = namespace_by_name("numpy")
     rng, U, act = _setup(xp, 3, (2, 2, 2, 4), n_chains=2, spread=0.8)

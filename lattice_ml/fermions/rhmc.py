@@ -172,8 +172,10 @@ class StaggeredRationalAction:
         self.mass = float(mass)
         self.N = N
         self.power = p
-        self.lo = None if lo is None else float(lo)
-        self.hi = None if hi is None else float(hi)
+        # what the user gave (None: the bound of the lattice's D); build() resolves lo/hi from it
+        self._lo_given = None if lo is None else float(lo)
+        self._hi_given = None if hi is None else float(hi)
+        self.lo, self.hi = self._lo_given, self._hi_given
         self.degree = int(degree)
         self.degree_refresh = int(degree if degree_refresh is None else degree_refresh)
         self.boundary = boundary
@@ -198,8 +200,8 @@ class StaggeredRationalAction:
     def build(self, D: int) -> None:
         """Compute both rational approximations for a ``D``-dimensional lattice."""
         lo_b, hi_b = staggered_spectral_bounds(self.mass, D)
-        lo = lo_b if self.lo is None else self.lo
-        hi = hi_b if self.hi is None else self.hi
+        lo = lo_b if self._lo_given is None else self._lo_given
+        hi = hi_b if self._hi_given is None else self._hi_given
         if self.check_range and (lo > lo_b * (1 + 1e-12) or hi < hi_b * (1 - 1e-12)):
             raise ValueError(f"[lo, hi] = [{lo}, {hi}] does not contain the spectral bound "
                              f"[{lo_b}, {hi_b}] of D^dag D (m^2, m^2 + D^2); pass "
