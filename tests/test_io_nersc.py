@@ -213,3 +213,11 @@ def test_write_refuses_what_nersc_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         write_gauge(tmp_path / "x.nersc", bad, "nersc")
     assert os.listdir(tmp_path) == []  # nothing written, no temporary files
+
+
+def test_3x2_refuses_links_that_are_not_su3(tmp_path, U):
+    """Two rows determine only an SU(3) matrix: a U(3) phase would silently be lost."""
+    V = U * np.exp(0.3j)                     # unitary, det = e^{0.9i} != 1
+    with pytest.raises(ValueError, match="3x2 storage.*storage='3x3'"):
+        write_gauge(tmp_path / "v.nersc", V, "nersc", storage="3x2")
+    assert not (tmp_path / "v.nersc").exists()

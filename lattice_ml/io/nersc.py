@@ -217,6 +217,14 @@ def write_nersc(path, U, *, precision: int = 64, endian: str = "big", storage: s
     U0 = single_su3_config(U, "NERSC")
     F = xyzt_file_order(U0)  # [t, z, y, x, mu, 3, 3]
     if storage == "3x2":
+        # two rows determine an SU(3) matrix only: other links would come back different
+        third = np.conj(np.cross(U0[..., 0, :], U0[..., 1, :]))
+        dev = float(np.max(np.abs(third - U0[..., 2, :])))
+        tol = 1e-5 if U0.dtype == np.complex64 else 1e-10
+        if not dev <= tol:
+            raise ValueError(f"NERSC 3x2 storage keeps two rows and rebuilds the third as "
+                             f"(u1 x u2)^*, true for SU(3) links only; these links differ from "
+                             f"that by {dev:.2e} (> {tol:g}): write them with storage='3x3'")
         F = F[..., :2, :]
     raw = np.ascontiguousarray(np.stack([F.real, F.imag], axis=-1), dtype=ftype).tobytes()
     Lt, Lx, Ly, Lz = U0.shape[1:5]
