@@ -57,16 +57,19 @@ def geometry(xp, U):
     """``(L, T, V)`` of 4D links ``[batch, 4, *L, 3, 3]``: extents, the neighbour-offset table
     of :func:`._gauge_sites.offset_table` (an array of ``xp``) and the number of sites."""
     L = tuple(int(v) for v in U.shape[2:6])
-    return L, _offset_table(L, xp), L[0] * L[1] * L[2] * L[3]
+    return L, _offset_table(L, xp, _device_id(xp)), L[0] * L[1] * L[2] * L[3]
+
+
+def _device_id(xp) -> int | None:
+    """The current CUDA device of CuPy (the table must live where the links are), else None."""
+    if getattr(xp, "__name__", "") == "cupy":
+        return int(xp.cuda.Device().id)
+    return None
 
 
 @functools.lru_cache(maxsize=32)
-def _offset_table_cached(L, xp):
+def _offset_table(L, xp, device_id):
     return xp.asarray(_gauge_sites.offset_table(L))
-
-
-def _offset_table(L, xp):
-    return _offset_table_cached(L, xp)
 
 
 def flat_links(xp, U):
