@@ -71,13 +71,38 @@ def site_force(phi, out, n, V, D, ext, a, b, c3):
     out[n] = a * nb + b * p + c3 * (p * p * p)
 
 
-_site_cpu = njit(fastmath=False, cache=False, _nrt=False)(site_force)
-
-
 @njit(parallel=True, fastmath=False, cache=False)
-def _force_cpu(phi, out, V, D, ext, a, b, c3):
-    for n in prange(phi.shape[0]):
-        _site_cpu(phi, out, n, V, D, ext, a, b, c3)
+def _force_cpu(p, out, D, a, b, c3):
+    """CPU driver on the ``[batch, E0, E1, E2, E3]`` view whose last ``D`` axes are the lattice
+    (the leading ones padded with 1, so the innermost loop is a full lattice row): parallel over
+    rows, neighbours by comparison instead of the per-site integer divisions of
+    :func:`site_force` (which the one-thread-per-site CUDA kernel uses)."""
+    B, E0, E1, E2, E3 = p.shape
+    for row in prange(B * E0 * E1 * E2):
+        x2 = row % E2
+        r1 = row // E2
+        x1 = r1 % E1
+        r0 = r1 // E1
+        x0 = r0 % E0
+        bb = r0 // E0
+        x0p = x0 + 1 if x0 < E0 - 1 else 0
+        x0m = x0 - 1 if x0 > 0 else E0 - 1
+        x1p = x1 + 1 if x1 < E1 - 1 else 0
+        x1m = x1 - 1 if x1 > 0 else E1 - 1
+        x2p = x2 + 1 if x2 < E2 - 1 else 0
+        x2m = x2 - 1 if x2 > 0 else E2 - 1
+        for x3 in range(E3):
+            x3p = x3 + 1 if x3 < E3 - 1 else 0
+            x3m = x3 - 1 if x3 > 0 else E3 - 1
+            v = p[bb, x0, x1, x2, x3]
+            nb = p[bb, x0, x1, x2, x3p] + p[bb, x0, x1, x2, x3m]
+            if D > 1:
+                nb += p[bb, x0, x1, x2p, x3] + p[bb, x0, x1, x2m, x3]
+            if D > 2:
+                nb += p[bb, x0, x1p, x2, x3] + p[bb, x0, x1m, x2, x3]
+            if D > 3:
+                nb += p[bb, x0p, x1, x2, x3] + p[bb, x0m, x1, x2, x3]
+            out[bb, x0, x1, x2, x3] = a * nb + b * v + c3 * (v * v * v)
 
 
 def _prepare(phi, form, kinetic, local, c, lam):
@@ -92,8 +117,9 @@ def _prepare(phi, form, kinetic, local, c, lam):
 @register("phi4_force", "cpu", accepts=accepts, name="cpu:phi4_force")
 def phi4_force_cpu(phi, form, kinetic, local, c, lam):
     """CPU kernel (parallel ``njit``), same arguments and result as the reference."""
-    out, args = _prepare(phi, form, kinetic, local, c, lam)
-    _force_cpu(phi.reshape(-1), out.reshape(-1), *args)
+    out, (V, D, ext, a, b, c3) = _prepare(phi, form, kinetic, local, c, lam)
+    shape5 = (phi.shape[0],) + (1,) * (4 - D) + tuple(phi.shape[1:])
+    _force_cpu(phi.reshape(shape5), out.reshape(shape5), D, a, b, c3)
     return out
 
 
