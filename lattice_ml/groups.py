@@ -67,12 +67,13 @@ __all__ = [
     "expm_algebra",
     "su3_exp_coefficients",
     "reunitarize",
+    "unitarity_deviation",
     "random_algebra",
     "haar_random",
     "random_near_identity",
     "gauge_transform",
     "random_gauge_transformation",
-    "check_links",
+    "check_links", "unitarity_deviation",
 ]
 
 
@@ -628,6 +629,27 @@ def random_gauge_transformation(rng, lattice_shape, N: int):
 
 def _default_tol(xp, dtype) -> float:
     return 1e-5 if dtype == xp.complex64 else 1e-10
+
+
+def unitarity_deviation(U) -> float:
+    """Largest distance of ``[..., N, N]`` matrices from the group, as one host float.
+
+    ``max |U^dagger U - 1|`` over all entries, and for N >= 2 also ``max |det U - 1|`` (the larger
+    of the two is returned). NaN where ``U`` holds NaN or inf. This is the quantity
+    :func:`check_links` compares with its tolerance and :func:`reunitarize` sets back to
+    round-off.
+    """
+    xp = namespace(U)
+    shape = tuple(U.shape)
+    n = shape[-1]
+    err = xp.abs(_add_diagonal(dagger(U) @ U, -xp.ones(shape[:-2], dtype=U.dtype,
+                                                         device=device_of(U))))
+    dev = float(xp.max(err))
+    if n >= 2:
+        dev = max(dev, float(xp.max(xp.abs(det(U) - 1.0))))
+    if int(xp.sum(xp.astype(~xp.isfinite(U), xp.int64))):
+        return float("nan")
+    return dev
 
 
 def check_links(U, N: int | None = None, tol: float | None = None, name: str = "links") -> None:

@@ -443,3 +443,21 @@ def test_unbatched_matrices(xp, N):
     x = G.matrix_to_algebra(X)
     assert tuple(x.shape) == (G.n_generators(N),)
     np.testing.assert_allclose(host(G.algebra_to_matrix(x, N)), host(X), atol=1e-16)
+
+
+def test_unitarity_deviation_measures_the_distance_from_the_group():
+    import numpy as np
+
+    from lattice_ml.backend import RandomStreams, namespace_by_name
+    from lattice_ml.groups import haar_random, reunitarize, unitarity_deviation
+
+    xp = namespace_by_name("numpy")
+    U = haar_random(RandomStreams(3, 2, xp), (2, 4, 4), 3)
+    assert unitarity_deviation(U) < 1e-14
+    # U (1 + e) has U^dag U - 1 = 2e + e^2 on the diagonal and det - 1 = (1 + e)^3 - 1
+    e = 1e-3
+    assert abs(unitarity_deviation(U * (1 + e)) - ((1 + e) ** 3 - 1)) < 1e-12
+    assert unitarity_deviation(reunitarize(U * (1 + e))) < 1e-14
+    V = U.copy()
+    V[1, 0, 2, 3, 0, 1] = np.nan
+    assert np.isnan(unitarity_deviation(V))
