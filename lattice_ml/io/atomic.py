@@ -6,6 +6,10 @@ is moved over the target with :func:`os.replace` (atomic for a same-directory re
 Windows); finally the directory is fsynced so that the rename survives a crash. An exception while
 writing removes the temporary file and leaves the target as it was.
 
+File mode: the new file gets the mode that ``open(path, "wb")`` would give it: an existing
+target keeps its permission bits, a new one gets ``0o666 & ~umask`` (``tempfile.mkstemp`` alone
+would make every file 0600). Owner and group are those of the writing process.
+
 This is the lowest place of the library that writes files (the ``io`` layer); the command line's
 outputs (:mod:`lattice_ml.cli.output`) use it too.
 """
@@ -14,11 +18,56 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_open_binary", "atomic_write_bytes", "fsync_directory"]
+__all__ = ["atomic_open_binary", "atomic_write_bytes", "fsync_directory", "temporary_beside"]
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    Linux reports it in ``/proc/self/status``. Elsewhere it is read with :func:`os.umask` twice;
+    that is not thread-safe (a file another thread creates in between gets the temporary
+    umask), so the temporary value is 0o077, which errs on the private side.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(target: Path) -> int:
+    """Permission bits for a file written to ``target``: those of the existing target, else
+    ``0o666 & ~umask`` (what :func:`open` gives a new file)."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def temporary_beside(target: str | os.PathLike) -> tuple[int, str]:
+    """``(fd, name)`` of a new temporary file ``.<name>.<random>.tmp`` in the directory of
+    ``target``, with the mode the target will have (see the module docstring)."""
+    target = Path(target)
+    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        if os.name == "posix":
+            os.fchmod(fd, _mode_for(target))
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:
@@ -45,7 +94,7 @@ def atomic_open_binary(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     untouched."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = temporary_beside(target)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,7 +32,7 @@ import numpy as np
 from .. import __version__
 from ..backend import asarray, to_numpy
 from ._common import GaugeFileError, plaquette_and_trace
-from .atomic import fsync_directory
+from .atomic import fsync_directory, temporary_beside
 
 __all__ = ["Ensemble", "write_ensemble", "is_hdf5", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -349,7 +348,7 @@ def write_ensemble(path, U, *, metadata: dict | None = None, histories: dict | N
     and metadata) atomically: it is built under a temporary name and renamed over ``path``."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = temporary_beside(target)
     os.close(fd)
     try:
         with Ensemble(tmp, "w", metadata=metadata) as ens:
