@@ -54,7 +54,7 @@ def test_scidac_checksum_matches_an_independent_loop():
 def test_round_trip(tmp_path, U, precision):
     path = tmp_path / "cfg.lime"
     info = write_gauge(path, U, "ildg", precision=precision, lfn="lfn://lattice_ml/test")
-    assert [c.ok for c in info.checks] == [True, True]
+    assert [c.ok for c in info.checks] == [True, True]  # the writer's info: its checksums
     V = read_gauge(path)
     assert V.dtype == (np.complex128 if precision == 64 else np.complex64)
     err = np.max(np.abs(V - U))
@@ -114,7 +114,7 @@ def test_flipped_byte_is_a_scidac_mismatch(tmp_path, U):
                                              r"data [0-9a-f]{8}\)"):
         read_gauge(path)
     _, info = inspect_gauge(path)
-    assert {c.name for c in info.failed} == {"scidac checksum suma", "scidac checksum sumb"}
+    assert {"scidac checksum suma", "scidac checksum sumb"} <= {c.name for c in info.failed}
 
 
 def test_wrong_checksum_record(tmp_path, U):

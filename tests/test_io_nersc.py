@@ -38,7 +38,8 @@ def test_round_trip(tmp_path, U, storage, precision, endian):
     _, info = read_nersc(path)
     assert info.storage == storage and info.precision == precision and info.endian == endian
     assert info.header["DATATYPE"] == ("4D_SU3_GAUGE_3x3" if storage == "3x3" else "4D_SU3_GAUGE")
-    assert [c.ok for c in info.checks] == [True, True, True]
+    assert {c.name: c.ok for c in info.checks} == {"checksum": True, "plaquette": True,
+                                                   "link trace": True, "links in SU(3)": True}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -215,9 +216,11 @@ def test_write_refuses_what_nersc_cannot_hold(tmp_path):
     assert os.listdir(tmp_path) == []  # nothing written, no temporary files
 
 
-def test_3x2_refuses_links_that_are_not_su3(tmp_path, U):
-    """Two rows determine only an SU(3) matrix: a U(3) phase would silently be lost."""
+@pytest.mark.parametrize("storage", ["3x2", "3x3"])
+def test_links_that_are_not_su3_are_refused(tmp_path, U, storage):
+    """Two rows determine only an SU(3) matrix: a U(3) phase would silently be lost with 3x2;
+    NERSC files hold SU(3) links whatever the storage."""
     V = U * np.exp(0.3j)                     # unitary, det = e^{0.9i} != 1
-    with pytest.raises(ValueError, match="3x2 storage.*storage='3x3'"):
-        write_gauge(tmp_path / "v.nersc", V, "nersc", storage="3x2")
+    with pytest.raises(ValueError, match=r"not in SU\(3\): max \|det U - 1\| = 0\.87"):
+        write_gauge(tmp_path / "v.nersc", V, "nersc", storage=storage)
     assert not (tmp_path / "v.nersc").exists()

@@ -17,7 +17,8 @@ from ..backend import asarray, to_numpy
 
 __all__ = ["GaugeFileError", "HeaderCheck", "GaugeFileInfo", "plaquette_and_trace",
            "xyzt_file_order", "from_xyzt_file_order", "single_su3_config", "deliver",
-           "read_exactly", "float_dtype"]
+           "read_exactly", "float_dtype", "link_deviations", "check_data",
+           "open_boundary_as_unit", "check_finite"]
 
 
 class GaugeFileError(ValueError):
@@ -32,7 +33,8 @@ class HeaderCheck:
 
     ``ok`` is True (agrees), False (mismatch) or None (the file stores no such value).
     ``tolerance`` is the largest accepted absolute difference for floating-point values
-    (None: exact comparison).
+    (None: exact comparison). A check of the data alone (links in the group, finite values)
+    stores nothing (``stored`` None) and says what it found in ``detail``.
     """
 
     name: str
@@ -40,8 +42,11 @@ class HeaderCheck:
     computed: Any
     ok: bool | None
     tolerance: float | None = None
+    detail: str | None = None
 
     def describe(self) -> str:
+        if self.detail is not None:
+            return f"{self.name}: {'ok' if self.ok else 'FAILED'} ({self.detail})"
         if self.ok is None:
             return f"{self.name}: not stored in the file (computed {self._fmt(self.computed)})"
         status = "ok" if self.ok else "MISMATCH"
@@ -73,7 +78,10 @@ class GaugeFileInfo:
 
     ``lattice`` is the site shape in library order ``(L_0 = time, L_1, L_2, L_3)``; ``header``
     the raw header entries of the format; ``checks`` the consistency checks of stored values
-    against the data.
+    against the data, and last the check of the data themselves (:func:`check_data`).
+    ``N`` is 0 for scalar fields. ``unitarity`` and ``det_deviation`` are ``max |U^dag U - 1|``
+    and ``max |det U - 1|`` of the links read (None for scalar fields; ``det_deviation`` None
+    for U(1); NaN for non-finite links).
     """
 
     path: str
@@ -86,6 +94,8 @@ class GaugeFileInfo:
     header: dict = field(default_factory=dict)
     checks: list[HeaderCheck] = field(default_factory=list)
     n_configs: int = 1
+    unitarity: float | None = None
+    det_deviation: float | None = None
 
     @property
     def failed(self) -> list[HeaderCheck]:
@@ -97,6 +107,69 @@ class GaugeFileInfo:
         if bad:
             raise GaugeFileError(f"{self.path} ({self.format}): "
                                  + "; ".join(c.describe() for c in bad))
+
+
+def link_deviations(U: np.ndarray) -> tuple[float, float | None]:
+    """``(max |U^dagger U - 1|, max |det U - 1|)`` of host links ``[..., N, N]``; the second is
+    None for U(1) (N = 1); NaN where the links hold NaN or inf."""
+    from ..groups import det  # groups is a lower layer
+
+    N = U.shape[-1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        dev = float(np.max(np.abs(np.conj(np.swapaxes(U, -1, -2)) @ U - np.eye(N))))
+        ddev = float(np.max(np.abs(det(U) - 1.0))) if N > 1 else None
+    return dev, ddev
+
+
+def check_finite(values: np.ndarray, name: str = "field values") -> None:
+    """``ValueError`` naming how many entries of ``values`` are NaN or inf (if any)."""
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise ValueError(f"{name} contain {bad} non-finite (NaN or inf) entries")
+
+
+def open_boundary_as_unit(U0: np.ndarray) -> np.ndarray:
+    """One configuration ``U0[4, N0, ...]`` with the time links at ``x0 = N0 - 1`` that are exactly
+    zero (openQCD's open boundary conditions) replaced by unit matrices, so that they pass the
+    group check; every other link as it is (a zero link elsewhere still fails)."""
+    zero = np.all(U0[0, -1] == 0, axis=(-2, -1))
+    if not zero.any():
+        return U0
+    out = U0.copy()
+    out[0, -1][zero] = np.eye(U0.shape[-1], dtype=U0.dtype)
+    return out
+
+
+def check_data(info: GaugeFileInfo, U: np.ndarray) -> None:
+    """Check the data of a file read, ``U[batch, ...]`` (host), and append the result to
+    ``info.checks``: gauge links (``info.N >= 1``) must lie in U(1)/SU(N) by
+    :func:`lattice_ml.groups.check_links` (no NaN/inf, ``max |U^dag U - 1|`` and for SU(N)
+    ``max |det U - 1|`` within its tolerance for the dtype a reader delivers: 1e-5 for 32-bit
+    data, 1e-10 for 64-bit); scalar fields (``info.N == 0``) must be finite. Also records
+    ``info.unitarity`` and ``info.det_deviation``."""
+    from ..groups import _default_tol, check_links  # groups is a lower layer
+
+    if info.N == 0:
+        try:
+            check_finite(U)
+            ok, detail = True, "no NaN or inf"
+        except ValueError as exc:
+            ok, detail = False, str(exc)
+        info.checks.append(HeaderCheck("field values finite", None, None, ok, detail=detail))
+        return
+    V = U.astype(np.complex64) if info.precision == 32 else U
+    tol = _default_tol(np, V.dtype)
+    info.unitarity, info.det_deviation = link_deviations(V)
+    found = f"max |U^dag U - 1| = {info.unitarity:.2e}"
+    if info.det_deviation is not None:
+        found += f", max |det U - 1| = {info.det_deviation:.2e}"
+    try:
+        check_links(V, info.N)
+        ok, detail = True, f"{found}, tolerance {tol:.0e}"
+    except ValueError as exc:
+        ok, detail = False, str(exc)
+    group = "U(1)" if info.N == 1 else f"SU({info.N})"
+    info.checks.append(HeaderCheck(f"links in {group}", None, info.unitarity, ok, tol, detail))
 
 
 def float_dtype(bits: int, endian: str) -> np.dtype:
@@ -163,9 +236,14 @@ def xyzt_file_order(U0: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(F[..., _FILE_FROM_LIB_MU, :, :])
 
 
-def single_su3_config(U, fmt: str) -> np.ndarray:
+def single_su3_config(U, fmt: str, *, open_boundary: bool = False) -> np.ndarray:
     """Host complex128 copy ``[4, L0, L1, L2, L3, 3, 3]`` of a one-configuration 4D SU(3) link
-    array ``U[1, 4, L0, L1, L2, L3, 3, 3]``; ``ValueError`` naming the problem otherwise."""
+    array ``U[1, 4, L0, L1, L2, L3, 3, 3]``; ``ValueError`` naming the problem otherwise: another
+    shape, a real dtype, NaN/inf, links not in SU(3) (:func:`lattice_ml.groups.check_links`, at
+    its tolerance for the dtype of ``U``). With ``open_boundary`` the time links at
+    ``x0 = L0 - 1`` may be zero (openQCD's open boundary conditions)."""
+    from ..groups import check_links  # groups is a lower layer
+
     shape = tuple(getattr(U, "shape", ()))
     if len(shape) != 8 or shape[1] != 4 or shape[-2:] != (3, 3):
         raise ValueError(f"{fmt} files hold one 4D SU(3) configuration: links must have layout "
@@ -174,10 +252,7 @@ def single_su3_config(U, fmt: str) -> np.ndarray:
         raise ValueError(f"{fmt} files hold one configuration but the batch axis has "
                          f"{shape[0]}; write U[i:i+1] for each configuration, or use HDF5")
     host = to_numpy(U)
-    if not np.iscomplexobj(host):
-        raise ValueError(f"links must be complex (complex64 or complex128), got {host.dtype}")
-    if not np.all(np.isfinite(host)):
-        raise ValueError("links contain non-finite (NaN or inf) entries")
+    check_links(open_boundary_as_unit(host[0])[None] if open_boundary else host, 3)
     return np.asarray(host[0], dtype=np.complex128)
 
 

@@ -17,6 +17,12 @@ file flushed, so entries of an append that a crash interrupted are ignored on re
 itself is not journaled; for files that must never be torn use whole-file writes, which
 :func:`write_ensemble` makes atomic). Every chunk carries a Fletcher-32 checksum that HDF5
 verifies on reading; a corrupted chunk raises :class:`~._common.GaugeFileError`.
+
+What is refused: configurations with NaN or inf (any field), and gauge links (complex arrays of
+the layout ``[D, *sites, N, N]``) outside U(1)/SU(N) by :func:`lattice_ml.groups.check_links`
+(at its tolerance for their dtype); ``check=False`` stores complex arrays of the link layout
+that are not group elements (momenta, forces), never NaN. A refused append or write leaves the
+file as it was (no dataset created, no temporary file left).
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ import numpy as np
 
 from .. import __version__
 from ..backend import asarray, to_numpy
-from ._common import GaugeFileError, plaquette_and_trace
+from ._common import GaugeFileError, check_finite, plaquette_and_trace
 from .atomic import fsync_directory, temporary_beside
 
-__all__ = ["Ensemble", "write_ensemble", "is_hdf5", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["Ensemble", "write_ensemble", "is_hdf5", "select", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "lattice-ml ensemble"
 FORMAT_VERSION = 1
@@ -72,6 +78,43 @@ def _is_gauge(shape: Sequence[int], dtype) -> bool:
     """Links ``[*, D, L_0..L_{D-1}, N, N]`` (shape without the batch axis)?"""
     return (np.issubdtype(dtype, np.complexfloating) and len(shape) >= 5
             and 2 <= shape[0] <= 4 and len(shape) == shape[0] + 3 and shape[-1] == shape[-2])
+
+
+def _checked(U, check: bool = True) -> np.ndarray:
+    """Host copy of configurations ``U[batch, ...]`` to store: ``ValueError`` for NaN/inf and,
+    with ``check``, for gauge links outside the group (see the module docstring)."""
+    from ..groups import check_links  # groups is a lower layer
+
+    host = np.ascontiguousarray(to_numpy(U))
+    if host.ndim < 2:
+        raise ValueError(f"configurations must be [batch, ...], got shape {host.shape}")
+    if _is_gauge(host.shape[1:], host.dtype):
+        if check:
+            check_links(host)
+            return host
+        check_finite(host, "links")
+    else:
+        check_finite(host)
+    return host
+
+
+def select(index, n: int):
+    """Which of ``n`` stored configurations ``index`` picks: all (None), one (an int, negative
+    from the end; kept as a slice of one), a slice, or a list of indices (in the order given,
+    duplicates allowed). ``IndexError`` when out of range."""
+    if index is None:
+        return slice(0, n)
+    if isinstance(index, (int, np.integer)):
+        i = int(index) + (n if index < 0 else 0)
+        if not 0 <= i < n:
+            raise IndexError(f"configuration {index} out of range (the file holds {n})")
+        return slice(i, i + 1)
+    if isinstance(index, slice):
+        return slice(*index.indices(n))
+    idx = np.asarray(index, dtype=np.int64)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"configuration indices {index} out of range (the file holds {n})")
+    return idx % n
 
 
 def versions() -> dict:
@@ -178,16 +221,18 @@ class Ensemble:
         return None if ds is None else tuple(ds.shape[1:])
 
     def append_configurations(self, U, trajectory: int | None = None,
-                              chain: Sequence[int] | None = None) -> None:
+                              chain: Sequence[int] | None = None, *, check: bool = True) -> None:
         """Append the configurations of a batch ``U[batch, ...]`` (any namespace).
 
         Each gets the Monte Carlo time ``trajectory`` (default: the number of earlier appends)
         and its chain index (default ``0 .. batch - 1``). Gauge links also get their plaquette.
-        The shape and dtype must match the configurations already stored.
+        The shape and dtype must match the configurations already stored. NaN/inf, and with
+        ``check`` gauge links outside U(1)/SU(N), are a ``ValueError`` before anything is
+        written (see the module docstring).
         """
-        host = np.ascontiguousarray(to_numpy(U))
-        if host.ndim < 2:
-            raise ValueError(f"configurations must be [batch, ...], got shape {host.shape}")
+        self._append(_checked(U, check), trajectory, chain)
+
+    def _append(self, host: np.ndarray, trajectory, chain) -> None:
         b = host.shape[0]
         ds = self._f.get("configurations")
         if ds is None:
@@ -230,28 +275,13 @@ class Ensemble:
         ds.attrs["n"] = n + b  # commit
         self._f.flush()
 
-    def _index(self, index, n):
-        if index is None:
-            return slice(0, n)
-        if isinstance(index, (int, np.integer)):
-            i = int(index) + (n if index < 0 else 0)
-            if not 0 <= i < n:
-                raise IndexError(f"configuration {index} out of range (ensemble has {n})")
-            return slice(i, i + 1)
-        if isinstance(index, slice):
-            return slice(*index.indices(n))
-        idx = np.asarray(index, dtype=np.int64)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"configuration indices {index} out of range (ensemble has {n})")
-        return idx % n  # in the order asked for (duplicates allowed)
-
     def configurations(self, index=None, *, xp=None, dtype=None, device=None):
         """Configurations ``[k, ...]``: all (``index=None``), one (an int, kept as ``k = 1``),
         a slice or a list of indices; as an array of ``xp`` (default NumPy)."""
         n = self.n_configurations
         if n == 0:
             raise GaugeFileError(f"{self.path}: the ensemble holds no configurations")
-        sel = self._index(index, n)
+        sel = select(index, n)
         try:
             if isinstance(sel, slice):
                 host = self._f["configurations"][sel]
@@ -343,16 +373,19 @@ class Ensemble:
 
 
 def write_ensemble(path, U, *, metadata: dict | None = None, histories: dict | None = None,
-                   trajectory: int | None = None) -> None:
+                   trajectory: int | None = None, check: bool = True) -> None:
     """Write a new ensemble file holding the batch ``U[batch, ...]`` (and optional histories
-    and metadata) atomically: it is built under a temporary name and renamed over ``path``."""
+    and metadata) atomically: it is built under a temporary name and renamed over ``path``.
+    Configurations are checked as by :meth:`Ensemble.append_configurations` before any file
+    is created."""
+    host = _checked(U, check)
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     fd, tmp = temporary_beside(target)
     os.close(fd)
     try:
         with Ensemble(tmp, "w", metadata=metadata) as ens:
-            ens.append_configurations(U, trajectory=trajectory)
+            ens._append(host, trajectory, None)
             if histories:
                 ens.append_histories(histories)
         with open(tmp, "rb+") as fh:

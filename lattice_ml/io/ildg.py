@@ -17,8 +17,9 @@ The writer produces the message layout of QIO/Chroma: message 1 ``scidac-private
 ``ildg-format``, ``ildg-binary-data``, ``scidac-checksum`` (and ``ildg-data-lfn`` when given).
 
 Checks on reading: both SciDAC sums exactly (when the record is present); the binary record's
-length against the ILDG extents and precision. ILDG stores no plaquette; the plaquette of the
-data is reported by :func:`lattice_ml.io.inspect_gauge`.
+length against the ILDG extents and precision; the links in SU(3)
+(:func:`._common.check_data`: the checksums of NaN data agree too). ILDG stores no plaquette;
+the plaquette of the data is reported by :func:`lattice_ml.io.inspect_gauge`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ._common import (GaugeFileError, GaugeFileInfo, HeaderCheck, float_dtype,
+from ._common import (GaugeFileError, GaugeFileInfo, HeaderCheck, check_data, float_dtype,
                       from_xyzt_file_order, plaquette_and_trace, single_su3_config,
                       xyzt_file_order)
 from .atomic import atomic_open_binary
@@ -103,8 +104,9 @@ def read_ildg(path, *, check: bool = True) -> tuple[np.ndarray, GaugeFileInfo]:
 
     Returns ``(U0, info)``: ``U0`` host complex128 ``[4, Lt, Lx, Ly, Lz, 3, 3]`` (library
     order) and the :class:`~._common.GaugeFileInfo` with the SciDAC checksum comparisons (and
-    the plaquette of the data, reported, not checked). With ``check=True`` a checksum mismatch
-    raises :class:`~._common.GaugeFileError`. The first ``ildg-binary-data`` record is read.
+    the plaquette of the data, reported, not checked) and the check that the links are in
+    SU(3). With ``check=True`` a checksum mismatch or links outside SU(3) raise
+    :class:`~._common.GaugeFileError`. The first ``ildg-binary-data`` record is read.
     """
     path = str(path)
     records = scan_lime(path)
@@ -157,6 +159,7 @@ def read_ildg(path, *, check: bool = True) -> tuple[np.ndarray, GaugeFileInfo]:
     info = GaugeFileInfo(path=path, format="ildg", lattice=(Lt, Lx, Ly, Lz), N=3,
                          precision=bits, endian="big", storage="3x3", header=header,
                          checks=checks)
+    check_data(info, U0[None])
     if check:
         info.raise_on_failure()
     return U0, info
@@ -168,7 +171,8 @@ def write_ildg(path, U, *, precision: int = 64, lfn: str | None = None,
 
     ``precision`` 64 or 32 (bits); ``lfn`` the ILDG logical file name (an ``ildg-data-lfn``
     record when given); ``file_xml`` / ``record_xml`` the user XML of the SciDAC file and record
-    (a small ``<info>`` document by default).
+    (a small ``<info>`` document by default). NaN/inf and links outside SU(3) are a
+    ``ValueError`` before any file is created.
     """
     U0 = single_su3_config(U, "ILDG")
     ftype = float_dtype(precision, "big")

@@ -31,7 +31,10 @@ one whose checksum agrees is taken.
 
 Checks on reading (the tolerances of Grid's reader): the checksum exactly, the plaquette to
 ``1e-5`` and the link trace to ``1e-6`` (absolute), both recomputed in float64 from the data as
-read. Entries missing from the header are reported as not stored and not checked.
+read. Entries missing from the header are reported as not stored and not checked. Last, the
+links themselves must be in SU(3) (:func:`._common.check_data`); the writer refuses NaN/inf and
+links outside SU(3) before it creates a file, so 3x2 storage (which rebuilds the third row
+from SU(3) alone) loses nothing.
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ._common import (GaugeFileError, GaugeFileInfo, HeaderCheck, compare_float, file_size,
-                      float_dtype, from_xyzt_file_order, plaquette_and_trace, single_su3_config,
-                      xyzt_file_order)
+from ._common import (GaugeFileError, GaugeFileInfo, HeaderCheck, check_data, compare_float,
+                      file_size, float_dtype, from_xyzt_file_order, plaquette_and_trace,
+                      single_su3_config, xyzt_file_order)
 from .atomic import atomic_open_binary
 
 __all__ = ["read_nersc", "write_nersc", "nersc_checksum", "reconstruct_third_row",
@@ -141,8 +144,9 @@ def read_nersc(path, *, check: bool = True) -> tuple[np.ndarray, GaugeFileInfo]:
 
     Returns ``(U0, info)``: ``U0`` host complex128 ``[4, Lt, Lx, Ly, Lz, 3, 3]`` (library
     order, time = direction 0) and a :class:`~._common.GaugeFileInfo` whose ``checks`` hold
-    the checksum, plaquette and link-trace comparisons. With ``check=True`` any mismatch raises
-    :class:`~._common.GaugeFileError` naming the stored and computed values.
+    the checksum, plaquette and link-trace comparisons and the check that the links are in
+    SU(3). With ``check=True`` any failure raises :class:`~._common.GaugeFileError` naming the
+    stored and computed values.
     """
     path = str(path)
     with open(path, "rb") as fh:
@@ -195,6 +199,7 @@ def read_nersc(path, *, check: bool = True) -> tuple[np.ndarray, GaugeFileInfo]:
     info = GaugeFileInfo(path=path, format="nersc", lattice=(Lt, Lx, Ly, Lz), N=3,
                          precision=bits, endian=endian, storage=storage, header=header,
                          checks=checks)
+    check_data(info, U0[None])
     if check:
         info.raise_on_failure()
     return U0, info
@@ -208,7 +213,8 @@ def write_nersc(path, U, *, precision: int = 64, endian: str = "big", storage: s
     ``precision`` 64 or 32 (bits), ``endian`` 'big' or 'little', ``storage`` '3x3'
     (``4D_SU3_GAUGE_3x3``) or '3x2' (``4D_SU3_GAUGE``, first two rows). The header's
     PLAQUETTE, LINK_TRACE and CHECKSUM are computed from the data exactly as stored (after
-    rounding and, for 3x2, reconstruction), so the file passes its own checks. Returns the
+    rounding and, for 3x2, reconstruction), so the file passes its own checks. NaN/inf and links
+    outside SU(3) are a ``ValueError`` before any file is created. Returns the
     :class:`~._common.GaugeFileInfo` of the written file.
     """
     if storage not in ("3x3", "3x2"):
@@ -216,15 +222,7 @@ def write_nersc(path, U, *, precision: int = 64, endian: str = "big", storage: s
     ftype = float_dtype(precision, endian)
     U0 = single_su3_config(U, "NERSC")
     F = xyzt_file_order(U0)  # [t, z, y, x, mu, 3, 3]
-    if storage == "3x2":
-        # two rows determine an SU(3) matrix only: other links would come back different
-        third = np.conj(np.cross(U0[..., 0, :], U0[..., 1, :]))
-        dev = float(np.max(np.abs(third - U0[..., 2, :])))
-        tol = 1e-5 if U0.dtype == np.complex64 else 1e-10
-        if not dev <= tol:
-            raise ValueError(f"NERSC 3x2 storage keeps two rows and rebuilds the third as "
-                             f"(u1 x u2)^*, true for SU(3) links only; these links differ from "
-                             f"that by {dev:.2e} (> {tol:g}): write them with storage='3x3'")
+    if storage == "3x2":  # the links are in SU(3), so two rows determine them
         F = F[..., :2, :]
     raw = np.ascontiguousarray(np.stack([F.real, F.imag], axis=-1), dtype=ftype).tobytes()
     Lt, Lx, Ly, Lz = U0.shape[1:5]

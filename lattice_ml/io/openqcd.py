@@ -18,8 +18,9 @@ The header plaquette is normalised to 3 (= N) for the unit configuration, so it 
 library's :func:`~lattice_ml.gauge.observables.average_plaquette`. On reading it must agree with
 the data to ``16 sqrt(6 V) eps`` (eps = 2^-52); openQCD's own ``import_cnfg`` demands
 ``sqrt(6 V) eps``, the factor 16 allows for another summation order. Links that openQCD sets to
-zero (the time links at x0 = N0 - 1 with open boundary conditions) are read as they are; their
-plaquettes count as 0, as in openQCD. With SF or open-SF boundary conditions openQCD's header
+zero (the time links at x0 = N0 - 1 with open boundary conditions) are read and written as
+they are; their plaquettes count as 0, as in openQCD, and the check that the links are in SU(3)
+passes over them (and over no other link). With SF or open-SF boundary conditions openQCD's header
 plaquette also counts the space-like plaquettes at x0 = N0, made of boundary links that the file
 does not hold: such files fail the check; read them with ``check=False``.
 """
@@ -32,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (GaugeFileError, GaugeFileInfo, HeaderCheck, compare_float, file_size,
-                      plaquette_and_trace, read_exactly, single_su3_config)
+from ._common import (GaugeFileError, GaugeFileInfo, HeaderCheck, check_data, compare_float,
+                      file_size, open_boundary_as_unit, plaquette_and_trace, read_exactly,
+                      single_su3_config)
 from .atomic import atomic_open_binary
 
 __all__ = ["read_openqcd", "write_openqcd", "openqcd_plaquette_tolerance"]
@@ -56,8 +58,9 @@ def read_openqcd(path, *, check: bool = True) -> tuple[np.ndarray, GaugeFileInfo
 
     Returns ``(U0, info)``: ``U0`` host complex128 ``[4, N0, N1, N2, N3, 3, 3]`` and the
     :class:`~._common.GaugeFileInfo` with the plaquette comparison (header value divided by 3
-    against the library plaquette, tolerance :func:`openqcd_plaquette_tolerance` / 3). With
-    ``check=True`` a mismatch raises :class:`~._common.GaugeFileError`.
+    against the library plaquette, tolerance :func:`openqcd_plaquette_tolerance` / 3) and the
+    check that the links are in SU(3) (zero open-boundary links excepted). With ``check=True`` a
+    failure raises :class:`~._common.GaugeFileError`.
     """
     path = str(path)
     size = file_size(path)
@@ -96,6 +99,7 @@ def read_openqcd(path, *, check: bool = True) -> tuple[np.ndarray, GaugeFileInfo
                          endian="little", storage="3x3", header={"N0": n0, "N1": n1, "N2": n2,
                                                                  "N3": n3, "plaq": plaq3},
                          checks=checks)
+    check_data(info, open_boundary_as_unit(U0)[None])
     if check:
         info.raise_on_failure()
     return U0, info
@@ -103,8 +107,10 @@ def read_openqcd(path, *, check: bool = True) -> tuple[np.ndarray, GaugeFileInfo
 
 def write_openqcd(path, U) -> GaugeFileInfo:
     """Write one configuration ``U[1, 4, N0, N1, N2, N3, 3, 3]`` (even extents) as an
-    openQCD file, atomically; the header plaquette is 3 times the library plaquette."""
-    U0 = single_su3_config(U, "openQCD")
+    openQCD file, atomically; the header plaquette is 3 times the library plaquette. NaN/inf and
+    links outside SU(3) (other than zero time links at ``x0 = N0 - 1``, openQCD's open
+    boundary) are a ``ValueError`` before any file is created."""
+    U0 = single_su3_config(U, "openQCD", open_boundary=True)
     dims = tuple(int(n) for n in U0.shape[1:5])
     if any(n % 2 for n in dims):
         raise ValueError(f"openQCD files need even extents (links are stored by odd points), "
