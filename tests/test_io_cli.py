@@ -70,7 +70,8 @@ def test_info_json(nersc, capsys):
     assert main(["info", str(nersc), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["format"] == "nersc" and doc["lattice"] == [4, 2, 6, 8] and doc["ok"] is True
-    assert {c["name"] for c in doc["checks"]} == {"checksum", "plaquette", "link trace"}
+    assert {c["name"] for c in doc["checks"]} == {"checksum", "plaquette", "link trace",
+                                                  "links in SU(3)"}
     assert doc["max_unitarity_deviation"] < 1e-13
 
 
@@ -85,7 +86,7 @@ def test_info_on_a_corrupted_file_names_the_mismatch(nersc, capsys):
     assert main(["info", str(nersc)]) == 2
     cap = capsys.readouterr()
     assert "checksum: MISMATCH" in cap.out
-    assert "check failed: checksum" in cap.err
+    assert "failed: checksum" in cap.err
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "extension", "exists", "several",

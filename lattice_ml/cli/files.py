@@ -6,22 +6,30 @@
                               [--storage 3x3|3x2] [--index I] [--no-check] [--overwrite]
     lattice-ml info FILE [--format FMT] [--index I] [--json]
 
-Formats: nersc, ildg, openqcd, hdf5 (see docs/io.md). The input format is detected from the
-content, the output format taken from ``--to`` or OUT's extension (``.nersc``, ``.lime`` /
-``.ildg``, ``.openqcd`` / ``.oqcd``, ``.h5`` / ``.hdf5``). ``convert`` checks the input's
-checksums, plaquette and link trace before writing (``--no-check`` skips that) and writes OUT
-atomically, so a failed conversion leaves no partial file. ``info`` prints the header, the
-plaquette and the status of every check; it exits with 2 when a check fails.
+Formats: nersc, ildg, openqcd, hdf5, and for reading only checkpoint (the ``checkpoint.ckpt`` of
+``lattice-ml run``; see docs/io.md). The input format is detected from the content, the output
+format taken from ``--to`` or OUT's extension (``.nersc``, ``.lime`` / ``.ildg``, ``.openqcd`` /
+``.oqcd``, ``.h5`` / ``.hdf5``). ``convert`` checks the input's checksums, plaquette and link
+trace and that its links are in U(1)/SU(N) before writing (``--no-check`` skips that, but the
+writers still refuse NaN/inf and links outside the group) and writes OUT atomically, so a
+failed conversion leaves no partial file. ``info`` prints the header, the plaquette, the
+largest deviations from the group (max |U^dag U - 1|, and max |det U - 1| for SU(N)) and the
+status of every check; it exits with 2 when a check fails, i.e. where ``read_gauge`` would
+refuse the file.
 
 Exit codes as for the other commands: 0 ok; 1 the output could not be written; 2 bad input (a
 missing, unreadable or corrupted file, a failed check, an unknown format, an existing OUT
-without ``--overwrite``, options that do not fit the format).
+without ``--overwrite``, options that do not fit the format); 141 (128 + SIGPIPE, what a shell
+reports for a command killed by a closed pipe) when the reader of the output closed it early,
+as in ``lattice-ml info --json FILE | head -c 10`` (the rest of the output is dropped quietly).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,24 +40,54 @@ __all__ = ["add_parsers", "cmd_convert", "cmd_info"]
 EXIT_OK = 0
 EXIT_WRITE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 141
 
-_FORMATS = ("nersc", "ildg", "openqcd", "hdf5")
+_FORMATS = ("nersc", "ildg", "openqcd", "hdf5")  # lattice_ml.io.FORMATS (not imported: startup)
+_READABLE = _FORMATS + ("checkpoint",)  # lattice_ml.io.READABLE_FORMATS
 
 
 def _error(message: str) -> None:
     print(f"lattice-ml: error: {message}", file=sys.stderr)
 
 
+def _for_command_line(message: str, flag: str) -> str:
+    """A library message as the command line says it: the keyword argument ``format=`` that
+    the message asks for is the flag ``flag`` here."""
+    return message.replace("name it with format=",
+                           f"pass {flag} ({', '.join(_READABLE)})")
+
+
+def _quiet_on_closed_pipe(command):
+    """``command(args)`` that ends with :data:`EXIT_BROKEN_PIPE` and no traceback when the
+    reader of stdout closes it early (``| head``): the rest of the output goes to /dev/null."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code = command(args)
+            sys.stdout.flush()  # inside the try: a closed pipe shows up here at the latest
+            return code
+        except BrokenPipeError:
+            # what is still buffered is flushed again at exit: send it to /dev/null
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return EXIT_BROKEN_PIPE
+
+    return run
+
+
 def add_parsers(subparsers) -> None:
     """Add the ``convert`` and ``info`` subcommands; each sets ``handler`` to its function."""
     conv = subparsers.add_parser(
         "convert", help="convert a gauge configuration between file formats",
-        description="Convert a gauge configuration between NERSC, ILDG, openQCD and HDF5. The "
-                    "input is checked (checksums, plaquette, link trace) and OUT is written "
+        description="Convert a gauge configuration between NERSC, ILDG, openQCD and HDF5 (or "
+                    "write the links of a lattice-ml run checkpoint). The input is checked "
+                    "(checksums, plaquette, link trace, links in the group) and OUT is written "
                     "atomically.")
     conv.add_argument("input", metavar="IN", type=Path, help="input file")
     conv.add_argument("output", metavar="OUT", type=Path, help="output file")
-    conv.add_argument("--from", dest="from_format", choices=_FORMATS,
+    conv.add_argument("--from", dest="from_format", choices=_READABLE,
                       help="input format (default: detected from the content)")
     conv.add_argument("--to", dest="to_format", choices=_FORMATS,
                       help="output format (default: from OUT's extension)")
@@ -60,28 +98,32 @@ def add_parsers(subparsers) -> None:
     conv.add_argument("--storage", choices=("3x3", "3x2"),
                       help="nersc: whole matrices or the first two rows (default 3x3)")
     conv.add_argument("--index", type=int,
-                      help="hdf5 input: which configuration of the ensemble (needed when it "
-                           "holds several and OUT holds one)")
+                      help="hdf5 or checkpoint input: which configuration (chain) to convert "
+                           "(needed when it holds several and OUT holds one)")
     conv.add_argument("--no-check", dest="check", action="store_false",
-                      help="do not verify the input's checksums, plaquette and link trace")
+                      help="do not verify the input's checksums, plaquette and link trace (the "
+                           "writers still refuse NaN and links outside the group)")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    conv.set_defaults(handler=cmd_convert)
+    conv.set_defaults(handler=_quiet_on_closed_pipe(cmd_convert))
 
     info = subparsers.add_parser(
         "info", help="print a gauge file's header, plaquette and checksum status",
-        description="Print the header of a gauge-configuration file, its plaquette and the "
-                    "status of its checks; exit status 2 when a check fails.")
+        description="Print the header of a gauge-configuration file (or lattice-ml run "
+                    "checkpoint), its plaquette, its deviation from the group and the status "
+                    "of its checks; exit status 2 when a check fails.")
     info.add_argument("file", metavar="FILE", type=Path, help="gauge-configuration file")
-    info.add_argument("--format", choices=_FORMATS,
+    info.add_argument("--format", choices=_READABLE,
                       help="file format (default: detected from the content)")
     info.add_argument("--index", type=int,
-                      help="hdf5: inspect only this configuration (default: all)")
+                      help="hdf5 or checkpoint: inspect only this configuration (chain) "
+                           "(default: all)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
-    info.set_defaults(handler=cmd_info)
+    info.set_defaults(handler=_quiet_on_closed_pipe(cmd_info))
 
 
-def _read(path: Path, fmt, index, check: bool):
-    """``(U_host, info)`` or an exit code after printing the error."""
+def _read(path: Path, fmt, index, check: bool, flag: str):
+    """``(U_host, info)`` or an exit code after printing the error; ``flag`` is the option
+    that names the input format (``--from`` or ``--format``)."""
     from lattice_ml.io import GaugeFileError, inspect_gauge
 
     try:
@@ -95,7 +137,7 @@ def _read(path: Path, fmt, index, check: bool):
         _error(f"{path} is a directory, not a gauge file")
         return EXIT_BAD_INPUT
     except (GaugeFileError, ValueError, IndexError) as exc:
-        _error(str(exc))
+        _error(_for_command_line(str(exc), flag))
         return EXIT_BAD_INPUT
     except OSError as exc:
         _error(f"cannot read {path}: {exc.strerror or exc}")
@@ -128,7 +170,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.output.is_dir():
         _error(f"{args.output} is a directory")
         return EXIT_BAD_INPUT
-    got = _read(args.input, args.from_format, args.index, args.check)
+    got = _read(args.input, args.from_format, args.index, args.check, "--from")
     if isinstance(got, int):
         return got
     U, info = got
@@ -139,6 +181,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if target == "hdf5":
         opts["metadata"] = {"source": {"path": str(args.input), "format": info.format,
                                        "header": _jsonable(info.header)}}
+        if isinstance(info.header.get("next_update"), int):  # a run checkpoint
+            opts["trajectory"] = info.header["next_update"]
     try:
         written = write_gauge(args.output, U, target, **opts)
     except ValueError as exc:
@@ -157,16 +201,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic)
-                                 else str(o)))
-
-
-def _unitarity(U: np.ndarray) -> tuple[float, float]:
-    """max |U^dagger U - 1| and max |det U - 1| of host links."""
-    N = U.shape[-1]
-    dev = np.abs(np.conj(np.swapaxes(U, -1, -2)) @ U - np.eye(N)).max()
-    ddev = np.abs(np.linalg.det(U) - 1.0).max() if N > 1 else 0.0
-    return float(dev), float(ddev)
+    """``obj`` as plain JSON values; NaN and infinities become None (strict JSON has none)."""
+    text = json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
+    return json.loads(text, parse_constant=lambda name: None)
 
 
 def _short(value, limit: int = 100) -> str:
@@ -174,16 +211,24 @@ def _short(value, limit: int = 100) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _theory_line(theory) -> str:
+    """``u1, beta = 2.0, action = wilson`` from a config's ``[theory]`` table."""
+    if not isinstance(theory, dict):
+        return str(theory)
+    rest = [f"{k} = {v}" for k, v in theory.items() if k != "name"]
+    return ", ".join([str(theory.get("name", "?"))] + rest)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    got = _read(args.file, args.format, args.index, check=False)
+    got = _read(args.file, args.format, args.index, False, "--format")
     if isinstance(got, int):
         return got
     U, info = got
     from lattice_ml.io._common import plaquette_and_trace
 
-    gauge = info.N > 0  # an HDF5 ensemble may hold scalar fields
+    gauge = info.N > 0  # an HDF5 ensemble or a checkpoint may hold scalar fields
+    checkpoint = info.format == "checkpoint"
     plaqs = [plaquette_and_trace(u) for u in U] if gauge else []
-    unit, det_dev = _unitarity(U) if gauge else (None, None)
     failed = info.failed
     if args.json:
         out = {"file": str(args.file), "format": info.format, "lattice": list(info.lattice),
@@ -191,20 +236,25 @@ def cmd_info(args: argparse.Namespace) -> int:
                "endian": info.endian, "storage": info.storage,
                "header": _jsonable(info.header),
                "plaquette": [p for p, _ in plaqs], "link_trace": [t for _, t in plaqs],
-               "max_unitarity_deviation": unit, "max_det_deviation": det_dev,
+               "max_unitarity_deviation": info.unitarity, "max_det_deviation": info.det_deviation,
                "checks": [{"name": c.name, "stored": c.stored, "computed": c.computed,
                            "ok": c.ok, "tolerance": c.tolerance} for c in info.checks],
                "ok": not failed}
         print(json.dumps(_jsonable(out), indent=2))
         return EXIT_BAD_INPUT if failed else EXIT_OK
     print(f"file:        {args.file}")
-    print(f"format:      {info.format}")
+    print(f"format:      {info.format}" + (f" (kind {info.header['kind']})" if checkpoint else ""))
     group = ("U(1)" if info.N == 1 else f"SU({info.N})") + " links" if gauge else "fields"
     print(f"lattice:     {'x'.join(map(str, info.lattice))} (L0 = time, library order), "
           f"{group}")
     storage = f", storage {info.storage}" if info.storage else ""
+    what = "chain" if checkpoint else "configuration"
     print(f"data:        {info.precision}-bit, {info.endian} endian{storage}, "
-          f"{info.n_configs} configuration{'s' if info.n_configs != 1 else ''}")
+          f"{info.n_configs} {what}{'s' if info.n_configs != 1 else ''}")
+    if checkpoint:
+        print(f"update:      {info.header['next_update']} of {info.header['total_updates']} "
+              "(next_update of total_updates)")
+        print(f"theory:      {_theory_line(info.header['theory'])}")
     print("header:")
     for key, value in info.header.items():
         if isinstance(value, dict) and key == "metadata":
@@ -214,6 +264,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {key} = {_short(value)}")
     if not gauge:
         pass
+    elif checkpoint:
+        print("plaquette:   <Re Tr U_p>/N of each chain, computed from the data")
+        for chain, (p, _) in zip(info.header["chains"], plaqs):
+            print(f"  chain {chain}: {p:.15f}")
     elif len(plaqs) == 1:
         print(f"plaquette:   {plaqs[0][0]:.15f}   (<Re Tr U_p>/N, computed from the data)")
         print(f"link trace:  {plaqs[0][1]:.15f}   (<Re Tr U>/N)")
@@ -222,7 +276,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"plaquette:   mean {p.mean():.15f}, min {p.min():.15f}, max {p.max():.15f} over "
               f"{len(p)} configurations")
     if gauge:
-        print(f"unitarity:   max |U^dag U - 1| = {unit:.2e}, max |det U - 1| = {det_dev:.2e}")
+        det = "" if info.det_deviation is None else f", max |det U - 1| = {info.det_deviation:.2e}"
+        print(f"unitarity:   max |U^dag U - 1| = {info.unitarity:.2e}{det}")
     print("checks:")
     for c in info.checks:
         print(f"  {c.describe()}")
