@@ -1,10 +1,13 @@
-"""Statistics of Monte Carlo histories: Γ-method, jackknife, bootstrap, binning, reweighting.
+"""Statistics of Monte Carlo histories: Γ-method, jackknife, bootstrap, binning, reweighting,
+cosh fits of periodic correlators.
 
 Histories are host data of shape ``(N,)`` (one chain) or ``(R, N)`` (replicas/chains first);
 any array type is accepted and converted to NumPy. See ``docs/statistics.md``.
 """
 
 from lattice_ml.stats.gamma import GammaResult, WindowWarning, gamma_method, tau_int
+from lattice_ml.stats.fits import (CoshFit, choose_fit_range, cosh_correlator, fit_cosh_mass,
+                                   fold_correlator, folded_errors)
 from lattice_ml.stats.resampling import (
     BinningAnalysis,
     ResampleResult,
@@ -28,4 +31,10 @@ __all__ = [
     "binning_analysis",
     "effective_sample_size",
     "reweight",
+    "CoshFit",
+    "cosh_correlator",
+    "fold_correlator",
+    "folded_errors",
+    "fit_cosh_mass",
+    "choose_fit_range",
 ]
