@@ -32,7 +32,12 @@ from lattice_ml.cli.output import (
     atomic_write_json,
     atomic_write_text,
     json_default,
+    RunLock,
+    check_out_dir,
+    discard_previous,
     prepare_out_dir,
+    restore_previous,
+    set_aside,
 )
 from lattice_ml.cli.progress import Progress
 
@@ -95,7 +100,7 @@ def error_of(*args, **kwargs) -> ConfigError:
 
 def test_defaults_load_and_validate():
     c = load_config(None, [])
-    assert list(c) == ["lattice", "theory", "sampler", "flow", "run"]
+    assert list(c) == ["lattice", "theory", "sampler", "flow", "run", "output", "measure"]
     assert c["lattice"]["shape"] == [32, 32]
     assert c["theory"] == {"name": "phi4", "form": "hopping", "beta": 0.64, "lam": 1.0}
     s = c["sampler"]
@@ -290,7 +295,7 @@ def test_config_error_is_value_error():
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides", [[], ["theory.form=standard", "lattice.shape=[4,6,8]",
-                                            "sampler.tau=1e-3", "run.backend=cupy"]])
+                                            "sampler.tau=1e-3", "run.backend=array_api_strict"]])
 @pytest.mark.parametrize("comments", [True, False])
 def test_dump_toml_round_trip(overrides, comments):
     c = load_config(None, overrides)
@@ -394,16 +399,25 @@ def test_main_run_refuses_completed_dir_then_overwrites(tmp_path, capsys, fake_r
     assert main(["run", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "summary.json").read_text() == before
-    # a failing rerun with --overwrite removes the old summary and writes none
+    # a failing rerun with --overwrite leaves the earlier run as it was
+    history = (out / "history.npz").read_bytes()
     fake_run.module.behaviour = "raise"
-    assert main(["run", "--out", str(out), "--overwrite"]) == 1
+    assert main(["run", "--out", str(out), "--overwrite", "--set", "run.seed=7"]) == 1
     err = capsys.readouterr().err
     assert "lattice-ml: error: run failed: RuntimeError: the integrator exploded" in err
-    assert "Traceback" not in err
-    assert not (out / "summary.json").exists()
+    assert "earlier run" in err and "Traceback" not in err
+    assert (out / "summary.json").read_text() == before
+    assert (out / "history.npz").read_bytes() == history
+    assert tomllib.loads((out / "config.toml").read_text())["run"]["seed"] == 1
+    assert not (out / "previous-run").exists()
+    # a config error found late (here: the backend) is found before anything is touched
+    assert main(["run", "--out", str(out), "--overwrite", "--set",
+                 "run.backend=cupy"]) == 2
+    assert (out / "summary.json").read_text() == before
     fake_run.module.behaviour = "ok"
-    assert main(["run", "--out", str(out), "--overwrite"]) == 0
-    assert (out / "summary.json").exists()
+    assert main(["run", "--out", str(out), "--overwrite", "--set", "run.seed=7"]) == 0
+    assert tomllib.loads((out / "config.toml").read_text())["run"]["seed"] == 7
+    assert not (out / "previous-run").exists()
 
 
 def test_main_run_failure_traceback_with_debug(tmp_path, capsys, fake_run):
@@ -487,27 +501,16 @@ def test_json_default():
         json_default(object())
 
 
-def test_prepare_out_dir(tmp_path, monkeypatch):
+def test_prepare_out_dir_and_check_out_dir(tmp_path, monkeypatch):
     out = prepare_out_dir(tmp_path / "a" / "b")
     assert out.is_dir()
     (out / "history.npz").write_bytes(b"x")
-    assert prepare_out_dir(out) == out  # no summary: an incomplete run may be reused
+    check_out_dir(out)  # no summary: an incomplete run may be reused
     (out / "summary.json").write_text("{}")
     with pytest.raises(OutputError, match="--overwrite"):
-        prepare_out_dir(out)
-    assert (out / "summary.json").exists()
-    removed = []
-    real_unlink = Path.unlink
-
-    def spy(self, *a, **k):
-        removed.append(self.name)
-        return real_unlink(self, *a, **k)
-
-    monkeypatch.setattr(Path, "unlink", spy)
-    assert prepare_out_dir(out, overwrite=True) == out
-    assert removed[0] == "summary.json"  # the old summary goes first
-    assert not (out / "summary.json").exists() and not (out / "history.npz").exists()
-    monkeypatch.undo()
+        check_out_dir(out)
+    check_out_dir(out, overwrite=True)
+    assert (out / "summary.json").exists()  # checking deletes nothing
     f = tmp_path / "file"
     f.write_text("")
     with pytest.raises(OutputError, match="not a directory"):
@@ -515,6 +518,51 @@ def test_prepare_out_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     d1, d2 = prepare_out_dir(None), prepare_out_dir(None)
     assert d1 != d2 and d1.parent == d2.parent == tmp_path / "lattice-ml-runs"
+
+
+def test_set_aside_and_restore_keep_the_earlier_run(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name, text in (("summary.json", "{}"), ("history.npz", "h"), ("config.toml", "c")):
+        (out / name).write_text(text)
+    (out / "configs").mkdir()
+    (out / "configs" / "ensemble.h5").write_text("e")
+    aside = set_aside(out)
+    assert sorted(os.listdir(out)) == ["previous-run"]
+    (out / "config.toml").write_text("new")            # the new run starts writing
+    (out / "history.npz").write_text("partial")
+    restore_previous(out, aside)
+    assert sorted(os.listdir(out)) == ["config.toml", "configs", "history.npz", "summary.json"]
+    assert (out / "config.toml").read_text() == "c" and (out / "history.npz").read_text() == "h"
+    assert (out / "configs" / "ensemble.h5").read_text() == "e"
+    discard_previous(set_aside(out))
+    assert os.listdir(out) == []
+
+
+def test_run_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from lattice_ml.cli.output import RunLock
+        with RunLock(Path({str(tmp_path)!r})):
+            print("locked", flush=True)
+            sys.stdin.readline()
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputError, match=rf"in use by another lattice-ml run \(pid "
+                                              rf"{holder.pid} on "):
+            with RunLock(tmp_path):
+                pass
+    finally:
+        holder.communicate("\n", timeout=30)
+    with RunLock(tmp_path):  # released when the holder ended
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,9 +613,12 @@ def test_progress_shows_and_throttles():
 def test_progress_eta_and_phases():
     clock, stream = _Clock(), io.StringIO()
     bar = Progress(10, "therm", mode="always", stream=stream, clock=clock)
-    clock.t = 1.0
-    bar.update(2)
-    assert "ETA 0:04" in stream.getvalue() and "2.0/s" in stream.getvalue()
+    clock.t = 5.0           # the first update took 5 s (compilation): it sets no rate
+    bar.update(1)
+    assert "ETA --:--" in stream.getvalue()
+    clock.t = 5.5
+    bar.update(1)           # 1 more in 0.5 s: 2/s, 8 left, 4 s
+    assert "ETA 0:04" in bar.line() and "2.0/s" in bar.line()
     bar.reset(5, "measure")
     assert stream.getvalue().endswith("\n")
     child = bar(3, "other")

@@ -135,7 +135,7 @@ def test_gauge_runs(tmp_path, extra, keys):
 
 @pytest.mark.parametrize("extra,key", [
     (["--set", "theory.name=su2", "--set", "sampler.name=heatbath",
-      "--set", "theory.action=iwasaki"], "sampler.name"),
+      "--set", "theory.action=iwasaki"], "theory.action"),
     (["--set", "theory.name=su3", "--set", "sampler.fine_steps=3"], "sampler.fine_steps"),
     (["--set", "theory.name=u1", "--set", "theory.N=3"], "theory.N"),
 ])

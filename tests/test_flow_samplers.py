@@ -201,20 +201,25 @@ def test_hopping_point_of_the_benchmark_is_the_tutorial_point():
                                rtol=1e-12, atol=1e-12)
 
 
-def test_field_step_matches_the_stateful_step(xp):
-    """field_step (state = field only) makes the same decisions as step with stored weights."""
+def test_step_with_kept_log_weight_matches_the_recomputed_one(xp):
+    """step(x) (log-weight recomputed) makes the same decisions as step(x, log_w=kept)."""
     action = Phi4Action(Lattice((4, 4)), "standard", m2=-4.0, lam=8.0)
     flow = make_phi4_flow((4, 4), xp, n_layers=2, hidden=(3,), seed=2, final_scale=0.5)
     sampler = FlowMetropolis(flow, action)
     rng_a, rng_b = RandomStreams(4, 8, xp), RandomStreams(4, 8, xp)
     state = sampler.init(rng_a)
     x = sampler.init(rng_b).x
+    log_w = state.log_w
+    xa = state.x
     n_acc = 0
     for _ in range(6):
-        state, info = sampler.step(state, rng_a)
-        x, step = sampler.field_step(x, rng_b)
+        xa, info = sampler.step(xa, rng_a, log_w)
+        log_w = info.log_w
+        x, step = sampler.step(x, rng_b)
         np.testing.assert_array_equal(to_numpy(step.accepted), to_numpy(info.accepted))
-        np.testing.assert_allclose(to_numpy(x), to_numpy(state.x), atol=1e-12)
+        np.testing.assert_allclose(to_numpy(x), to_numpy(xa), atol=1e-12)
+        np.testing.assert_allclose(to_numpy(step.log_w), to_numpy(sampler.log_weight(x)),
+                                   atol=1e-9)
         n_acc += int(np.sum(to_numpy(info.accepted)))
         acc = to_numpy(step.accepted)
         assert np.all((to_numpy(step.delta_h) < 0) <= acc)    # a downhill move is accepted

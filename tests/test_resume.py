@@ -94,7 +94,7 @@ JOBS = {
 }
 JOBS["schwinger_staggered_rhmc"] = JOBS["schwinger"] + ["theory.fermion=staggered"]
 _FLOW = ["flow.layers=2", "flow.channels=2", "flow.hidden_layers=1",
-         "flow.train_steps=5", "flow.batch=4"]
+         "flow.train_steps=5", "flow.batch=4", "sampler.min_acceptance=0"]  # a 5-step flow
 JOBS["phi4_flow_metropolis"] = ["sampler.name=flow", *_FLOW]  # the flow is retrained on resume
 JOBS["phi4_flow_hmc"] = ["sampler.name=flow_hmc", *_FLOW]
 STOPS = {"suN_symanzik_two_scales": [1, 2, 4], "schwinger": [1, 2, 4],
@@ -195,8 +195,8 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path, capsys):
     _refused(capsys, ["run", "--resume", str(out)], "another configuration",
              "theory.beta (0.64 in the checkpoint, 0.65 in config.toml)")
     (out / "config.toml").write_text(text)
-    _refused(capsys, ["run", "--resume", str(out), "--set", "sampler.n_samples=9"],
-             "sampler.n_samples", "cannot be changed when resuming")
+    _refused(capsys, ["run", "--resume", str(out), "--set", "sampler.n_therm=9"],
+             "sampler.n_therm", "cannot be changed when resuming")
     _refused(capsys, ["run", "--resume", str(out), "--out", str(tmp_path / "x")], "--resume")
     _refused(capsys, ["run", "--resume", str(tmp_path / "nowhere")], "not a directory")
     # a new run into the directory of an unfinished one is refused too
@@ -425,7 +425,7 @@ def test_non_unitary_start_file_is_refused_not_repaired(tmp_path, capsys):
     from lattice_ml.io import write_gauge
 
     write_gauge(tmp_path / "bad.h5", 1.5 * np.ones((2, 2, 4, 4, 1, 1), dtype=np.complex128),
-                "hdf5")
+                "hdf5", check=False)
     sets = TINY + ["theory.name=u1", f'run.start_file="{tmp_path}/bad.h5"']
     _refused(capsys, ["run", "--out", str(tmp_path / "o"), *_argv(sets)], "run.start_file",
              "bad.h5")

@@ -1,7 +1,7 @@
 """Configuration of the ``lattice-ml`` command: schema, loading, merging, validation.
 
-A configuration is a TOML document with four tables, ``[lattice]``, ``[theory]``, ``[sampler]``
-and ``[run]``. The schema (:mod:`lattice_ml.cli.schema`) is declarative (plain dataclasses, no third-party library): each
+A configuration is a TOML document with the tables ``[lattice]``, ``[theory]``, ``[sampler]``,
+``[flow]``, ``[run]``, ``[output]`` and ``[measure]``. The schema (:mod:`lattice_ml.cli.schema`) is declarative (plain dataclasses, no third-party library): each
 table holds :class:`Param` entries (type, default, range, allowed words, one line of
 documentation), and a table may have a *selector* parameter whose value picks a variant
 sub-table with further parameters. ``[theory]`` is selected by ``name`` and, for φ⁴, by
@@ -34,7 +34,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .schema import REQUIRED, SAMPLERS, SCHEMA, THEORIES, Param, Table  # noqa: F401 (re-exported)
+from .errors import ConfigError
+from .schema import (REQUIRED, SAMPLERS, SCHEMA, THEORIES, THEORY_DEFAULTS,  # noqa: F401
+                     Param, Table)
 
 try:  # Python >= 3.11
     import tomllib
@@ -62,29 +64,6 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "default.toml"
 _DEFAULT_SOURCE = "default.toml (embedded)"
 _SET_SOURCE = "--set"
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the dotted key, the problem and the source.
-
-    Attributes
-    ----------
-    key : str or None
-        Dotted key (``"sampler.n_samples"``) or table (``"[samplr]"``) concerned, if any.
-    problem : str
-        What is wrong, without the key.
-    source : str or None
-        Where the offending value came from: a file name, ``"--set"`` or the embedded default.
-    """
-
-    def __init__(self, key: str | None, problem: str, source: str | None = None):
-        self.key = key
-        self.problem = problem
-        self.source = source
-        msg = f"{key}: {problem}" if key else problem
-        if source:
-            msg += f" (in {source})"
-        super().__init__(msg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,8 +326,30 @@ def validate_config(raw: Mapping[str, Any], sources: Mapping[str, str] | None = 
     for name, value in raw.items():
         if name not in SCHEMA:
             raise _unknown_top_level(name, value, sources.get(name))
-    return {section: _validate_section(section, raw.get(section, {}), sources)
-            for section in SCHEMA}
+    config = {section: _validate_section(section, raw.get(section, {}), sources)
+              for section in SCHEMA}
+    for check in cross_key_checks(config):
+        try:
+            check(config)
+        except ConfigError as exc:
+            if exc.source is None and exc.key in sources:
+                raise ConfigError(exc.key, exc.problem, sources[exc.key]) from None
+            raise
+    return config
+
+
+def cross_key_checks(config: Mapping[str, Any]) -> list:
+    """The rules (``Table.checks``) of every table and chosen variant of ``config``, in schema
+    order (:mod:`lattice_ml.cli.rules`)."""
+    found = []
+    for section, table in SCHEMA.items():
+        values = config.get(section, {})
+        while table is not None:
+            found.extend(c for c in table.checks if c not in found)
+            if table.selector is None:
+                break
+            table = table.variants.get(values.get(table.selector))
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,14 +438,15 @@ def _read_file(path: str | Path) -> dict[str, Any]:
 
 
 _KEY_PART = re.compile(r"[A-Za-z0-9_-]+")
-_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*")
+_BARE_WORD = re.compile(r"[A-Za-z0-9_./~][A-Za-z0-9_.+/~-]*")  # words and paths
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     """Parse one ``--set KEY=VALUE`` into ``((table, key), value)``.
 
     The value is read as a TOML value (``500``, ``0.5``, ``[8, 8]``, ``"text"``, ``true``); a
-    bare word that is not valid TOML (``hopping``, ``array_api_strict``) is taken as a string.
+    bare word or path that is not valid TOML (``hopping``, ``array_api_strict``,
+    ``runs/cfg.nersc``) is taken as a string.
     A one-part key must name a table and take an inline table (``lattice={shape=[8,8]}``).
     """
     where = f"--set {text!r}"
@@ -537,7 +539,26 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         layers.append((_read_file(path), str(path)))
     layers.append((layer_set, _SET_SOURCE))
     merged, sources = merge_layers(layers)
+    _apply_theory_defaults(merged, sources)
     return validate_config(merged, sources)
+
+
+_DEFAULT_SOURCES = ("the schema defaults", _DEFAULT_SOURCE)
+
+
+def _apply_theory_defaults(merged: dict, sources: dict) -> None:
+    """Replace the sampler defaults by the theory's own (:data:`~.schema.THEORY_DEFAULTS`) where
+    no user layer (file or ``--set``) set the key."""
+    theory = merged.get("theory", {})
+    sampler = merged.get("sampler")
+    name = theory.get("name") if isinstance(theory, dict) else None
+    if not isinstance(sampler, dict) or name not in THEORY_DEFAULTS:
+        return
+    for key, value in THEORY_DEFAULTS[name].items():
+        dotted = f"sampler.{key}"
+        if sources.get(dotted, _DEFAULT_SOURCE) in _DEFAULT_SOURCES:
+            sampler[key] = value
+            sources[dotted] = f"the defaults of theory {name!r}"
 
 
 # --------------------------------------------------------------------------------------------

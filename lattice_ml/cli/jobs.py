@@ -1,22 +1,31 @@
-"""What ``lattice-ml run`` runs: one *job* per theory, built from a validated config.
+"""What ``lattice-ml run`` runs: one plain :class:`Job` record per configuration.
 
-A job knows its initial field, its Markov step (HMC or heatbath), what to measure on every
-sampled configuration, and how to turn the histories into the observables of SPEC section 4.
-The run loop (:mod:`lattice_ml.cli.run`) is the same for every theory.
+A job is built by the small builder of its theory (:data:`BUILDERS`) from a configuration that
+has passed :func:`lattice_ml.cli.config.validate_config`, so a builder checks nothing: every
+cross-key rule lives in the schema (:mod:`lattice_ml.cli.rules`). The record says what the run
+loop (:mod:`lattice_ml.cli.run`) needs and nothing else: the initial field, a sampler with one
+``step(field, rng) -> (field, info)``, the measurements, how the histories become the
+observables of SPEC section 4, and the few facts the loop acts on (links to reunitarise, a step
+count to adapt, a flow to train first).
 """
 
 from __future__ import annotations
 
+import math
+import time
 import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
 from ..backend import namespace, to_numpy
-from ..gauge import GaugeAction
 from ..fermions import (StaggeredDirac, StaggeredRationalAction, WilsonDirac,
                         WilsonPseudofermionAction, chiral_condensate, pion_correlator,
                         staggered_root_powers)
-from ..gauge.observables import average_plaquette, polyakov_loop, topological_charge_2d
+from ..gauge import GaugeAction
+from ..gauge.observables import (average_plaquette, creutz_ratio, polyakov_loop,
+                                 topological_charge_2d, wilson_loop)
 from ..groups import haar_random, identity_like
 from ..lattice import Lattice
 from ..samplers import HMC, EuclideanSpace, Heatbath, LieGroupSpace, Level, PseudofermionHMC
@@ -24,12 +33,62 @@ from ..scalar import (Phi4Action, abs_magnetization, binder_cumulant, magnetizat
                       momentum_space_propagator, phi2, second_moment_correlation_length,
                       susceptibility, two_point_function)
 from ..stats import WindowWarning, gamma_method
-from .config import ConfigError
+from .rules import gauge_N, has_fermions
 
-__all__ = ["build_job", "summary_entry", "Phi4Job", "Phi4FlowJob", "GaugeJob", "FermionJob",
-           "SchwingerJob"]
+__all__ = ["Job", "build_job", "BUILDERS", "summary_entry", "host", "fermion_actions",
+           "FLOW_SAMPLERS"]
 
-GAUGE_N = {"u1": 1, "su2": 2, "su3": 3}
+FLOW_SAMPLERS = ("flow", "flow_hmc")
+
+
+def _identity(field):
+    return field
+
+
+@dataclass
+class Job:
+    """Everything the run loop needs to know about one run; built by :func:`build_job`.
+
+    lattice : the :class:`~lattice_ml.lattice.Lattice`
+    description : summary entries that describe the run (theory, couplings, ...)
+    initial_field : ``rng -> field`` (draws the same numbers for every kind of start)
+    sampler : object with ``step(field, rng) -> (field, info)``; ``info`` has ``accepted`` and
+        ``delta_h`` (``[batch]``) for Metropolis samplers, neither for the heatbath
+    measure : ``(field, rng) -> {name: [batch] or [batch, T] array}``, after every
+        ``sampler.measure_every`` measured updates
+    summarize : ``{name: [chain, time, ...] host array} -> {name: summary entry}``
+    N : colours of the gauge links (1 for U(1)); ``None`` for a scalar field
+    n_steps : outer integration steps of a sampler whose step count may be adapted
+        (``None``: nothing to adapt)
+    with_n_steps : ``n -> sampler`` with ``n`` outer steps (with ``n_steps``)
+    measure_gauge : ``links -> {name: [batch] array}``, the ``[measure]`` observables (``None``:
+        none asked for), every ``measure.every`` measurements
+    prepare : ``progress -> dict`` run once before the first update (flow training); its
+        result is added to ``description``
+    to_field : chain state -> the physical field (the flow's map for flow HMC; else identity)
+    frozen_signals : observables whose zero variance over every chain and measurement means
+        the chains never moved (the run then fails)
+    """
+
+    lattice: Lattice
+    description: dict
+    initial_field: Callable
+    sampler: Any
+    measure: Callable
+    summarize: Callable
+    N: int | None = None
+    n_steps: int | None = None
+    with_n_steps: Callable | None = None
+    measure_gauge: Callable | None = None
+    prepare: Callable | None = None
+    to_field: Callable = _identity
+    frozen_signals: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+
+def host(x) -> np.ndarray:
+    """A measurement as a float64 host array."""
+    return to_numpy(x).astype(np.float64)
 
 
 def summary_entry(data, f=None) -> dict | None:
@@ -59,36 +118,36 @@ def _hmc_levels(sm: dict, whole, outer, inner) -> list[Level]:
     return [Level([whole], sm["n_steps"], sm["integrator"])]
 
 
-class Phi4Job:
-    """Real φ⁴ theory sampled with HMC."""
+def _adaptable(sampler, sm: dict) -> dict:
+    """The ``n_steps`` / ``with_n_steps`` items of a job whose sampler integrates."""
+    return {"n_steps": sm["n_steps"], "with_n_steps": sampler.with_n_steps}
 
-    def __init__(self, config: dict):
-        self.lattice = lat = Lattice(config["lattice"]["shape"])
-        th, sm = config["theory"], config["sampler"]
-        if th["form"] == "standard":
-            self.action = Phi4Action(lat, "standard", m2=th["m2"], lam=th["lam"])
-        else:
-            self.action = Phi4Action(lat, "hopping", beta=th["beta"], lam=th["lam"])
-        a = self.action
-        self.sampler = HMC(_hmc_levels(sm, a, a.part("kinetic"), a.part("local")),
-                           EuclideanSpace(), tau=sm["tau"], tau_jitter=sm["tau_jitter"])
-        self.start = sm["start"]
-        self.description = {"theory": "phi4", "form": th["form"],
-                            "couplings": {k: th[k] for k in ("m2", "beta", "lam") if k in th}}
 
-    def initial_field(self, rng):
-        phi = rng.normal(self.lattice.shape)  # drawn for both starts: the streams stay aligned
-        return 0.0 * phi if self.start == "cold" else phi
+# ------------------------------------------------------------------------------------------
+# φ⁴
+# ------------------------------------------------------------------------------------------
+def _phi4_parts(config: dict):
+    lat = Lattice(config["lattice"]["shape"])
+    th, sm = config["theory"], config["sampler"]
+    if th["form"] == "standard":
+        action = Phi4Action(lat, "standard", m2=th["m2"], lam=th["lam"])
+    else:
+        action = Phi4Action(lat, "hopping", beta=th["beta"], lam=th["lam"])
+    cold = sm["start"] == "cold"
 
-    def measure(self, phi, rng) -> dict:
+    def initial_field(rng):
+        phi = rng.normal(lat.shape)  # drawn for both starts: the streams stay aligned
+        return 0.0 * phi if cold else phi
+
+    def measure(phi, rng) -> dict:
         M = magnetization(phi)
         g0, g1 = momentum_space_propagator(phi)
         return {"phi2": phi2(phi), "magnetization": M, "abs_magnetization": abs_magnetization(phi),
                 "m2": M * M, "m4": (M * M) ** 2, "g0": g0, "g1": g1,
                 "two_point": two_point_function(phi)}
 
-    def summarize(self, hist: dict) -> dict:
-        V, L = self.lattice.volume, self.lattice.shape[0]
+    def summarize(hist: dict) -> dict:
+        V, L = lat.volume, lat.shape[0]
         obs = {key: summary_entry(hist[key])
                for key in ("phi2", "abs_magnetization", "magnetization")}
         obs["susceptibility"] = summary_entry([hist["m2"], hist["abs_magnetization"]],
@@ -99,144 +158,159 @@ class Phi4Job:
             [hist["g0"], hist["g1"]], f=lambda m: second_moment_correlation_length(m[0], m[1], L))
         return obs
 
+    description = {"theory": "phi4", "form": th["form"],
+                   "couplings": {k: th[k] for k in ("m2", "beta", "lam") if k in th}}
+    return lat, action, description, initial_field, measure, summarize
 
-FLOW_SAMPLERS = ("flow", "flow_hmc")
+
+def phi4_job(config: dict) -> Job:
+    """Real φ⁴ theory sampled with HMC (``fine_steps``: the local potential on the inner level)."""
+    lat, a, description, initial_field, measure, summarize = _phi4_parts(config)
+    sm = config["sampler"]
+    sampler = HMC(_hmc_levels(sm, a, a.part("kinetic"), a.part("local")), EuclideanSpace(),
+                  tau=sm["tau"], tau_jitter=sm["tau_jitter"])
+    return Job(lat, description, initial_field, sampler, measure, summarize,
+               frozen_signals=("phi2",), **_adaptable(sampler, sm))
 
 
-class Phi4FlowJob(Phi4Job):
-    """Real φ⁴ theory sampled with a normalizing flow trained when the job is built.
+def phi4_flow_job(config: dict) -> Job:
+    """Real φ⁴ theory sampled with a normalizing flow, trained in ``Job.prepare``.
 
     ``sampler.name = "flow"``: independence Metropolis with the flow as proposal (the chain state
     is the field ``x``); ``"flow_hmc"``: HMC on the pulled-back action in the latent space (the
     chain state is the latent field ``z``; measurements use ``x = f(z)``). The flow (affine
-    couplings, checkerboard masks, conditioners ``[1, channels × hidden_layers, 2]``; the ``[flow]``
-    table) is trained
-    by reverse KL with Adam and a cosine decay from ``lr`` to ``lr/100``, from its own random
-    streams (seed ``run.seed + 1``), so training is reproducible and a resumed run retrains the
-    same flow. ``description["flow"]`` reports the training and the ESS of 4096 fresh samples.
+    couplings, checkerboard masks, conditioners ``[1, channels × hidden_layers, 2]``; the
+    ``[flow]`` table) is trained by reverse KL with Adam and a cosine decay from ``lr`` to
+    ``lr/100``, from its own random streams (seed ``run.seed + 1``), so training is reproducible
+    and a resumed run retrains the same flow. ``description["flow"]`` reports the training and
+    the ESS of 4096 fresh samples.
     """
+    from ..backend import namespace_by_name
+    from ..samplers.flow_hmc import FlowHMC
+    from ..samplers.flow_mcmc import FlowMetropolis
+    from ..flows import make_phi4_flow
 
-    def __init__(self, config: dict):
-        import time
+    lat, action, description, initial_field, measure, summarize = _phi4_parts(config)
+    sm, fl, run = config["sampler"], config["flow"], config["run"]
+    xp = namespace_by_name(run["backend"])
+    flow = make_phi4_flow(lat.shape, xp, n_layers=fl["layers"],
+                          hidden=[fl["channels"]] * fl["hidden_layers"], kernel=fl["kernel"],
+                          seed=run["seed"], dtype=getattr(xp, run["dtype"]))
+    extra: dict = {}
+    if sm["name"] == "flow":
+        sampler = FlowMetropolis(flow, action)
+        to_field = _identity
+    else:
+        sampler = FlowHMC(flow, action, n_steps=sm["n_steps"], tau=sm["tau"],
+                          scheme=sm["integrator"], tau_jitter=sm["tau_jitter"])
+        to_field = sampler.to_field
+        extra = _adaptable(sampler, sm)
 
-        from ..backend import RandomStreams, namespace_by_name
-        from ..flows import FlowTrainer, effective_sample_size, make_phi4_flow
-        from ..optim import Adam, cosine_decay
-        from ..samplers.flow_hmc import FlowHMC
-        from ..samplers.flow_mcmc import FlowMetropolis
+    def prepare(progress) -> dict:
+        return _train_flow(flow, action, fl, run, xp, progress)
 
-        super().__init__({**config, "sampler": {**config["sampler"], "integrator": "omelyan",
-                                                "n_steps": 1, "tau": 1.0, "tau_jitter": 0.0,
-                                                "fine_steps": 0}})
-        sm, fl, run = config["sampler"], config["flow"], config["run"]
-        if fl["kernel"] % 2 != 1:
-            raise ConfigError("flow.kernel", f"the kernel size must be odd, got {fl['kernel']}")
-        if fl["kernel"] // 2 > min(self.lattice.shape):
-            raise ConfigError("flow.kernel", f"kernel {fl['kernel']} is wider than the "
-                              f"lattice {list(self.lattice.shape)}")
-        xp = namespace_by_name(run["backend"])
-        dtype = run["dtype"]
-        self.flow = make_phi4_flow(self.lattice.shape, xp, n_layers=fl["layers"],
-                                   hidden=[fl["channels"]] * fl["hidden_layers"],
-                                   kernel=fl["kernel"], seed=run["seed"],
-                                   dtype=getattr(xp, dtype))
-        t0 = time.perf_counter()
-        info = {"layers": fl["layers"], "channels": fl["channels"],
-                "hidden_layers": fl["hidden_layers"], "kernel": fl["kernel"],
-                "n_parameters": self.flow.n_parameters, "train_steps": fl["train_steps"],
-                "batch": fl["batch"], "lr": fl["lr"]}
-        if fl["train_steps"]:
-            trainer = FlowTrainer(
-                self.flow, self.action,
-                Adam(cosine_decay(fl["lr"], fl["train_steps"], fl["lr"] / 100)),
-                batch_size=fl["batch"], seed=run["seed"] + 1,
-                max_grad_norm=fl["clip"] or None, xp=xp, dtype=dtype)
-            with np.errstate(all="ignore"):
-                trainer.train(fl["train_steps"])
-            info["final_loss"] = float(np.mean(trainer.history["loss"][-50:]))
-            info["skipped_steps"] = trainer.skipped
-        info["train_seconds"] = time.perf_counter() - t0
-        lw = []
-        rng = RandomStreams(run["seed"] + 2, 512, xp, dtype=dtype)
-        with np.errstate(all="ignore"):
-            for _ in range(8):
-                x, logq = self.flow.sample(rng)
-                lw.append(host(-self.action.action(x) - logq))
-        lw = np.concatenate(lw)
-        info["ess"] = effective_sample_size(np.where(np.isnan(lw), -np.inf, lw))
-        info["ess_samples"] = int(lw.size)
-        if sm["name"] == "flow":
-            self._metropolis = FlowMetropolis(self.flow, self.action)
-            self.sampler = _FieldStepper(self._metropolis)
-            self.to_field = lambda phi: phi
-        else:
-            self.sampler = FlowHMC(self.flow, self.action, n_steps=sm["n_steps"], tau=sm["tau"],
-                                   scheme=sm["integrator"], tau_jitter=sm["tau_jitter"])
-            self.to_field = self.sampler.to_field
-        self.description["flow"] = info
-        self.description["ess"] = info["ess"]
-        self.description["train_seconds"] = info["train_seconds"]
-
-    def measure(self, field, rng) -> dict:
-        return super().measure(self.to_field(field), rng)
+    return Job(lat, description, initial_field, sampler,
+               lambda z, rng: measure(to_field(z), rng), summarize, prepare=prepare,
+               to_field=to_field, frozen_signals=("phi2",), **extra)
 
 
-class _FieldStepper:
-    """``step(x, rng)`` of flow Metropolis for a run loop that holds fields only."""
+def _train_flow(flow, action, fl: dict, run: dict, xp, progress) -> dict:
+    """Reverse-KL training of ``flow`` in place, with a progress line; the ``flow`` summary
+    items. A loss that is not finite at the end fails the run (:class:`FlowTrainingError`)."""
+    from ..backend import RandomStreams
+    from ..flows import FlowTrainer, effective_sample_size
+    from ..optim import Adam, cosine_decay
 
-    def __init__(self, metropolis):
-        self.metropolis = metropolis
+    t0 = time.perf_counter()
+    info = {"layers": fl["layers"], "channels": fl["channels"],
+            "hidden_layers": fl["hidden_layers"], "kernel": fl["kernel"],
+            "n_parameters": flow.n_parameters, "train_steps": fl["train_steps"],
+            "batch": fl["batch"], "lr": fl["lr"]}
+    if fl["train_steps"]:
+        trainer = FlowTrainer(flow, action, Adam(cosine_decay(fl["lr"], fl["train_steps"],
+                                                              fl["lr"] / 100)),
+                              batch_size=fl["batch"], seed=run["seed"] + 1,
+                              max_grad_norm=fl["clip"] or None, xp=xp, dtype=run["dtype"])
+        with progress(fl["train_steps"], "train") as bar, np.errstate(all="ignore"):
+            trainer.train(fl["train_steps"], callback=lambda tr, rec: bar.update(
+                1, loss=f"{rec['loss']:.4g}", ess=f"{rec['ess']:.2f}"))
+        loss = float(np.mean(trainer.history["loss"][-50:]))
+        if not math.isfinite(loss):
+            raise FlowTrainingError(
+                f"the flow's training loss is not finite ({loss}) after {fl['train_steps']} "
+                f"steps ({trainer.skipped} skipped): lower flow.lr (now {fl['lr']:g}) or set "
+                f"flow.clip (now {fl['clip']:g})")
+        info["final_loss"] = loss
+        info["skipped_steps"] = trainer.skipped
+    info["train_seconds"] = time.perf_counter() - t0
+    lw = []
+    rng = RandomStreams(run["seed"] + 2, 512, xp, dtype=run["dtype"])
+    with np.errstate(all="ignore"):
+        for _ in range(8):
+            x, logq = flow.sample(rng)
+            lw.append(host(-action.action(x) - logq))
+    lw = np.concatenate(lw)
+    info["ess"] = effective_sample_size(np.where(np.isnan(lw), -np.inf, lw))
+    info["ess_samples"] = int(lw.size)
+    return {"flow": info, "ess": info["ess"], "train_seconds": info["train_seconds"]}
 
-    def step(self, x, rng):
-        return self.metropolis.field_step(x, rng)
+
+class FlowTrainingError(RuntimeError):
+    """The flow's training diverged (non-finite loss)."""
 
 
-class GaugeJob:
-    """Pure U(1) or SU(N) gauge theory sampled with HMC or heatbath + over-relaxation."""
+# ------------------------------------------------------------------------------------------
+# gauge theories
+# ------------------------------------------------------------------------------------------
+def _gauge_parts(config: dict):
+    """Lattice, N, initial field, measurement and summary of the pure-gauge observables."""
+    lat = Lattice(config["lattice"]["shape"])
+    N = gauge_N(config)
+    cold = config["sampler"]["start"] == "cold"
+    two_d_u1 = lat.dim == 2 and N == 1
 
-    def __init__(self, config: dict):
-        self.lattice = Lattice(config["lattice"]["shape"])
-        th, sm = config["theory"], config["sampler"]
-        self.N = N = th.get("N", GAUGE_N.get(th["name"]))
-        self.action = a = GaugeAction(th["beta"], N, th["action"])
-        if sm["name"] == "heatbath":
-            if th["action"] != "wilson":
-                raise ConfigError("sampler.name", "the heatbath needs theory.action = 'wilson' "
-                                  f"(rectangles couple links of one parity), not {th['action']!r}")
-            self.sampler = Heatbath(th["beta"], N, n_or=sm["n_or"])
-        else:
-            if sm["fine_steps"] and a.c1 == 0.0:
-                raise ConfigError("sampler.fine_steps", "two time scales split the improved "
-                                  "action into rectangles (outer) and plaquettes (inner); the "
-                                  "Wilson action has no rectangles: set fine_steps = 0")
-            self.sampler = HMC(_hmc_levels(sm, a, a.part("rectangle") if a.c1 else a,
-                                           a.part("plaquette")),
-                               LieGroupSpace(N), tau=sm["tau"], tau_jitter=sm["tau_jitter"])
-        self.start = sm["start"]
-        self.description = {"theory": th["name"], "N": N, "action": th["action"],
-                            "couplings": {"beta": th["beta"]}}
+    def initial_field(rng):
+        hot = haar_random(rng, (lat.dim, *lat.shape), N)  # drawn for both starts
+        return identity_like(hot) if cold else hot
 
-    def initial_field(self, rng):
-        shape = (self.lattice.dim, *self.lattice.shape)
-        hot = haar_random(rng, shape, self.N)  # drawn for both starts: the streams stay aligned
-        return identity_like(hot) if self.start == "cold" else hot
-
-    def measure(self, U, rng) -> dict:
+    def measure(U, rng) -> dict:
         xp = namespace(U)
         out = {"plaquette": average_plaquette(U),
                "polyakov_loop": xp.abs(xp.real(polyakov_loop(U)))}
-        if self.lattice.dim == 2 and self.N == 1:
+        if two_d_u1:
             out["topological_charge"] = topological_charge_2d(U)
         return out
 
-    def summarize(self, hist: dict) -> dict:
+    def summarize(hist: dict) -> dict:
         obs = {"plaquette": summary_entry(hist["plaquette"]),
                "polyakov_loop": summary_entry(hist["polyakov_loop"])}
         if "topological_charge" in hist:
-            V = self.lattice.volume
-            obs["topological_susceptibility"] = summary_entry(hist["topological_charge"] ** 2 / V)
+            obs["topological_susceptibility"] = summary_entry(
+                hist["topological_charge"] ** 2 / lat.volume)
             obs["topological_charge"] = summary_entry(hist["topological_charge"])
+        obs.update(summarize_gauge_measurements(hist, config, lat))
         return obs
+
+    return lat, N, initial_field, measure, summarize
+
+
+def gauge_job(config: dict) -> Job:
+    """Pure U(1) or SU(N) gauge theory: HMC (Wilson or improved action; with ``fine_steps`` the
+    rectangles outer and the plaquettes inner) or heatbath + over-relaxation (Wilson action)."""
+    lat, N, initial_field, measure, summarize = _gauge_parts(config)
+    th, sm = config["theory"], config["sampler"]
+    a = GaugeAction(th["beta"], N, th["action"])
+    extra: dict = {}
+    if sm["name"] == "heatbath":
+        sampler = Heatbath(th["beta"], N, n_or=sm["n_or"])
+    else:
+        sampler = HMC(_hmc_levels(sm, a, a.part("rectangle") if a.c1 else a, a.part("plaquette")),
+                      LieGroupSpace(N), tau=sm["tau"], tau_jitter=sm["tau_jitter"])
+        extra = _adaptable(sampler, sm)
+    description = {"theory": th["name"], "N": N, "action": th["action"],
+                   "couplings": {"beta": th["beta"]}}
+    return Job(lat, description, initial_field, sampler, measure, summarize, N=N,
+               measure_gauge=gauge_measurements(config), frozen_signals=("plaquette",), **extra)
 
 
 def fermion_actions(th: dict, D: int, N: int, tol: float) -> list:
@@ -244,114 +318,180 @@ def fermion_actions(th: dict, D: int, N: int, tol: float) -> list:
 
     Wilson: ``det(D†D)^(nf/2)`` as ``nf/2`` two-flavour fields (``nf`` even), even/odd
     preconditioned (with clover: plus ``-2 sum_odd log|det A(x)|``). Staggered:
-    ``det(D†D)^P``, ``P = nf / 2^(D/2 + 1)`` (one
-    staggered field has ``2^(D/2)`` tastes and ``det D = det(D†D)^(1/2)``), as RHMC fields with
-    the powers of :func:`lattice_ml.fermions.staggered_root_powers` (each < 1).
+    ``det(D†D)^P``, ``P = nf / 2^(D/2 + 1)`` (one staggered field has ``2^(D/2)`` tastes and
+    ``det D = det(D†D)^(1/2)``), as RHMC fields with the powers of
+    :func:`lattice_ml.fermions.staggered_root_powers` (each < 1).
     """
     kind, nf, mass = th["fermion"], th["nf"], th["mass"]
     if kind == "wilson":
-        if nf % 2:
-            raise ConfigError("theory.nf", f"Wilson fermions are simulated in pairs (det D†D per "
-                              f"pseudofermion field): nf must be even, got {nf}")
-        csw = th["csw"]
-        return [WilsonPseudofermionAction(mass, N, tol=tol, csw=csw, even_odd=True)
+        return [WilsonPseudofermionAction(mass, N, tol=tol, csw=th["csw"], even_odd=True)
                 for _ in range(nf // 2)]
-    if D not in (2, 4):
-        raise ConfigError("lattice.shape", "staggered flavours are counted in D = 2 or 4 "
-                          f"(2^(D/2) tastes per field), not D = {D}")
     return [StaggeredRationalAction(mass, N, p, tol=tol) for p in staggered_root_powers(nf, D)]
 
 
-class FermionJob(GaugeJob):
-    """U(1) or SU(N) gauge theory with ``nf`` dynamical Wilson(-clover) or rooted staggered
-    fermions: pseudofermion HMC / RHMC (fermion forces on the outer level, the gauge force on an
-    inner level when ``fine_steps`` > 0). Measures the chiral condensate (stochastic, per flavour
-    for Wilson, per staggered field for staggered) and the point-source pion correlator."""
+def fermion_job(config: dict) -> Job:
+    """U(1) or SU(N) gauge theory (the Schwinger model: 2D U(1)) with ``nf`` dynamical Wilson
+    (-clover) or rooted staggered fermions: pseudofermion HMC / RHMC (fermion forces on the outer
+    level, the gauge force on an inner level when ``fine_steps`` > 0). Measures the chiral
+    condensate (stochastic, ``n_noise`` sources) and the point-source pion correlator, whose
+    mass is fitted in the summary."""
+    lat, N, initial_field, gauge_measure, gauge_summarize = _gauge_parts(config)
+    th, sm = config["theory"], config["sampler"]
+    kind, mass, csw = th["fermion"], th["mass"], th.get("csw", 0.0)
+    tol = 1e-10 if config["run"]["dtype"] == "float64" else 1e-5
+    fermions = fermion_actions(th, lat.dim, N, tol)
+    gauge = GaugeAction(th["beta"], N, th.get("action", "wilson"))
+    if sm["fine_steps"]:
+        levels = [Level(list(fermions), sm["n_steps"], sm["integrator"]),
+                  Level([gauge], sm["fine_steps"], sm["integrator"])]
+    else:
+        levels = [Level([*fermions, gauge], sm["n_steps"], sm["integrator"])]
+    sampler = PseudofermionHMC(levels, LieGroupSpace(N), tau=sm["tau"],
+                               tau_jitter=sm["tau_jitter"])
 
-    def __init__(self, config: dict):
-        th, sm = config["theory"], config["sampler"]
-        self.lattice = Lattice(config["lattice"]["shape"])
-        if sm["name"] != "hmc":
-            raise ConfigError("sampler.name", "theories with fermions need sampler.name = 'hmc'")
-        self.N = N = 1 if th["name"] == "schwinger" else th.get("N", GAUGE_N.get(th["name"]))
-        self.kind, self.mass, self.nf = th["fermion"], th["mass"], th["nf"]
-        self.csw = th.get("csw", 0.0)
-        self.n_noise = th["n_noise"]
-        self.tol = tol = 1e-10 if config["run"]["dtype"] == "float64" else 1e-5
-        self.fermions = fermion_actions(th, self.lattice.dim, N, tol)
-        gauge = GaugeAction(th["beta"], N, th.get("action", "wilson"))
-        if sm["fine_steps"]:
-            levels = [Level(list(self.fermions), sm["n_steps"], sm["integrator"]),
-                      Level([gauge], sm["fine_steps"], sm["integrator"])]
-        else:
-            levels = [Level([*self.fermions, gauge], sm["n_steps"], sm["integrator"])]
-        self.sampler = PseudofermionHMC(levels, LieGroupSpace(N), tau=sm["tau"],
-                                        tau_jitter=sm["tau_jitter"])
-        self.start = sm["start"]
-        couplings = {"beta": th["beta"], "mass": self.mass}
-        if self.kind == "wilson":
-            couplings["csw"] = self.csw
-        self.description = {"theory": th["name"], "N": N, "action": th.get("action", "wilson"),
-                            "fermion": self.kind, "nf": self.nf, "couplings": couplings}
-        if self.kind == "staggered":
-            self.description["rooting"] = [f.power for f in self.fermions]
+    def dirac(U):
+        if kind == "wilson":
+            return WilsonDirac(U, mass, csw=csw, check=False)
+        return StaggeredDirac(U, mass, check=False)
 
-    def dirac(self, U):
-        if self.kind == "wilson":
-            return WilsonDirac(U, self.mass, csw=self.csw, check=False)
-        return StaggeredDirac(U, self.mass, check=False)
-
-    def measure(self, U, rng) -> dict:
-        out = super().measure(U, rng)
-        dirac = self.dirac(U)
-        out["chiral_condensate"] = chiral_condensate(dirac, rng, self.n_noise, tol=self.tol)
-        out["pion_correlator"] = pion_correlator(dirac, tol=self.tol)
+    def measure(U, rng) -> dict:
+        out = gauge_measure(U, rng)
+        D = dirac(U)
+        out["chiral_condensate"] = chiral_condensate(D, rng, th["n_noise"], tol=tol)
+        out["pion_correlator"] = pion_correlator(D, tol=tol)
         return out
 
-    def summarize(self, hist: dict) -> dict:
-        obs = super().summarize(hist)
+    def summarize(hist: dict) -> dict:
+        obs = gauge_summarize(hist)
         obs["chiral_condensate"] = summary_entry(hist["chiral_condensate"])
-        C = hist["pion_correlator"]  # [chain, time, T]
-        t = C.shape[-1] // 4
-        if t >= 1:
-            obs["pion_mass"] = summary_entry(
-                [C[..., t - 1], C[..., t], C[..., t + 1]],
-                f=lambda m: float(np.arccosh((m[0] + m[2]) / (2.0 * m[1]))))
-            if obs["pion_mass"] is not None:
-                obs["pion_mass"]["t"] = t
+        pion = pion_mass_entry(hist["pion_correlator"])
+        if pion is not None:
+            obs["pion_mass"] = pion
         return obs
 
+    couplings = {"beta": th["beta"], "mass": mass}
+    if kind == "wilson":
+        couplings["csw"] = csw
+    description = {"theory": th["name"], "N": N, "action": th.get("action", "wilson"),
+                   "fermion": kind, "nf": th["nf"], "couplings": couplings}
+    if kind == "staggered":
+        description["rooting"] = [f.power for f in fermions]
+    return Job(lat, description, initial_field, sampler, measure, summarize, N=N,
+               measure_gauge=gauge_measurements(config), frozen_signals=("plaquette",),
+               extra={"fermions": fermions, "tol": tol}, **_adaptable(sampler, sm))
 
-class SchwingerJob(FermionJob):
-    """2D U(1) with ``nf`` Wilson or staggered fermions (the Schwinger model)."""
 
-    def __init__(self, config: dict):
-        shape = config["lattice"]["shape"]
-        if len(shape) != 2:
-            raise ConfigError("lattice.shape", "the Schwinger model is two-dimensional: give two "
-                              f"extents, not {list(shape)}")
-        super().__init__(config)
+def pion_mass_entry(C) -> dict | None:
+    """The pion mass from the correlator histories ``C[chain, time, T]``: a folded, uncorrelated
+    cosh fit (:func:`lattice_ml.stats.fit_cosh_mass`) over the plateau range of
+    :func:`lattice_ml.stats.choose_fit_range` (chosen once from the data), its error from the
+    Γ-method with the whole fit as a derived quantity of the T time slices. The entry carries
+    ``fit_range`` [t_min, t_max]; ``None`` (no entry) when no range or fit exists, e.g. on a
+    correlator without signal."""
+    from ..stats import choose_fit_range, fit_cosh_mass, folded_errors
+
+    T = C.shape[-1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WindowWarning)
+        try:
+            t_range = choose_fit_range(C)
+            sigma = folded_errors(C)
+        except ValueError:
+            return None
+    entry = summary_entry([C[..., t] for t in range(T)],
+                          f=lambda c: fit_cosh_mass(np.asarray(c), t_range, sigma=sigma).mass)
+    if entry is not None:
+        entry["fit_range"] = [int(t_range[0]), int(t_range[1])]
+        if caught and "warning" not in entry:
+            entry["warning"] = "fit range and weights: " + str(caught[0].message)
+    return entry
 
 
-def build_job(config: dict):
-    """The job of a validated config."""
+# ------------------------------------------------------------------------------------------
+# [measure]: gauge observables every measure.every measurements
+# ------------------------------------------------------------------------------------------
+MEASURE_PREFIX = "measure."
+"""History names of the ``[measure]`` observables start with this (their own, shorter time axis)."""
+
+
+def gauge_measurements(config: dict) -> Callable | None:
+    """``U -> {name: [batch]}`` of the ``[measure]`` table, or ``None`` when nothing is asked.
+
+    ``clover_charge``: Q (clover, D = 4); ``wilson_flow``: t²E(t) (clover) and t d(t²E)/dt at
+    the flow times ``k · 5 eps`` up to ``flow_t_max``; ``wilson_loops = n``: W(R, T) for
+    1 <= R, T <= n."""
+    m = config["measure"]
+    if not (m["clover_charge"] or m["wilson_flow"] or m["wilson_loops"]):
+        return None
+
+    def measure(U) -> dict:
+        from ..gauge.flow import wilson_flow
+        from ..gauge.topology import topological_charge_clover
+
+        out = {}
+        if m["clover_charge"]:
+            out["Q_clover"] = topological_charge_clover(U)
+        for R in range(1, m["wilson_loops"] + 1):
+            for T in range(1, m["wilson_loops"] + 1):
+                out[f"W_{R}_{T}"] = wilson_loop(U, R, T)
+        if m["wilson_flow"]:
+            res = wilson_flow(U, m["flow_t_max"], m["flow_eps"], measure_every=5, check=False)
+            t = host(res.t)
+            for i in range(t.size):
+                out[f"t2E_{i}"] = res.t2E_clover[:, i]
+                out[f"W0_{i}"] = res.W_clover[:, i]
+            out["flow_times"] = np.broadcast_to(t, (U.shape[0], t.size))
+        return {MEASURE_PREFIX + k: v for k, v in out.items()}
+
+    return measure
+
+
+def summarize_gauge_measurements(hist: dict, config: dict, lat: Lattice) -> dict:
+    """Summary entries of the ``[measure]`` histories (``measure.*`` names in ``hist``)."""
+    from ..gauge.flow import t0 as t0_of, w0 as w0_of
+
+    h = {k[len(MEASURE_PREFIX):]: v for k, v in hist.items() if k.startswith(MEASURE_PREFIX)}
+    obs: dict = {}
+    if not h:
+        return obs
+    if "Q_clover" in h:
+        obs["topological_charge_clover"] = summary_entry(h["Q_clover"])
+        obs["topological_susceptibility_clover"] = summary_entry(h["Q_clover"] ** 2 / lat.volume)
+    n = config["measure"]["wilson_loops"]
+    loops = {}
+    for R in range(1, n + 1):
+        for T in range(1, n + 1):
+            loops[(R, T)] = h[f"W_{R}_{T}"]
+            obs[f"wilson_loop_{R}x{T}"] = summary_entry(h[f"W_{R}_{T}"])
+    for R in range(2, n + 1):
+        for T in range(2, n + 1):
+            obs[f"creutz_ratio_{R}x{T}"] = summary_entry(
+                [loops[(R, T)], loops[(R - 1, T - 1)], loops[(R, T - 1)], loops[(R - 1, T)]],
+                f=lambda w: creutz_ratio(*w))
+    if "flow_times" in h:
+        t = h["flow_times"][0, 0]
+        k = t.size
+        t2E = [h[f"t2E_{i}"] for i in range(k)]
+        W = [h[f"W0_{i}"] for i in range(k)]
+        obs["t0"] = summary_entry(t2E, f=lambda m: float(t0_of(t, np.asarray(m))))
+        obs["w0"] = summary_entry(W, f=lambda m: float(w0_of(t, np.asarray(m))))
+    return {k: v for k, v in obs.items() if v is not None}
+
+
+# ------------------------------------------------------------------------------------------
+BUILDERS: dict[str, Callable[[dict], Job]] = {
+    "phi4": phi4_job, "u1": gauge_job, "su2": gauge_job, "su3": gauge_job, "suN": gauge_job,
+    "schwinger": fermion_job,
+}
+"""Builder of each ``theory.name`` (φ⁴ with a flow sampler: :func:`phi4_flow_job`; a gauge
+theory with ``fermion != "none"``: :func:`fermion_job`)."""
+
+
+def build_job(config: dict) -> Job:
+    """The :class:`Job` of a validated configuration."""
     name = config["theory"]["name"]
-    if config["sampler"]["name"] in FLOW_SAMPLERS:
-        if name != "phi4":
-            raise ConfigError("sampler.name", f"the flow samplers ({', '.join(FLOW_SAMPLERS)}) "
-                              f"are implemented for theory.name = 'phi4' only, not {name!r}")
-        return Phi4FlowJob(config)
-    if name == "phi4":
-        return Phi4Job(config)
-    if name in ("u1", "su2", "su3", "suN"):
-        if config["theory"].get("fermion", "none") != "none":
-            return FermionJob(config)
-        return GaugeJob(config)
-    if name == "schwinger":
-        return SchwingerJob(config)
-    raise ConfigError("theory.name", f"theory {name!r} has no runner")
-
-
-def host(x) -> np.ndarray:
-    """A measurement as a float64 host array."""
-    return to_numpy(x).astype(np.float64)
+    if name == "phi4" and config["sampler"]["name"] in FLOW_SAMPLERS:
+        return phi4_flow_job(config)
+    if has_fermions(config):
+        return fermion_job(config)
+    return BUILDERS[name](config)

@@ -3,7 +3,7 @@
 ::
 
     lattice-ml run [CONFIG.toml] [--out DIR] [--set KEY=VALUE ...] [--overwrite]
-    lattice-ml run --resume DIR [--set run.progress=... ...]
+    lattice-ml run --resume DIR [--set run.progress=... ...] [--set sampler.n_samples=N]
     lattice-ml config [CONFIG.toml] [--set KEY=VALUE ...]
     lattice-ml convert IN OUT [--to FORMAT] [...]     (lattice_ml.cli.files)
     lattice-ml info FILE [--json]                     (lattice_ml.cli.files)
@@ -33,9 +33,14 @@ from lattice_ml.cli.output import (
     CONFIG_NAME,
     SUMMARY_NAME,
     OutputError,
+    RunLock,
     atomic_write_json,
     atomic_write_text,
+    check_out_dir,
+    discard_previous,
     prepare_out_dir,
+    restore_previous,
+    set_aside,
 )
 
 __all__ = ["main", "build_parser", "format_value_error", "digest"]
@@ -69,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", "-s", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE", help=set_help)
     run.add_argument("--overwrite", action="store_true",
-                     help="reuse an output directory that already holds a summary.json "
-                          "(the old summary is deleted before the run starts)")
+                     help="replace the run in an output directory that already holds one "
+                          "(it is kept in DIR/previous-run/ until the new run completes, and "
+                          "put back if the new run fails)")
     run.add_argument("--debug", action="store_true",
                      help="print the full traceback when the run fails")
     run.add_argument("--resume", metavar="DIR", type=Path,
@@ -114,8 +120,10 @@ def format_value_error(mean: Any, error: Any) -> str:
     return f"{m:.{digits}f}({err_units})"
 
 
-def digest(summary: dict, max_observables: int = 4) -> list[str]:
-    """One or two lines that summarise a run's ``summary.json``."""
+def digest(summary: dict, max_observables: int | None = None) -> list[str]:
+    """The lines that summarise a run's ``summary.json``: a head line, then one line per
+    observable (all of them, or the first ``max_observables``); an observable whose τ_int is
+    large against its measurements per chain (fewer than 20 τ_int each) is flagged."""
     lattice = summary.get("lattice")
     shape = "x".join(str(n) for n in lattice) if isinstance(lattice, (list, tuple)) else "?"
     head = f"{summary.get('theory', '?')} on {shape}, {summary.get('sampler', '?')}"
@@ -128,18 +136,21 @@ def digest(summary: dict, max_observables: int = 4) -> list[str]:
         extras.append(f"{summary['elapsed_s']:.1f} s")
     lines = [head + (": " + ", ".join(extras) if extras else "")]
     obs = summary.get("observables")
+    n = summary.get("n_samples")
     if isinstance(obs, dict) and obs:
-        parts = []
         for name, val in list(obs.items())[:max_observables]:
             mean = val.get("mean", val.get("value")) if isinstance(val, dict) else None
             if mean is not None:
                 text = f"{name} = {format_value_error(mean, val.get('error'))}"
-                if isinstance(val.get("tau_int"), (int, float)):
-                    text += f" (tau_int {val['tau_int']:.2g})"
+                tau = val.get("tau_int")
+                if isinstance(tau, (int, float)):
+                    text += f"  (tau_int {tau:.2g})"
+                    if isinstance(n, int) and n < 20 * tau:
+                        text += (f"  [only {n / tau:.0f} tau_int per chain: error and tau_int "
+                                 "are unreliable; measure longer]")
             else:
                 text = f"{name} = {val}"
-            parts.append(text)
-        lines.append("  " + "; ".join(parts))
+            lines.append("  " + text)
     return lines
 
 
@@ -153,61 +164,73 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _resume(args: argparse.Namespace):
-    """``(config, out, state)`` of ``run --resume DIR``, or the exit code of a refusal."""
-    if args.config or args.out or args.overwrite:
+def _cmd_run(args: argparse.Namespace) -> int:
+    """``lattice-ml run``: validate everything, lock the directory, run, write the summary last.
+
+    Order of events: (1) the configuration passes the schema, its cross-key rules and the checks
+    of the world outside it (start file, backend, kernel mode) -- nothing is written before;
+    (2) the output directory is created and locked (:class:`~.output.RunLock`); a completed or
+    unfinished run in it is refused, or with ``--overwrite`` moved into ``previous-run/``;
+    (3) ``config.toml``, the run, ``history.npz``; (4) ``summary.json``, and only then is the
+    earlier run deleted. A failed run leaves the earlier run as it was.
+    """
+    if args.resume is not None and (args.config or args.out or args.overwrite):
         _error("--resume DIR takes the configuration and the output directory from DIR: "
                "give no CONFIG.toml, --out or --overwrite")
         return EXIT_USAGE
     try:
-        from lattice_ml.cli.run import ResumeError, prepare_resume
+        from lattice_ml.cli.run import run_job
+        if args.resume is not None:
+            from lattice_ml.cli.run import ResumeError, prepare_resume
+        else:
+            ResumeError, prepare_resume = OutputError, None
     except ImportError as exc:
         _error(f"running jobs is not available in this installation ({exc})")
         return EXIT_RUN_FAILED
-    try:
-        return prepare_resume(args.resume, args.overrides)
-    except (ConfigError, ResumeError) as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    except OSError as exc:
-        _error(f"cannot resume {args.resume}: {exc}")
-        return EXIT_RUN_FAILED
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    resume = None
-    if args.resume is not None:
-        got = _resume(args)
-        if isinstance(got, int):
-            return got
-        config, out, resume = got
-    else:
-        # 1. everything that can be checked before touching the disk
-        try:
+    if args.resume is None:
+        try:  # 1. everything that can be checked before touching the disk
             config = load_config(args.config, args.overrides)
-        except ConfigError as exc:
+            out = prepare_out_dir(args.out)
+        except (ConfigError, OutputError) as exc:
             _error(str(exc))
             return EXIT_USAGE
+    else:
+        out = Path(args.resume)
+        if not out.is_dir():
+            _error(f"cannot resume {out}: not a directory")
+            return EXIT_USAGE
     try:
-        from lattice_ml.cli.run import run_job
-    except ImportError as exc:
-        _error(f"running jobs is not available in this installation ({exc})")
-        return EXIT_RUN_FAILED
-
-    # 2. the output directory (an old summary.json is deleted first with --overwrite)
-    try:
-        if resume is None:
-            out = prepare_out_dir(args.out, overwrite=args.overwrite)
-            atomic_write_text(out / CONFIG_NAME, dump_toml(config))
+        with RunLock(out):
+            return _run_locked(args, out, run_job, prepare_resume, ResumeError,
+                               None if args.resume is not None else config)
     except OutputError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+
+
+def _run_locked(args, out: Path, run_job, prepare_resume, ResumeError, config) -> int:
+    resume, aside = None, None
+    try:
+        if config is None:
+            config, out, resume = prepare_resume(out, args.overrides)
+        else:
+            check_out_dir(out, overwrite=args.overwrite)
+            if args.overwrite:
+                aside = set_aside(out)
+            atomic_write_text(out / CONFIG_NAME, dump_toml(config))
+    except (ConfigError, ResumeError, OutputError) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except OSError as exc:
         _error(f"cannot write to the output directory: {exc}")
         return EXIT_RUN_FAILED
 
-    # 3. the run; `progress` is the display mode ("auto", "always", "never") for
-    #    lattice_ml.cli.progress.Progress(total, label, mode)
+    def failed(code: int) -> int:
+        if aside is not None:
+            restore_previous(out, aside)
+            print(f"lattice-ml: the earlier run in {out} is kept as it was", file=sys.stderr)
+        return code
+
     try:
         if resume is None:
             summary = run_job(config, out, config["run"]["progress"])
@@ -217,19 +240,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
         saved = getattr(exc, "checkpoint", None)
         more = f"; continue with: lattice-ml run --resume {out}" if saved else ""
-        _error(f"interrupted; no {SUMMARY_NAME} was written in {out}{more}")
+        kept = f"; the earlier run is in {aside}" if aside is not None else ""
+        _error(f"interrupted; no {SUMMARY_NAME} was written in {out}{more}{kept}")
+        if not saved:
+            return failed(getattr(exc, "exit_code", EXIT_INTERRUPTED))
         return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except ConfigError as exc:
         _error(str(exc))
-        return EXIT_USAGE
+        return failed(EXIT_USAGE)
     except Exception as exc:  # noqa: BLE001 - report any failure of the run in one line
         if args.debug:
             traceback.print_exc()
         _error(f"run failed: {type(exc).__name__}: {exc}")
-        return EXIT_RUN_FAILED
+        return failed(EXIT_RUN_FAILED)
     if not isinstance(summary, dict):
         _error(f"run failed: run_job returned {type(summary).__name__}, not a dict")
-        return EXIT_RUN_FAILED
+        return failed(EXIT_RUN_FAILED)
 
     # 4. the summary, last: its presence marks a complete run
     summary.setdefault("version", __version__)
@@ -239,7 +265,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         atomic_write_json(path, summary)
     except (TypeError, ValueError, OSError) as exc:
         _error(f"run finished but its summary cannot be written: {exc}")
-        return EXIT_RUN_FAILED
+        return failed(EXIT_RUN_FAILED)
+    if resume is not None:  # an extension's config.toml is written with its summary
+        try:
+            atomic_write_text(out / CONFIG_NAME, dump_toml(config))
+        except OSError as exc:
+            _error(f"the summary is written but {CONFIG_NAME} cannot be: {exc}")
+            return EXIT_RUN_FAILED
+    discard_previous(aside)
     if not config["run"].get("keep_checkpoint", True):  # complete: summary.json marks it
         try:
             (out / CHECKPOINT_NAME).unlink(missing_ok=True)
@@ -253,20 +286,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lattice-ml``; returns the exit code (see the module docstring)."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, argparse errors
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)
-    if args.command == "run":
-        return _cmd_run(args)
-    if args.command == "config":
-        return _cmd_config(args)
-    if getattr(args, "handler", None) is not None:  # convert, info (lattice_ml.cli.files)
-        return args.handler(args)
-    parser.print_usage(sys.stderr)  # pragma: no cover - argparse requires a command
-    return EXIT_USAGE
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, argparse errors
+            code = exc.code
+            return code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "config":
+            return _cmd_config(args)
+        if getattr(args, "handler", None) is not None:  # convert, info (lattice_ml.cli.files)
+            return args.handler(args)
+        parser.print_usage(sys.stderr)  # pragma: no cover - argparse requires a command
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C before a run's own handler is installed (start-up)
+        print(file=sys.stderr)
+        _error("interrupted before the run started")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

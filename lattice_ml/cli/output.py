@@ -7,9 +7,12 @@ partial one, and an exception during serialisation or writing removes the tempor
 leaves the target untouched.
 
 ``summary.json`` is written last, by :func:`lattice_ml.cli.main.main`, after the run has
-finished: its presence marks a complete run. :func:`prepare_out_dir` refuses a directory that
-already holds one unless asked to overwrite, and then deletes it *first*, so a rerun that fails
-can never leave the old summary looking like the result of the new run.
+finished: its presence marks a complete run. A run holds :class:`RunLock` on its directory from
+before its first write to its end, so two runs never share one. :func:`check_out_dir` refuses a
+directory that holds a completed or unfinished run unless asked to overwrite; then
+:func:`set_aside` moves the earlier outputs into ``previous-run/`` (summary first, so nothing
+looks complete), the new run starts clean, and the earlier run is deleted only once the new
+summary is written, or moved back when the new run fails.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ __all__ = [
     "atomic_write_json",
     "atomic_save_npz",
     "prepare_out_dir",
+    "check_out_dir",
+    "set_aside",
+    "restore_previous",
+    "discard_previous",
+    "RunLock",
     "default_out_dir",
 ]
 
@@ -48,8 +56,10 @@ CONFIG_NAME = "config.toml"
 """The resolved configuration of the run, written before it starts."""
 CHECKPOINT_NAME = "checkpoint.ckpt"
 """The state of an unfinished run (:mod:`lattice_ml.io.checkpoint`); ``run --resume`` reads it."""
+CONFIGS_NAME = "configs"
+"""Folder of the configurations saved during a run (``[output]``)."""
 RUN_OUTPUTS = (SUMMARY_NAME, HISTORY_NAME, CHECKPOINT_NAME, CONFIG_NAME)
-"""Files of a run, removed (summary first) when a directory is overwritten."""
+"""Files of a run, set aside (summary first) when a directory is overwritten."""
 
 
 class OutputError(ValueError):
@@ -160,15 +170,12 @@ def default_out_dir(base: str | os.PathLike | None = None,
     return root / "lattice-ml-runs" / now.strftime("%Y%m%dT%H%M%SZ")
 
 
-def prepare_out_dir(path: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
-    """Create (if needed) and return the output directory of a run.
+def prepare_out_dir(path: str | os.PathLike | None = None) -> Path:
+    """Create (if needed) and return the output directory of a run; nothing in it is touched.
 
     ``None`` gives a new ``lattice-ml-runs/<UTC timestamp>`` folder under the current directory
-    (with ``-1``, ``-2``, ... appended if that name is taken). An existing directory is used
-    as it is, unless it holds a ``summary.json`` (a completed run) or a ``checkpoint.ckpt`` (an
-    unfinished run that ``lattice-ml run --resume`` can continue): then :class:`OutputError`,
-    or with ``overwrite=True`` the old ``summary.json`` is deleted first, then the other run
-    outputs (``history.npz``, ``checkpoint.ckpt``, ``config.toml``).
+    (with ``-1``, ``-2``, ... appended if that name is taken). Whether an existing directory may
+    be used is decided under its lock, by :func:`check_out_dir`.
     """
     if path is None:
         base = default_out_dir()
@@ -181,24 +188,6 @@ def prepare_out_dir(path: str | os.PathLike | None = None, overwrite: bool = Fal
         out = Path(path)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} exists and is not a directory")
-    summary, checkpoint = out / SUMMARY_NAME, out / CHECKPOINT_NAME
-    if not overwrite and checkpoint.exists() and not summary.exists():
-        raise OutputError(f"{out} holds {CHECKPOINT_NAME} of an unfinished run; continue it with "
-                          f"`lattice-ml run --resume {out}`, or choose another --out or pass "
-                          "--overwrite")
-    if summary.exists() or summary.is_symlink() or checkpoint.exists():
-        if not overwrite:
-            raise OutputError(f"{out} already holds {SUMMARY_NAME} from an earlier run; choose "
-                              "another --out or pass --overwrite")
-        try:
-            for name in RUN_OUTPUTS:  # summary.json first
-                target = out / name
-                if target.is_dir() and not target.is_symlink():
-                    raise OutputError(f"cannot overwrite {target}: it is a directory")
-                target.unlink(missing_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot remove the earlier outputs in {out}: "
-                              f"{exc.strerror or exc}") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -207,3 +196,131 @@ def prepare_out_dir(path: str | os.PathLike | None = None, overwrite: bool = Fal
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputError(f"output directory {out} is not writable")
     return out
+
+
+def check_out_dir(out: Path, overwrite: bool = False) -> None:
+    """Refuse a directory that holds a completed run (``summary.json``) or an unfinished one
+    (``checkpoint.ckpt``) unless ``overwrite``; call it holding the directory's :class:`RunLock`."""
+    summary, checkpoint = out / SUMMARY_NAME, out / CHECKPOINT_NAME
+    if overwrite:
+        return
+    if checkpoint.exists() and not summary.exists():
+        raise OutputError(f"{out} holds {CHECKPOINT_NAME} of an unfinished run; continue it with "
+                          f"`lattice-ml run --resume {out}`, or choose another --out or pass "
+                          "--overwrite")
+    if summary.exists() or summary.is_symlink():
+        raise OutputError(f"{out} already holds {SUMMARY_NAME} from an earlier run; choose "
+                          "another --out or pass --overwrite")
+
+
+PREVIOUS_NAME = "previous-run"
+"""Where ``--overwrite`` keeps the earlier run's outputs until the new run has completed."""
+LOCK_NAME = ".lattice-ml.lock"
+"""The lock file of an output directory (:class:`RunLock`)."""
+
+
+def set_aside(out: Path) -> Path | None:
+    """Move the earlier run's outputs of ``out`` (``summary.json`` first) into
+    ``out/previous-run/``; returns that folder, or ``None`` when there was nothing to move.
+
+    The new run then starts in a clean directory, and the old one is only deleted
+    (:func:`discard_previous`) once the new summary is written, or put back
+    (:func:`restore_previous`) when the new run fails."""
+    names = [n for n in (*RUN_OUTPUTS, CONFIGS_NAME) if (out / n).exists() or
+             (out / n).is_symlink()]
+    if not names:
+        return None
+    aside = out / PREVIOUS_NAME
+    if aside.exists():
+        raise OutputError(f"{aside} exists (kept from an earlier --overwrite that did not "
+                          "finish); move or delete it first")
+    try:
+        aside.mkdir()
+        for name in names:
+            os.replace(out / name, aside / name)
+    except OSError as exc:
+        raise OutputError(f"cannot move the earlier outputs of {out} aside: "
+                          f"{exc.strerror or exc}") from None
+    _fsync_dir(out)
+    return aside
+
+
+def restore_previous(out: Path, aside: Path | None) -> None:
+    """Remove a failed run's outputs from ``out`` and move the earlier run back from ``aside``."""
+    import shutil
+
+    if aside is None:
+        return
+    for name in (SUMMARY_NAME, HISTORY_NAME, CHECKPOINT_NAME, CONFIG_NAME, CONFIGS_NAME):
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+    # summary.json last: the directory looks complete only when everything is back
+    for name in sorted(os.listdir(aside), key=lambda n: n == SUMMARY_NAME):
+        os.replace(aside / name, out / name)
+    aside.rmdir()
+    _fsync_dir(out)
+
+
+def discard_previous(aside: Path | None) -> None:
+    """Delete the earlier run kept by :func:`set_aside` (the new one has completed)."""
+    import shutil
+
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+class RunLock:
+    """An exclusive lock on an output directory for the life of one ``lattice-ml`` process.
+
+    ``fcntl.flock`` on ``DIR/.lattice-ml.lock`` (released by the kernel when the process ends,
+    however it ends, so a killed run leaves no stale lock, only a file that the next run
+    reuses); the file holds the holder's PID, host and start time, which a refused second run
+    names, and is removed when the lock is released normally. Where ``fcntl`` does not exist
+    (Windows) the lock is not taken.
+    """
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / LOCK_NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputError(f"{self.path.parent} is in use by another lattice-ml run "
+                                  f"({holder}); wait for it to finish or choose another --out"
+                                  ) from None
+            # the holder before us removes the file on release: if we locked a file that is no
+            # longer the one at the path, a third process may lock the new one; try again
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        import socket
+
+        os.ftruncate(fd, 0)
+        started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n"
+                 .encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # before the release: see __enter__
+            os.close(self._fd)  # releases the lock
+            self._fd = None

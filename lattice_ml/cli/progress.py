@@ -8,7 +8,9 @@
             bar.update(acceptance=0.91, dH=0.03)
 
 draws ``hmc  45.5% 1001/2200  83.1/s  ETA 0:14  acceptance=0.91 dH=0.03`` with a carriage return,
-at most ten times a second, and ends the line on exit. ``mode="auto"`` shows it only when the
+at most ten times a second, and ends the line on exit. The rate and the ETA are measured from
+the end of the first update, which pays for kernel compilation and would otherwise make the
+first estimates wildly long. ``mode="auto"`` shows it only when the
 stream is a terminal, ``"always"`` and ``"never"`` force it; a hidden display costs one
 attribute test per update.
 
@@ -85,6 +87,7 @@ class Progress:
         self.count = 0
         self.info: dict[str, Any] = {}
         self._start = self._clock() if self.visible else 0.0
+        self._first: tuple[float, int] | None = None  # (time, count) at the first update
         self._last_draw = -float("inf")
         self._last_len = 0
         self._drawn = False
@@ -105,6 +108,7 @@ class Progress:
         self.info = {}
         if self.visible:
             self._start = self._clock()
+            self._first = None
             self._last_draw = -float("inf")
 
     # -- context manager --------------------------------------------------------------------
@@ -123,6 +127,8 @@ class Progress:
         if info:
             self.info.update(info)
         now = self._clock()
+        if self._first is None:
+            self._first = (now, self.count)
         finished = self.total is not None and self.count >= self.total
         if now - self._last_draw < self.min_interval and not finished:
             self._dirty = True
@@ -134,7 +140,11 @@ class Progress:
         """The text of the progress line (without carriage return)."""
         now = self._clock() if now is None else now
         elapsed = max(now - self._start, 0.0)
-        rate = self.count / elapsed if elapsed > 0 else 0.0
+        # the rate (and the ETA) leave out the first update, which pays for compilation and
+        # warm-up; until a second update is done, there is no rate to show
+        rate = 0.0
+        if self._first is not None and self.count > self._first[1] and now > self._first[0]:
+            rate = (self.count - self._first[1]) / (now - self._first[0])
         parts = [self.label] if self.label else []
         if self.total:
             pct = 100.0 * self.count / self.total

@@ -45,9 +45,13 @@ import numpy as np
 from .. import __version__
 from ..backend import RandomStreams, backend_name, namespace_by_name, to_numpy
 from ..io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..groups import reunitarize, unitarity_deviation
+from ..samplers.tuning import adapted_n_steps
 from .config import ConfigError, load_config, parse_override
 from .jobs import build_job, host, summary_entry
-from .output import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, SUMMARY_NAME, atomic_save_npz
+from .rules import read_start_links
+from .output import (CHECKPOINT_NAME, CONFIG_NAME, CONFIGS_NAME, HISTORY_NAME, SUMMARY_NAME,
+                     atomic_save_npz)
 from .progress import Progress
 
 __all__ = ["run_job", "RunError", "RunInterrupted", "ResumeError", "load_resume",
@@ -56,6 +60,9 @@ __all__ = ["run_job", "RunError", "RunInterrupted", "ResumeError", "load_resume"
 MUTABLE_ON_RESUME = ("run.progress", "run.checkpoint_every", "run.checkpoint_seconds",
                      "run.keep_checkpoint")
 """Keys that ``--resume`` may change with ``--set``: they do not affect the results."""
+EXTENDABLE = "sampler.n_samples"
+"""The key that ``--resume`` may raise to extend a run (also a completed one with its final
+checkpoint): the continuation is bit-identical to a run made with the larger value."""
 
 
 class RunError(RuntimeError):
@@ -136,7 +143,7 @@ def _first_difference(a, b, where: str = "") -> str | None:
     return None
 
 
-def load_resume(out_dir: str | Path, config: dict) -> dict:
+def load_resume(out_dir: str | Path, config: dict, extending: bool = False) -> dict:
     """The checkpoint state of ``out_dir`` for resuming ``config``; :class:`ResumeError` when
     the checkpoint is missing, corrupt, of another kind or from another configuration (keys of
     :data:`MUTABLE_ON_RESUME` may differ)."""
@@ -160,7 +167,13 @@ def load_resume(out_dir: str | Path, config: dict) -> dict:
                "history"} - set(state)
     if missing:
         raise ResumeError(f"checkpoint {path} lacks {sorted(missing)}")
-    diff = _first_difference(_comparable(state["config"]), _comparable(config))
+    saved, wanted = _comparable(state["config"]), _comparable(config)
+    if extending:
+        n_old, n_new = saved["sampler"].pop("n_samples"), wanted["sampler"].pop("n_samples")
+        if n_new < n_old:
+            raise ResumeError(f"{EXTENDABLE} = {n_new} would shorten the run of checkpoint "
+                              f"{path} ({n_old} measurements); an extension needs more")
+    diff = _first_difference(saved, wanted)
     if diff:
         raise ResumeError(f"checkpoint {path} belongs to another configuration: {diff}")
     return state
@@ -181,23 +194,31 @@ def prepare_resume(directory: str | Path, overrides=()) -> tuple[dict, Path, dic
     out = Path(directory)
     if not out.is_dir():
         raise ResumeError(f"cannot resume {out}: not a directory")
-    if (out / SUMMARY_NAME).exists():
-        raise ResumeError(f"{out} holds a completed run ({SUMMARY_NAME}); nothing to resume")
+    keys = [".".join(parse_override(text)[0]) for text in overrides]
+    extending = EXTENDABLE in keys
+    if (out / SUMMARY_NAME).exists() and not extending:
+        raise ResumeError(f"{out} holds a completed run ({SUMMARY_NAME}); nothing to resume (to "
+                          f"extend it: --resume {out} --set {EXTENDABLE}=N with N larger)")
     if not (out / CONFIG_NAME).is_file():
         raise ResumeError(f"cannot resume {out}: it has no {CONFIG_NAME}")
-    for text in overrides:
-        key = ".".join(parse_override(text)[0])
-        if key not in MUTABLE_ON_RESUME:
+    for key in keys:
+        if key not in MUTABLE_ON_RESUME and key != EXTENDABLE:
             raise ConfigError(key, "cannot be changed when resuming (only "
-                              + ", ".join(MUTABLE_ON_RESUME) + ")", "--set")
+                              + ", ".join((*MUTABLE_ON_RESUME, EXTENDABLE)) + ")", "--set")
     base = load_config(out / CONFIG_NAME, [])
     config = load_config(out / CONFIG_NAME, overrides) if overrides else base
-    state = load_resume(out, config)
+    if extending and not (out / CHECKPOINT_NAME).exists():
+        raise ResumeError(f"cannot extend {out}: it has no {CHECKPOINT_NAME} (the final state "
+                          "of the chains); a run that may be extended needs "
+                          "run.keep_checkpoint = true")
+    state = load_resume(out, config, extending=extending)
     for p in out.glob(".*.tmp"):  # temporaries of a process killed while writing
         if any(p.name.startswith(f".{n}.") for n in (CHECKPOINT_NAME, HISTORY_NAME)):
             with contextlib.suppress(OSError):
                 p.unlink()
-    if config != base:
+    # an extension rewrites config.toml only with its summary (lattice_ml.cli.main), so that a
+    # failed extension leaves the completed run's config and summary together
+    if config != base and not extending:
         atomic_write_text(out / CONFIG_NAME, dump_toml(config))
     return config, out, state
 
@@ -205,50 +226,83 @@ def prepare_resume(directory: str | Path, overrides=()) -> tuple[dict, Path, dic
 # ------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------
+ADAPT_WINDOW = 10
+"""Thermalisation updates per step-count adaptation (:mod:`lattice_ml.samplers.tuning`)."""
+ADAPT_FRACTION = 0.8
+"""Adaptation stops after this fraction of ``sampler.n_therm``: the rest of the thermalisation
+runs with the final step count, as the measurements do."""
+
+
 def _start_field(job, config: dict, rng, xp):
     """The initial field: ``job.initial_field`` (always drawn, so the random streams are the same
-    for every kind of start), replaced by the links of ``run.start_file`` when one is given.
-
-    A file with one configuration starts every chain from it; one with ``n_chains``
-    configurations (an HDF5 ensemble) gives one to each chain. Links in the group only to 32-bit
-    precision (|U^dag U - 1|, |det U - 1| <= 1e-5: a 32-bit file read in float64) are
-    reunitarised; links further off are a :class:`ConfigError`.
-    """
+    for every kind of start), replaced by the links of ``run.start_file`` when one is given
+    (:func:`lattice_ml.cli.rules.read_start_links`)."""
     field = job.initial_field(rng)
-    path = config["run"].get("start_file", "")
-    if not path:
-        return field
-    if not hasattr(job, "N"):
-        raise ConfigError("run.start_file", f"theory {config['theory']['name']!r} has no gauge "
-                          "links; a start file is for gauge theories")
-    from ..groups import check_links, reunitarize
-    from ..io import read_gauge
+    if config["run"]["start_file"] and job.N is not None:
+        field = read_start_links(config, xp, field.shape[0])
+    return field
 
-    cdtype = "complex128" if config["run"]["dtype"] == "float64" else "complex64"
+
+_EXTENSIONS = {"hdf5": "h5", "nersc": "nersc", "ildg": "lime", "openqcd": "oqcd"}
+
+
+def save_configuration(out_dir: Path, config: dict, field, update: int) -> list[Path]:
+    """Write the chains' configurations after update ``update`` under ``out_dir/configs/``.
+
+    ``output.format = "hdf5"``: one file ``cfg_<update>.h5`` with every chain (batch axis =
+    chain; gauge links or φ⁴ fields), the update number as its trajectory; ``nersc``, ``ildg``,
+    ``openqcd``: one file per chain, ``cfg_<update>_chain<b>.<ext>``, with the format's own
+    checksum or plaquette header. Every file is written atomically and its name is a function of
+    the update alone, so a resumed run rewrites what it repeats with identical files.
+    """
+    from ..io import write_gauge
+
+    fmt = config["output"]["format"]
+    folder = out_dir / CONFIGS_NAME
+    folder.mkdir(exist_ok=True)
+    ext = _EXTENSIONS[fmt]
+    written = []
     try:
-        U = read_gauge(path, xp=xp, dtype=cdtype)
-    except (ValueError, OSError) as exc:
-        raise ConfigError("run.start_file", f"cannot start from {path}: {exc}") from None
-    want, got = tuple(field.shape[1:]), tuple(U.shape[1:])
-    if got != want:
-        raise ConfigError("run.start_file", f"{path} holds links [D, *sites, N, N] = {list(got)}; "
-                          f"this run needs {list(want)} (lattice.shape, N = {job.N})")
-    n_chains = field.shape[0]
-    if U.shape[0] == 1:
-        U = xp.concat([U] * n_chains, axis=0)
-    elif U.shape[0] != n_chains:
-        raise ConfigError("run.start_file", f"{path} holds {U.shape[0]} configurations; give "
-                          f"one, or one per chain (sampler.n_chains = {n_chains})")
-    try:
-        check_links(U, job.N)
-    except ValueError:
-        # rounding of a 32-bit file read at 64 bits is repaired; anything larger is refused
-        try:
-            check_links(U, job.N, tol=1e-5, name=f"the links of {path}")
-        except ValueError as exc:
-            raise ConfigError("run.start_file", f"cannot start from {path}: {exc}") from None
-        U = reunitarize(U)
-    return U
+        if fmt == "hdf5":
+            path = folder / f"cfg_{update:08d}.{ext}"
+            write_gauge(path, field, "hdf5", trajectory=update,
+                        metadata={"update": update, "seed": config["run"]["seed"],
+                                  "theory": config["theory"]["name"]})
+            written.append(path)
+        else:
+            for b in range(field.shape[0]):
+                path = folder / f"cfg_{update:08d}_chain{b}.{ext}"
+                write_gauge(path, field[b:b + 1], fmt)
+                written.append(path)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot save the configuration of update {update} as {fmt}: {exc}"
+                       ) from exc
+    return written
+
+
+def _fail_frozen_or_rare(job, config: dict, arrays: dict, n_steps) -> None:
+    """The failure rules of a finished run (SPEC section 4): acceptance of the measured updates
+    below ``sampler.min_acceptance``, or a signal observable (``job.frozen_signals``) constant in
+    Monte Carlo time on every chain."""
+    sm = config["sampler"]
+    if "accepted" in arrays:
+        acc = float(np.mean(arrays["accepted"]))
+        floor = sm["min_acceptance"]
+        if acc < floor:
+            if sm["name"] == "flow":
+                fix = "train the flow longer or larger (flow.train_steps, flow.layers)"
+            else:
+                fix = (f"raise sampler.n_steps (the run used {n_steps}) or lower sampler.tau, or "
+                       "give "
+                       "the step adaptation a longer sampler.n_therm")
+            raise RunError(f"the acceptance of the measured updates, {acc:.3f}, is below the "
+                           f"floor sampler.min_acceptance = {floor:g}: {fix}")
+    for name in job.frozen_signals:
+        h = arrays.get(name)  # [chain, time]
+        if h is not None and h.shape[1] > 1 and not np.any(np.ptp(h, axis=1) > 0):
+            raise RunError(f"{name} never changed during the measurements on any chain: the "
+                           "chains are frozen (check sampler.start, sampler.n_steps, "
+                           "sampler.tau and the couplings)")
 
 
 def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict | None = None,
@@ -259,7 +313,8 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
     ``resume`` is a checkpoint state (:func:`load_resume`) to continue from. ``on_checkpoint(k,
     path)`` is called after every checkpoint write with the number of updates done (a hook for
     tests and monitoring). SIGINT and SIGTERM stop the run at the next update boundary after
-    writing a checkpoint: :class:`RunInterrupted`.
+    writing a checkpoint: :class:`RunInterrupted`. A run that breaks a failure rule raises
+    :class:`RunError` naming the keys to change (and writes no history).
     """
     t_start = time.perf_counter()
     run, sm = config["run"], config["sampler"]
@@ -267,9 +322,18 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
     n_chains = sm["n_chains"]
     rng = RandomStreams(run["seed"], n_chains, xp, dtype=run["dtype"])
     job = build_job(config)
+    bars = Progress(None, "", progress)
+    if job.prepare is not None:
+        job.description.update(job.prepare(bars))
     n_therm, n_samples, every = sm["n_therm"], sm["n_samples"], sm["measure_every"]
     total = n_therm + n_samples * every
+    adapt = job.n_steps is not None and sm.get("adapt_steps", False)
+    adapt_until = int(ADAPT_FRACTION * n_therm)
+    reunit_every = run["reunitarize_every"] if job.N is not None else 0
+    measure_every = config["measure"]["every"]
+    save_every = config["output"]["save_every"]
     hist: dict[str, list] = {}
+    state = {"n_steps": job.n_steps, "window": [], "max_dev": 0.0, "unstable": 0}
     if resume is None:
         field = _start_field(job, config, rng, xp)
         k0, elapsed0, segments = 0, 0.0, 1
@@ -279,10 +343,18 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
         rng.set_state(resume["rng"])
         k0, elapsed0 = int(resume["next_update"]), float(resume["elapsed_s"])
         segments = int(resume.get("segments", 1)) + 1
-        if not 0 <= k0 <= total or int(resume["total_updates"]) != total:
+        if not 0 <= k0 <= total or int(resume["total_updates"]) > total:
             raise ResumeError(f"checkpoint at update {k0} of {resume['total_updates']} does not "
                               f"fit this run of {total} updates")
         hist = {key: list(arr) for key, arr in resume["history"].items()}
+        tuned = resume.get("tuning", {})
+        state["n_steps"] = tuned.get("n_steps", job.n_steps)
+        state["window"] = [np.asarray(w) for w in tuned.get("window", [])]
+        state["max_dev"] = float(tuned.get("max_unitarity_deviation", 0.0))
+        state["unstable"] = int(tuned.get("unstable", 0))
+    sampler = job.sampler
+    if state["n_steps"] != job.n_steps:
+        sampler = job.with_n_steps(state["n_steps"])
 
     ck_path = Path(out_dir) / CHECKPOINT_NAME
     every_k, every_s = run.get("checkpoint_every", 0), run.get("checkpoint_seconds", 0.0)
@@ -293,12 +365,17 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
     def save(k: int) -> None:
         if last_save[1] == k:
             return
-        state = {"config": config, "next_update": k, "total_updates": total,
-                 "elapsed_s": elapsed0 + time.perf_counter() - t_start, "segments": segments,
-                 "field": field, "rng": rng.state(),
-                 "history": {key: np.asarray(v) for key, v in hist.items()}}
+        ck = {"config": config, "next_update": k, "total_updates": total,
+              "elapsed_s": elapsed0 + time.perf_counter() - t_start, "segments": segments,
+              "field": field, "rng": rng.state(),
+              "history": {key: np.asarray(v) for key, v in hist.items()},
+              "tuning": {"n_steps": state["n_steps"] or 0, "window": list(state["window"]),
+                         "max_unitarity_deviation": state["max_dev"],
+                         "unstable": state["unstable"]}}
+        if state["n_steps"] is None:
+            ck["tuning"].pop("n_steps")
         try:
-            save_checkpoint(ck_path, state, kind="run")
+            save_checkpoint(ck_path, ck, kind="run")
         except OSError as exc:
             raise RunError(f"cannot write the checkpoint {ck_path}: {exc}") from exc
         last_save[:] = [time.monotonic(), k]
@@ -308,26 +385,58 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
     stop = _StopFlag()
     # overflow in a diverging trajectory is caught below as a non-finite field, with a message
     # that says what to do; NumPy's floating-point warnings would only add noise
-    with stop.installed(), Progress(total - k0, sm["name"], progress) as bar, \
-            np.errstate(all="ignore"):
+    with stop.installed(), bars(total - k0, sm["name"]) as bar, np.errstate(all="ignore"):
         if periodic and resume is None:
             save(0)
         for k in range(k0, total):
-            field, info = job.sampler.step(field, rng)
+            try:
+                field, info = sampler.step(field, rng)
+            except ValueError as exc:
+                fix = (f" (run.reunitarize_every = {reunit_every})" if job.N is not None
+                       and "unitary" in str(exc) else "")
+                raise RunError(f"update {k + 1} failed: {exc}{fix}") from exc
             if not _finite(field, xp):
-                raise RunError(f"the field holds NaN or inf after update {k + 1} "
-                               "(step size too large for these couplings?)")
+                raise RunError(f"the field holds NaN or inf after update {k + 1}: lower the step "
+                               "size (raise sampler.n_steps or lower sampler.tau) or check the "
+                               "couplings")
+            if reunit_every and (k + 1) % reunit_every == 0:
+                state["max_dev"] = max(state["max_dev"], unitarity_deviation(field))
+                field = reunitarize(field)
             measuring = k >= n_therm
             accepted = getattr(info, "accepted", None)
-            if measuring and accepted is not None:
-                hist.setdefault("delta_h", []).append(host(info.delta_h))
+            if accepted is not None and measuring:
+                dh = host(info.delta_h)
+                if not np.all(np.isfinite(dh)):
+                    raise RunError(f"ΔH is not finite (NaN or inf) in update {k + 1} (a measured "
+                                   "update): "
+                                   "lower the step size (raise sampler.n_steps or lower "
+                                   "sampler.tau)")
+                hist.setdefault("delta_h", []).append(dh)
                 hist.setdefault("accepted", []).append(host(accepted))
+            elif adapt and k < adapt_until:
+                state["window"].append(host(info.delta_h))
+                if len(state["window"]) == ADAPT_WINDOW:
+                    n_new, state["unstable"] = adapted_n_steps(
+                        state["n_steps"], np.stack(state["window"]), sm["target_acceptance"],
+                        state["unstable"])
+                    state["window"] = []
+                    if n_new != state["n_steps"]:
+                        state["n_steps"] = n_new
+                        sampler = job.with_n_steps(n_new)
             if measuring and (k - n_therm + 1) % every == 0:
+                i_meas = (k - n_therm + 1) // every - 1
                 for key, val in job.measure(field, rng).items():
                     hist.setdefault(key, []).append(host(val))
+                if job.measure_gauge is not None and i_meas % measure_every == 0:
+                    for key, val in job.measure_gauge(job.to_field(field)).items():
+                        hist.setdefault(key, []).append(host(val))
+                if save_every and (i_meas + 1) % save_every == 0:
+                    save_configuration(Path(out_dir), config, job.to_field(field), k + 1)
             shown = {"phase": "meas" if measuring else "therm"}
             if accepted is not None:
                 shown["acc"] = f"{float(np.mean(host(accepted))):.2f}"
+            if state["n_steps"] is not None:
+                shown["steps"] = state["n_steps"]
             bar.update(1, **shown)
             if stop.signum is not None:
                 save(k + 1)
@@ -340,6 +449,7 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
 
         # [time, chain, ...] -> [chain, time, ...]
         arrays = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in hist.items()}
+        _fail_frozen_or_rare(job, config, arrays, state["n_steps"])
         atomic_save_npz(Path(out_dir) / HISTORY_NAME, **arrays)
         observables = {k: v for k, v in job.summarize(arrays).items() if v is not None}
         if stop.signum is not None:
@@ -359,6 +469,13 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
     }
     if run.get("start_file"):
         summary["start_file"] = run["start_file"]
+    if state["n_steps"] is not None:
+        summary["n_steps"] = state["n_steps"]
+        summary["n_steps_adapted"] = bool(adapt)
+    if job.N is not None:
+        summary["reunitarize_every"] = reunit_every
+        summary["max_unitarity_deviation"] = max(state["max_dev"], unitarity_deviation(
+            job.to_field(field)))
     if "accepted" in arrays:
         dh = arrays["delta_h"]
         if "integrator" in sm:  # flow Metropolis has no integrator

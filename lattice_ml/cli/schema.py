@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import rules
+
 __all__ = ["REQUIRED", "Param", "Table", "THEORIES", "PLANNED_THEORIES", "SAMPLERS",
-           "PLANNED_SAMPLERS", "SCHEMA"]
+           "PLANNED_SAMPLERS", "SCHEMA", "THEORY_DEFAULTS"]
 
 
 class _Required:
@@ -53,7 +55,11 @@ class Table:
 
     The parameters of the chosen variant (recursively) are added to ``params``. ``planned``
     lists selector words that the specification names but that are not implemented yet: they
-    get a "not implemented yet" error rather than "unknown".
+    get a "not implemented yet" error rather than "unknown". ``checks`` are the cross-key rules
+    of this table (or variant): functions ``check(config)`` of the whole resolved configuration
+    that raise :class:`~lattice_ml.cli.rules.ConfigError` naming the key to change; they run, in
+    schema order, for every table and chosen variant once each key has passed its own checks
+    (:mod:`lattice_ml.cli.rules` holds them, next to this schema).
     """
 
     params: dict[str, Param]
@@ -61,6 +67,7 @@ class Table:
     variants: dict[str, "Table"] = field(default_factory=dict)
     planned: tuple[str, ...] = ()
     doc: str = ""
+    checks: tuple = ()
 
     def owned_keys(self) -> set[str]:
         """Keys defined inside the variants (at any depth) and not in ``params``."""
@@ -75,6 +82,7 @@ class Table:
 #   m2 = (2 / beta) (1 - 2 lam) - 2 D  (D = 2),   lam_standard = 4 lam / beta**2.
 _PHI4 = Table(
     doc="real scalar φ⁴ theory",
+    checks=(rules.phi4_rules,),
     params={
         "form": Param("str", "hopping", choices=("standard", "hopping"), noun="form of phi4",
                       doc='"standard": S = Σ [Σ_μ (φ(x+μ)−φ(x))² + m2 φ² + lam φ⁴]; '
@@ -108,10 +116,11 @@ def _gauge(doc: str, beta: float, with_N: bool = False, fermions: bool = False) 
     if with_N:
         params["N"] = Param("int", 4, minimum=2, doc="number of colours N ≥ 2 of SU(N)")
     if not fermions:
-        return Table(doc=doc, params=params)
+        return Table(doc=doc, params=params, checks=(rules.gauge_rules,))
     params["fermion"] = _fermion_selector(("none", "wilson", "staggered"), "none")
     return Table(doc=doc, params=params, selector="fermion",
-                 variants={"none": Table(doc="pure gauge", params={}), **_FERMIONS})
+                 variants={"none": Table(doc="pure gauge", params={}), **_FERMIONS},
+                 checks=(rules.gauge_rules, rules.fermion_rules))
 
 
 def _n_noise() -> Param:
@@ -151,6 +160,7 @@ _SCHWINGER = Table(
     },
     selector="fermion",
     variants=_FERMIONS,
+    checks=(rules.schwinger_rules, rules.gauge_rules, rules.fermion_rules),
 )
 
 THEORIES: dict[str, Table] = {
@@ -164,6 +174,22 @@ THEORIES: dict[str, Table] = {
 """Implemented theories: ``name`` → variant table of ``[theory]``."""
 
 PLANNED_THEORIES: tuple[str, ...] = ()
+
+THEORY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "phi4": {},
+    "u1": {"n_chains": 8, "n_therm": 200, "n_samples": 1000},
+    "su2": {"n_chains": 2, "n_therm": 100, "n_samples": 200},
+    "su3": {"n_chains": 2, "n_therm": 100, "n_samples": 200},
+    "suN": {"n_chains": 2, "n_therm": 100, "n_samples": 200},
+    "schwinger": {"n_chains": 4, "n_therm": 100, "n_samples": 400},
+}
+"""Sampler defaults of each theory where they differ from the embedded default (which is φ⁴'s).
+
+They replace a default only: a key set in the user's file or by ``--set`` keeps its value. The
+gauge theories start from unit links and rely on the step-count adaptation of the
+thermalisation (``sampler.adapt_steps``) to leave the ordered start (whose trajectories have
+ΔH ≈ 20 on 8⁴ SU(3) at β = 6 with 8 steps); their run lengths are sized for a few minutes on a
+laptop core at 8⁴ (SU(N)) or 32² (U(1), Schwinger)."""
 
 _HMC = Table(
     doc="hybrid Monte Carlo",
@@ -180,6 +206,11 @@ _HMC = Table(
         "tau_jitter": Param("float", 0.1, minimum=0.0, maximum=0.9,
                             doc="each chain's trajectory length is drawn uniformly from "
                                 "[tau (1 - j), tau (1 + j)] every trajectory (0: fixed)"),
+        "adapt_steps": Param("bool", True,
+                             doc="adapt n_steps (the step size tau/n_steps) during "
+                                 "thermalisation towards target_acceptance; false: keep n_steps"),
+        "target_acceptance": Param("float", 0.8, minimum=0.05, maximum=0.99,
+                                   doc="acceptance the thermalisation adapts n_steps towards"),
     },
 )
 
@@ -194,6 +225,7 @@ _HEATBATH = Table(
 # chains start; its architecture and training live in the [flow] table.
 _FLOW_TABLE = Table(
     doc="the normalizing flow of sampler.name = flow | flow_hmc (φ⁴); ignored by other samplers",
+    checks=(rules.flow_rules,),
     params={
         "layers": Param("int", 16, minimum=1, doc="affine coupling layers (checkerboard masks)"),
         "channels": Param("int", 8, minimum=1, doc="hidden channels of each conditioner"),
@@ -211,7 +243,8 @@ _FLOW = Table(doc="independence Metropolis with a trained normalizing flow (φ�
               params={})
 _FLOW_HMC = Table(
     doc="HMC in the latent space of a trained normalizing flow (φ⁴; see [flow])",
-    params={k: _HMC.params[k] for k in ("integrator", "n_steps", "tau", "tau_jitter")},
+    params={k: _HMC.params[k] for k in ("integrator", "n_steps", "tau", "tau_jitter",
+                                        "adapt_steps", "target_acceptance")},
 )
 
 SAMPLERS: dict[str, Table] = {"hmc": _HMC, "heatbath": _HEATBATH, "flow": _FLOW,
@@ -253,12 +286,16 @@ SCHEMA: dict[str, Table] = {
             "measure_every": Param("int", 1, minimum=1,
                                    doc="trajectories between measurements"),
             "start": Param("str", "cold", choices=("cold", "hot"), noun="start",
-                           doc='initial field: "cold" (phi = 0) or "hot" (standard normal '
-                               'per site)'),
+                           doc='initial field: "cold" (φ = 0; unit links) or "hot" (φ standard '
+                               'normal per site; Haar-random links)'),
+            "min_acceptance": Param("float", 0.1, minimum=0.0, maximum=0.99,
+                                    doc="the run fails, without a summary, when the acceptance "
+                                        "of the measured updates is below this floor"),
         },
         selector="name",
         variants=SAMPLERS,
         planned=PLANNED_SAMPLERS,
+        checks=(rules.sampler_rules,),
     ),
     "flow": _FLOW_TABLE,
     "run": Table(
@@ -286,6 +323,40 @@ SCHEMA: dict[str, Table] = {
             "start_file": Param("str", "",
                                 doc='gauge theories: start every chain from the links in this '
                                     'file (NERSC, ILDG, openQCD or HDF5; "": sampler.start)'),
+            "reunitarize_every": Param("int", 10, minimum=0,
+                                       doc="gauge theories: project the links back onto the "
+                                           "group every this many updates (0: never)"),
+        },
+        checks=(rules.run_rules,),
+    ),
+    "output": Table(
+        doc="configurations saved during the run, under DIR/configs/",
+        params={
+            "save_every": Param("int", 0, minimum=0,
+                                doc="save the chains' configurations every this many measured "
+                                    "updates (0: none)"),
+            "format": Param("str", "hdf5", choices=("hdf5", "nersc", "ildg", "openqcd"),
+                            noun="configuration format",
+                            doc='"hdf5" (one appendable ensemble, every theory), "nersc", '
+                                '"ildg" or "openqcd" (one file per chain and save; 4D SU(3))'),
+        },
+    ),
+    "measure": Table(
+        doc="extra gauge-field measurements (each every measure.every measurements)",
+        params={
+            "every": Param("int", 10, minimum=1,
+                           doc="measurements between two of these (costlier) ones"),
+            "clover_charge": Param("bool", False,
+                                   doc="4D: clover topological charge Q and χ_t = <Q²>/V"),
+            "wilson_flow": Param("bool", False,
+                                 doc="Wilson flow: t0 (t²E = 0.3) and w0 (t d(t²E)/dt = 0.3)"),
+            "flow_eps": Param("float", 0.02, minimum=0.0, exclusive_minimum=True,
+                              doc="Wilson-flow step (RK3)"),
+            "flow_t_max": Param("float", 3.0, minimum=0.0, exclusive_minimum=True,
+                                doc="largest Wilson-flow time"),
+            "wilson_loops": Param("int", 0, minimum=0,
+                                  doc="Wilson loops W(R, T) for R, T <= this, and Creutz ratios "
+                                      "(0: none)"),
         },
     ),
 }

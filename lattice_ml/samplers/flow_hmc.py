@@ -68,6 +68,13 @@ class FlowHMC:
         self.hmc = HMC([Level([self.latent_action], n_steps, scheme)], EuclideanSpace(), tau,
                        tau_jitter)
 
+    def with_n_steps(self, n_steps: int) -> "FlowHMC":
+        """The same sampler with ``n_steps`` integration steps per trajectory."""
+        new = object.__new__(FlowHMC)
+        new.flow, new.latent_action = self.flow, self.latent_action
+        new.hmc = self.hmc.with_n_steps(n_steps)
+        return new
+
     def step(self, z, rng):
         """One HMC update of the latent fields; returns ``(z, HMCStep)``."""
         return self.hmc.step(z, rng)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..backend import namespace
 from ..flows.flow import effective_sample_size
-from .hmc import HMCStep, metropolis, select_chains
+from .hmc import metropolis, select_chains
 
 __all__ = ["FlowMetropolis", "FlowMCMCState", "FlowMCMCStep"]
 
@@ -35,10 +35,15 @@ class FlowMCMCState:
 
 @dataclass(frozen=True)
 class FlowMCMCStep:
-    """What one update did, per chain: ``accepted`` and the proposals' ``log_w`` (``[batch]``)."""
+    """What one update did, per chain (``[batch]`` arrays): ``accepted``; ``delta_h = log w(x) -
+    log w(x')`` (acceptance ``min(1, exp(-delta_h))``, as for HMC); the proposals'
+    ``proposal_log_w``; and ``log_w``, the log-weight of the chains' new configurations (pass it
+    back to the next :meth:`FlowMetropolis.step` to save the inverse pass)."""
 
     accepted: Any
+    delta_h: Any
     proposal_log_w: Any
+    log_w: Any
 
 
 class FlowMetropolis:
@@ -67,27 +72,24 @@ class FlowMetropolis:
         independence sampler needs no thermalisation beyond that)."""
         return self.propose(rng)
 
-    def step(self, state: FlowMCMCState, rng):
-        """One update of every chain; returns ``(state, FlowMCMCStep)``."""
-        prop = self.propose(rng)
-        accepted = metropolis(prop.log_w - state.log_w, rng)
-        xp = namespace(state.log_w)
-        new = FlowMCMCState(select_chains(accepted, prop.x, state.x),
-                            xp.where(accepted, prop.log_w, state.log_w))
-        return new, FlowMCMCStep(accepted, prop.log_w)
-
     def log_weight(self, x):
         """``log w(x) = -S(x) - log q(x)`` ``[batch]`` (one inverse pass of the flow)."""
         return -self.action.action(x) - self.flow.log_prob(x)
 
-    def field_step(self, x, rng):
-        """One update of chains whose state is only the field ``x`` (the log-weight of ``x`` is
-        recomputed, one inverse pass); returns ``(x, HMCStep)`` with ``delta_h = log w(x) -
-        log w(x')`` (acceptance ``min(1, exp(-delta_h))``, as for HMC) and no force evaluations.
-        The interface of :meth:`HMC.step`, for run loops that hold fields only."""
-        state = FlowMCMCState(x, self.log_weight(x))
-        new, info = self.step(state, rng)
-        return new.x, HMCStep(state.log_w - info.proposal_log_w, info.accepted, ())
+    def step(self, x, rng, log_w=None):
+        """One update of every chain; returns ``(x, FlowMCMCStep)``, the interface of
+        :meth:`lattice_ml.samplers.HMC.step`.
+
+        ``log_w`` is the log-weight of ``x`` when the caller kept it (``info.log_w`` of the
+        previous step); without it, it is recomputed (one inverse pass of the flow)."""
+        if log_w is None:
+            log_w = self.log_weight(x)
+        prop = self.propose(rng)
+        accepted = metropolis(prop.log_w - log_w, rng)
+        xp = namespace(log_w)
+        new_log_w = xp.where(accepted, prop.log_w, log_w)
+        return (select_chains(accepted, prop.x, x),
+                FlowMCMCStep(accepted, log_w - prop.log_w, prop.log_w, new_log_w))
 
     def run(self, rng, n_steps: int, observables: dict, state: FlowMCMCState | None = None):
         """``n_steps`` updates; returns ``(state, history)``.
@@ -104,7 +106,8 @@ class FlowMetropolis:
         hist = {k: [] for k in observables}
         hist["accepted"], hist["proposal_log_w"] = [], []
         for _ in range(n_steps):
-            state, info = self.step(state, rng)
+            x, info = self.step(state.x, rng, state.log_w)
+            state = FlowMCMCState(x, info.log_w)
             hist["accepted"].append(info.accepted)
             hist["proposal_log_w"].append(info.proposal_log_w)
             for k, f in observables.items():

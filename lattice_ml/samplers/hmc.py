@@ -92,6 +92,12 @@ class HMC:
         if not self.actions:
             raise ValueError("HMC levels hold no action")
 
+    def with_n_steps(self, n_steps: int) -> "HMC":
+        """The same HMC with ``n_steps`` steps on the outermost level (step size ``tau /
+        n_steps``); the inner levels keep their steps per outer step. For step-size tuning."""
+        outer = Level(self.levels[0].actions, int(n_steps), self.levels[0].scheme)
+        return HMC((outer, *self.levels[1:]), self.space, self.tau, self.tau_jitter)
+
     def action(self, field):
         """Total action per chain, ``[batch]``."""
         total = None

@@ -44,6 +44,13 @@ class PseudofermionHMC:
                 raise ValueError(f"fermion action {fa!r} is not on any integrator level")
         self.fermion_actions = fermion_actions
 
+    def with_n_steps(self, n_steps: int) -> "PseudofermionHMC":
+        """The same sampler with ``n_steps`` steps on the outermost level (see
+        :meth:`lattice_ml.samplers.HMC.with_n_steps`)."""
+        hmc = self.hmc.with_n_steps(n_steps)
+        return PseudofermionHMC(hmc.levels, hmc.space, hmc.tau, hmc.tau_jitter,
+                                self.fermion_actions)
+
     @property
     def levels(self):
         return self.hmc.levels
