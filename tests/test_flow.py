@@ -10,10 +10,10 @@ import pytest
 
 from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy
 from lattice_ml.gauge import GaugeAction
-from lattice_ml.gauge.flow import (RK3_COEFFICIENTS, energy_density, energy_density_clover,
-                                   energy_density_plaquette, euler_step, flow, flow_generator,
-                                   flow_step, flow_time_derivative, rk3_step, t0, w0,
-                                   wilson_flow)
+from lattice_ml.gauge.wilson_flow import (RK3_COEFFICIENTS, energy_density, energy_density_clover,
+                                          energy_density_plaquette, euler_step, flow, flow_generator,
+                                          flow_step, flow_time_derivative, rk3_step, t0, w0,
+                                          wilson_flow)
 from lattice_ml.gauge.observables import average_plaquette
 from lattice_ml.gauge.topology import clover_field_strength
 from lattice_ml.groups import (check_links, expm_algebra, gauge_transform, generators,

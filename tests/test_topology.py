@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy
-from lattice_ml.gauge.flow import (energy_density_clover, energy_density_plaquette,
-                                   flow_generator, wilson_flow)
+from lattice_ml.gauge.wilson_flow import (energy_density_clover, energy_density_plaquette,
+                                          flow_generator, wilson_flow)
 from lattice_ml.gauge.topology import (clover_field_strength, clover_field_strengths,
                                        clover_leaves, planes, topological_charge_clover,
                                        topological_charge_density_clover)

@@ -425,7 +425,7 @@ def gauge_measurements(config: dict) -> Callable | None:
         return None
 
     def measure(U) -> dict:
-        from ..gauge.flow import wilson_flow
+        from ..gauge.wilson_flow import wilson_flow
         from ..gauge.topology import topological_charge_clover
 
         out = {}
@@ -448,7 +448,7 @@ def gauge_measurements(config: dict) -> Callable | None:
 
 def summarize_gauge_measurements(hist: dict, config: dict, lat: Lattice) -> dict:
     """Summary entries of the ``[measure]`` histories (``measure.*`` names in ``hist``)."""
-    from ..gauge.flow import t0 as t0_of, w0 as w0_of
+    from ..gauge.wilson_flow import t0 as t0_of, w0 as w0_of
 
     h = {k[len(MEASURE_PREFIX):]: v for k, v in hist.items() if k.startswith(MEASURE_PREFIX)}
     obs: dict = {}
