@@ -185,11 +185,11 @@ def add_diagonal(a, c):
 # ------------------------------------------------------------------------------------------
 # exp of an su(3) element and the derivative coefficients (Morningstar-Peardon)
 # ------------------------------------------------------------------------------------------
-# series thresholds and lengths as in lattice_ml.groups / lattice_ml.smearing.expderiv
-EXP_SERIES_C1 = 0.02
-EXP_SERIES_TERMS = 14
-B_SERIES_C1 = 0.5
-B_SERIES_TERMS = 30
+# one switch between the series and the closed form, and one series length, for f and b alike:
+# those of lattice_ml.groups.su3_ch_coefficients (where they are measured; tests/test_groups.py
+# checks these functions against it)
+SERIES_C1 = 3.0
+SERIES_TERMS = 24
 # xi1(r) = sum_{k=1..12} (-1)^k 2k r^(2k-2) / (2k+1)!  (coefficient of r^(2k-2) at index k-1)
 XI1_SERIES = tuple((-1.0) ** k * 2.0 * k / math.factorial(2 * k + 1) for k in range(1, 13))
 
@@ -241,14 +241,14 @@ def mp_uw(c0a, c1):
 @device
 def exp_coefficients(c0, c1):
     """``f0, f1, f2`` (complex128) with ``exp(iQ) = f0 + f1 Q + f2 Q^2``: the Cayley-Hamilton
-    reduced Taylor series below ``c1 = 0.02``, Morningstar-Peardon's closed form above (at |c0|,
-    mapped with ``f_j(-c0) = (-1)^j f_j(c0)^*``)."""
-    if c1 < EXP_SERIES_C1:
+    reduced Taylor series below ``c1 = SERIES_C1``, Morningstar-Peardon's closed form above (at
+    |c0|, mapped with ``f_j(-c0) = (-1)^j f_j(c0)^*``)."""
+    if c1 < SERIES_C1:
         a, b, d = 1.0, 0.0, 0.0
         r0, r1, r2 = 1.0, 0.0, 0.0
         i0, i1, i2 = 0.0, 0.0, 0.0
         fact = 1.0
-        for n in range(1, EXP_SERIES_TERMS + 1):
+        for n in range(1, SERIES_TERMS + 1):
             a, b, d = c0 * d, a + c1 * d, b
             fact *= n
             m = n % 4
@@ -289,7 +289,7 @@ def b_series(c0, c1):
     g1r0, g1r1, g1r2, g1i0, g1i1, g1i2 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     g0r0, g0r1, g0r2, g0i0, g0i1, g0i2 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     fact = 1.0
-    for n in range(1, B_SERIES_TERMS + 1):
+    for n in range(1, SERIES_TERMS + 1):
         na, nb, nd = c0 * d, a + c1 * d, b
         na0, nb0, nd0 = d + c0 * d0, a0 + c1 * d0, b0
         na1, nb1, nd1 = c0 * d1, a1 + d + c1 * d1, b1
@@ -362,8 +362,9 @@ def b_closed(c0, c1):
 
 @device
 def b_coefficients(c0, c1):
-    """``b1j = df_j/dc1``, ``b2j = df_j/dc0``: series below ``c1 = 0.5``, closed form above."""
-    if c1 < B_SERIES_C1:
+    """``b1j = df_j/dc1``, ``b2j = df_j/dc0``: series below ``c1 = SERIES_C1``, closed form
+    above."""
+    if c1 < SERIES_C1:
         return b_series(c0, c1)
     return b_closed(c0, c1)
 

@@ -461,3 +461,95 @@ def test_unitarity_deviation_measures_the_distance_from_the_group():
     V = U.copy()
     V[1, 0, 2, 3, 0, 1] = np.nan
     assert np.isnan(unitarity_deviation(V))
+
+
+# ------------------------------------------------------------------------------------------
+# SU(3) Cayley-Hamilton coefficients against a 60-digit reference
+# ------------------------------------------------------------------------------------------
+def _ch_reference(c0: float, c1: float):
+    """f_j, df_j/dc1, df_j/dc0 of exp(iQ) = f0 + f1 Q + f2 Q^2 (Q^3 = c1 Q + c0) by the reduced
+    Taylor series in 60-digit decimal arithmetic, summed to convergence (independent of the
+    float64 code: no closed form, no truncation at a fixed length)."""
+    from decimal import Decimal, localcontext
+    with localcontext() as ctx:
+        ctx.prec = 60
+        c0, c1 = Decimal(float(c0)), Decimal(float(c1))
+        zero, one = Decimal(0), Decimal(1)
+        v, v0, v1 = [one, zero, zero], [zero] * 3, [zero] * 3
+        sums = {k: [[zero] * 3, [zero] * 3] for k in ("f", "b1", "b2")}
+        sums["f"][0][0] = one
+        fact, n, quiet = Decimal(1), 0, 0
+        while quiet < 4:
+            n += 1
+            a, b, d = v
+            v0 = [d + c0 * v0[2], v0[0] + c1 * v0[2], v0[1]]
+            v1 = [c0 * v1[2], v1[0] + d + c1 * v1[2], v1[1]]
+            v = [c0 * d, a + c1 * d, b]
+            fact *= n
+            coeff = (1 if n % 4 in (0, 1) else -1) / fact
+            big = Decimal(0)
+            for key, vec in (("f", v), ("b1", v1), ("b2", v0)):
+                for j in range(3):
+                    sums[key][n % 2][j] += coeff * vec[j]
+                    big = max(big, abs(coeff * vec[j]))
+            quiet = quiet + 1 if big < Decimal("1e-40") else 0
+        return [np.array([complex(float(s[0][j]), float(s[1][j])) for j in range(3)])
+                for s in (sums["f"], sums["b1"], sums["b2"])]
+
+
+def _ch_grid():
+    """(c0, c1) on c1 in [1e-8, 15] (log grid, both sides of the switch) with c0/c0_max in
+    [-1, 1], degenerate spectra (c0 = +-c0_max) and c0 = 0 included."""
+    g = np.random.default_rng(11)
+    c1 = np.logspace(-8, np.log10(15.0), 40)
+    r = np.concatenate([[-1.0, -0.9999999, 0.0, 0.9999999, 1.0], g.uniform(-1, 1, 7)])
+    c1 = np.concatenate([c1, [G._SU3_SERIES_C1 * (1 - 1e-12), G._SU3_SERIES_C1]])
+    c1, r = np.meshgrid(c1, r, indexing="ij")
+    return (r * 2 * (c1 / 3) ** 1.5).ravel(), c1.ravel()
+
+
+def test_su3_ch_coefficients_against_a_60_digit_reference():
+    """One switch (series below c1 = 3, Morningstar-Peardon above): every coefficient within
+    1e-15 (f) and 4e-15 (b) of the 60-digit reference, relative to the largest of its three."""
+    c0, c1 = _ch_grid()
+    f, b1, b2 = G.su3_ch_coefficients(c0, c1, derivative=True)
+    np.testing.assert_array_equal(np.stack(G.su3_ch_coefficients(c0, c1)), np.stack(f))
+    worst = {"f": 0.0, "b": 0.0}
+    for i in range(c0.size):
+        ref = _ch_reference(c0[i], c1[i])
+        for key, got, want in (("f", f, ref[0]), ("b", b1, ref[1]), ("b", b2, ref[2])):
+            got = np.array([got[j][i] for j in range(3)])
+            worst[key] = max(worst[key], np.max(np.abs(got - want)) / np.max(np.abs(want)))
+    assert worst["f"] < 1e-15 and worst["b"] < 4e-15, worst
+
+
+def test_su3_exp_coefficients_are_the_ch_coefficients_of_the_invariants(xp):
+    """su3_exp_coefficients(Q) = su3_ch_coefficients(c0, c1) with c0 = det Q, c1 = Tr Q^2 / 2,
+    and exp(iQ) from them is scipy's expm across the switch (|x| = 2 sqrt(3) for unit x)."""
+    x = host(random_coords(12, (50,), 3, xp))
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    for r in (0.1, 3.46, 3.47, 6.0):
+        X = G.algebra_to_matrix(xp.asarray(r * x), 3)
+        Q = -1j * X
+        c0, c1 = G.su3_invariants(Q)
+        np.testing.assert_allclose(host(c0), np.real(np.linalg.det(host(Q))), atol=1e-13)
+        f = G.su3_exp_coefficients(Q)
+        for a, b in zip(f, G.su3_ch_coefficients(c0, c1)):
+            np.testing.assert_array_equal(host(a), host(b))
+        np.testing.assert_allclose(host(G.expm_algebra(X)), expm_host(host(X)), rtol=0,
+                                   atol=2e-15 * max(1.0, r))
+
+
+def test_numba_su3_coefficients_match_groups():
+    """kernels/_su3.py (the Numba copy, compiled for CPU) gives the f_j and b_ij of
+    groups.su3_ch_coefficients on both sides of the one switch, which it shares."""
+    pytest.importorskip("numba")
+    from lattice_ml.kernels import _su3
+    assert (_su3.SERIES_C1, _su3.SERIES_TERMS) == (G._SU3_SERIES_C1, G._SU3_SERIES_TERMS)
+    c0, c1 = _ch_grid()
+    f, b1, b2 = G.su3_ch_coefficients(c0, c1, derivative=True)
+    want = np.stack(list(f) + list(b1) + list(b2), axis=-1)
+    got = np.array([list(_su3.exp_coefficients(a, b)) + list(_su3.b_coefficients(a, b))
+                    for a, b in zip(c0, c1)])
+    scale = np.maximum(np.abs(want[:, :3]).max(axis=1), np.abs(want[:, 3:]).max(axis=1))
+    assert np.max(np.abs(got - want) / scale[:, None]) < 1e-15

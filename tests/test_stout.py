@@ -211,7 +211,7 @@ def test_exp_pullback_against_fd(xp, N, methods, scale):
 def test_su3_b_coefficients_series_and_closed_form_agree():
     """Around the switch c1 = 0.5 and at degenerate spectra (c0 = +-c0_max) the Taylor series and
     MP's closed form give the same f_j, b1j, b2j; the series is exact near Q = 0."""
-    from lattice_ml.smearing.expderiv import _b_closed, _b_series
+    from lattice_ml.groups import _su3_closed as _b_closed, _su3_series as _b_series
     xp = NP
     for c1 in (0.02, 0.1, 0.5, 1.0, 2.0):
         for r in (0.0, 0.4, 1.0, -0.7, -1.0):

@@ -25,11 +25,9 @@ Methods (``"auto"`` picks by N):
   ``Q = -iX``, ``exp(iQ) = f0 + f1 Q + f2 Q^2`` and ``df_j = b1j Tr(Q dQ) + b2j Tr(Q^2 dQ)``
   (``b1j = df_j/dc1``, ``b2j = df_j/dc0``),
   ``Gamma_MP = Tr(B1 B) Q + Tr(B2 B) Q^2 + f1 B + f2 (Q B + B Q)``,
-  ``B_i = b_i0 + b_i1 Q + b_i2 Q^2`` and ``Gamma = -i Gamma_MP``. The b_ij come from MP's closed
-  form (their eqs. (57)-(65), evaluated at ``|c0|`` and mapped with
-  ``b_ij(-c0) = (-1)^(i+j+1) b_ij(c0)^*``) for ``c1 >= 0.5`` and from the Cayley-Hamilton
-  reduced Taylor series of ``exp(iQ)`` differentiated term by term in (c0, c1) below, where the
-  closed form cancels.
+  ``B_i = b_i0 + b_i1 Q + b_i2 Q^2`` and ``Gamma = -i Gamma_MP``. f_j and b_ij come from
+  :func:`lattice_ml.groups.su3_ch_coefficients` (MP's closed form, their eqs. (57)-(65), away
+  from Q = 0; the Cayley-Hamilton reduced Taylor series differentiated term by term near it).
 * ``"eigh"`` (any N): ``iX = V diag(lam) V^dagger``;
   ``L = V [(V^dagger B V) o Delta] V^dagger`` with the divided differences of exp
   (Daleckii-Krein) ``Delta_jk = exp(-i(lam_j + lam_k)/2) sinc((lam_j - lam_k)/2)``, which is
@@ -45,7 +43,8 @@ from __future__ import annotations
 import math
 
 from ..backend import device_of, make_complex, namespace
-from ..groups import dagger, project_algebra, resolve_exp_method, su3_exp_coefficients, trace
+from ..groups import (_sinc, dagger, project_algebra, resolve_exp_method, su3_ch_coefficients,
+                      su3_invariants, trace, xi1)
 
 __all__ = ["expm_pullback", "expm_frechet_block", "su3_b_coefficients", "xi1"]
 
@@ -59,160 +58,20 @@ def _trace_product(A, B):
     return xp.sum(xp.reshape(P, tuple(P.shape[:-2]) + (-1,)), axis=-1)
 
 
-def _sinc(xp, r):
-    """sin(r)/r, Taylor series below 0.05."""
-    r2 = r * r
-    series = 1.0 - r2 / 6.0 * (1.0 - r2 / 20.0 * (1.0 - r2 / 42.0 * (1.0 - r2 / 72.0)))
-    small = xp.abs(r) < 0.05
-    safe = xp.where(small, xp.ones_like(r), r)
-    return xp.where(small, series, xp.sin(safe) / safe)
-
-
-def xi1(r):
-    """``xi1(r) = (cos r - sin r / r) / r^2 = d/dr(sin r / r) / r`` (real array), stable at 0.
-
-    Taylor series ``sum_{k>=1} (-1)^k 2k r^(2k-2) / (2k+1)!`` (12 terms) for ``|r| < 1``.
-    """
-    xp = namespace(r)
-    r2 = r * r
-    series = xp.zeros_like(r)
-    # Horner from the highest term
-    terms = [(-1.0) ** k * 2.0 * k / math.factorial(2 * k + 1) for k in range(1, 13)]
-    for c in reversed(terms):
-        series = series * r2 + c
-    small = xp.abs(r) < 1.0
-    safe = xp.where(small, xp.ones_like(r), r)
-    closed = (xp.cos(safe) - xp.sin(safe) / safe) / (safe * safe)
-    return xp.where(small, series, closed)
-
-
-# ------------------------------------------------------------------------------------------
-# SU(3): Morningstar-Peardon b coefficients
-# ------------------------------------------------------------------------------------------
-_B_SERIES_C1 = 0.5
-_B_SERIES_TERMS = 30
-
-
-def _b_series(xp, c0, c1, cd):
-    """f_j and df_j/dc1, df_j/dc0 from the Taylor series of exp(iQ) with Q^3 = c1 Q + c0.
-
-    Q^n = a_n + b_n Q + d_n Q^2; the recursion is differentiated in c0 and c1 term by term.
-    """
-    z = xp.zeros_like(c1)
-    one = xp.ones_like(c1)
-    v = [one, z, z]                 # (a, b, d) of Q^n
-    d0 = [z, z, z]                  # d/dc0
-    d1 = [z, z, z]                  # d/dc1
-    # accumulate real and imaginary parts separately: i^n / n!
-    f_re, f_im = [one, z, z], [z, z, z]
-    g1_re, g1_im = [z, z, z], [z, z, z]
-    g0_re, g0_im = [z, z, z], [z, z, z]
-    fact = 1.0
-    for n in range(1, _B_SERIES_TERMS + 1):
-        a, b, d = v
-        a0, b0, dd0 = d0
-        a1, b1, dd1 = d1
-        v = [c0 * d, a + c1 * d, b]
-        d0 = [d + c0 * dd0, a0 + c1 * dd0, b0]
-        d1 = [c0 * dd1, a1 + d + c1 * dd1, b1]
-        fact *= n
-        coeff = (1.0 if n % 4 in (0, 1) else -1.0) / fact
-        if n % 2 == 0:
-            f_t, g0_t, g1_t = f_re, g0_re, g1_re
-        else:
-            f_t, g0_t, g1_t = f_im, g0_im, g1_im
-        for j in range(3):
-            f_t[j] = f_t[j] + coeff * v[j]
-            g0_t[j] = g0_t[j] + coeff * d0[j]
-            g1_t[j] = g1_t[j] + coeff * d1[j]
-    f = [make_complex(xp, f_re[j], f_im[j], cd) for j in range(3)]
-    b1 = [make_complex(xp, g1_re[j], g1_im[j], cd) for j in range(3)]
-    b2 = [make_complex(xp, g0_re[j], g0_im[j], cd) for j in range(3)]
-    return f, b1, b2
-
-
-def _b_closed(xp, c0, c1, cd):
-    """Morningstar-Peardon closed form of f_j, b1j, b2j (valid for c1 > 0), at |c0|, mapped back."""
-    neg = c0 < 0.0
-    c0a = xp.abs(c0)
-    c0max = 2.0 * (c1 / 3.0) ** 1.5
-    ratio = c0a / c0max
-    ratio = xp.where(ratio > 1.0, xp.ones_like(ratio), ratio)
-    theta = xp.acos(ratio)
-    u = xp.sqrt(c1 / 3.0) * xp.cos(theta / 3.0)
-    w = xp.sqrt(c1) * xp.sin(theta / 3.0)
-    u2, w2 = u * u, w * w
-    xi0 = _sinc(xp, w)
-    x1 = xi1(w)
-    cw = xp.cos(w)
-
-    def C(re, im=None):
-        return make_complex(xp, re, xp.zeros_like(re) if im is None else im, cd)
-
-    e2 = C(xp.cos(2.0 * u), xp.sin(2.0 * u))      # e^{2iu}
-    em = C(xp.cos(u), -xp.sin(u))                 # e^{-iu}
-    iu = C(xp.zeros_like(u), u)                   # i u
-    I = C(xp.zeros_like(u), xp.ones_like(u))      # i
-    one = C(xp.ones_like(u))
-    U, U2, W2 = C(u), C(u2), C(w2)
-    CW, X0, X1 = C(cw), C(xi0), C(x1)
-    h0 = (U2 - W2) * e2 + em * C(8.0 * u2 * cw, 2.0 * u * (3.0 * u2 + w2) * xi0)
-    h1 = 2.0 * U * e2 - em * C(2.0 * u * cw, -(3.0 * u2 - w2) * xi0)
-    h2 = e2 - em * C(cw, 3.0 * u * xi0)
-    den = C(9.0 * u2 - w2)
-    f = [h0 / den, h1 / den, h2 / den]
-    # MP eqs. (60)-(65)
-    r10 = (2.0 * (U + I * (U2 - W2)) * e2
-           + 2.0 * em * (4.0 * U * (2.0 - iu) * CW
-                         + I * (9.0 * U2 + W2 - iu * (3.0 * U2 + W2)) * X0))
-    r11 = (2.0 * (one + 2.0 * iu) * e2
-           + em * (-2.0 * (one - iu) * CW + I * (6.0 * U + I * (W2 - 3.0 * U2)) * X0))
-    r12 = 2.0 * I * e2 + I * em * (CW - 3.0 * (one - iu) * X0)
-    r20 = -2.0 * e2 + 2.0 * iu * em * (CW + (one + 4.0 * iu) * X0 + 3.0 * U2 * X1)
-    r21 = -I * em * (CW + (one + 2.0 * iu) * X0 - 3.0 * U2 * X1)
-    r22 = em * (X0 - 3.0 * iu * X1)
-    den2 = 2.0 * den * den
-    r1, r2 = (r10, r11, r12), (r20, r21, r22)
-    b1 = [(2.0 * U * r1[j] + (3.0 * U2 - W2) * r2[j] - 2.0 * (15.0 * U2 + W2) * f[j]) / den2
-          for j in range(3)]
-    b2 = [(r1[j] - 3.0 * U * r2[j] - 24.0 * U * f[j]) / den2 for j in range(3)]
-    # f_j(-c0) = (-1)^j f_j^*, b_ij(-c0) = (-1)^(i+j+1) b_ij^*
-    def flip(z, sign):
-        return xp.where(neg, sign * xp.conj(z), z)
-    f = [flip(f[j], (-1.0) ** j) for j in range(3)]
-    b1 = [flip(b1[j], (-1.0) ** j) for j in range(3)]
-    b2 = [flip(b2[j], (-1.0) ** (j + 1)) for j in range(3)]
-    return f, b1, b2
-
-
 def su3_b_coefficients(c0, c1, cd=None):
-    """``(f, b1, b2)``: lists of the three complex arrays ``f_j``, ``b1j = df_j/dc1`` and
+    """``(f, b1, b2)``: the three complex arrays each of ``f_j``, ``b1j = df_j/dc1`` and
     ``b2j = df_j/dc0`` for ``exp(iQ) = f0 + f1 Q + f2 Q^2``, ``c0 = det Q``,
-    ``c1 = Tr(Q^2)/2`` (real arrays). Series below ``c1 = 0.5``, MP's closed form above."""
-    xp = namespace(c0, c1)
-    if cd is None:
-        cd = xp.complex128 if c1.dtype == xp.float64 else xp.complex64
-    c1 = xp.where(c1 > 0.0, c1, xp.zeros_like(c1))
-    small = c1 < _B_SERIES_C1
-    fs, b1s, b2s = _b_series(xp, c0, c1, cd)
-    c1c = xp.where(small, xp.ones_like(c1), c1)
-    c0c = xp.where(small, xp.zeros_like(c0), c0)
-    fc, b1c, b2c = _b_closed(xp, c0c, c1c, cd)
-    pick = [lambda s, c: xp.where(small, s, c)]
-    f = [pick[0](fs[j], fc[j]) for j in range(3)]
-    b1 = [pick[0](b1s[j], b1c[j]) for j in range(3)]
-    b2 = [pick[0](b2s[j], b2c[j]) for j in range(3)]
-    return f, b1, b2
+    ``c1 = Tr(Q^2)/2`` (real arrays): :func:`lattice_ml.groups.su3_ch_coefficients` with its
+    derivative (one switch between series and closed form, measured there)."""
+    return su3_ch_coefficients(c0, c1, derivative=True, cd=cd)
 
 
 def _gamma_su3(X, B):
     xp = namespace(X, B)
     Q = -1j * X
     Q2 = Q @ Q
-    c1 = 0.5 * xp.real(trace(Q2))
-    c0 = xp.real(_trace_product(Q2, Q)) / 3.0
-    _, b1, b2 = su3_b_coefficients(c0, c1, X.dtype)
-    f0, f1, f2 = su3_exp_coefficients(Q, Q2)
+    (_, f1, f2), b1, b2 = su3_ch_coefficients(*su3_invariants(Q, Q2), derivative=True,
+                                               cd=X.dtype)
     t0, t1, t2 = trace(B), _trace_product(Q, B), _trace_product(Q2, B)
     s1 = b1[0] * t0 + b1[1] * t1 + b1[2] * t2
     s2 = b2[0] * t0 + b2[1] * t1 + b2[2] * t2
