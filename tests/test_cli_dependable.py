@@ -229,7 +229,7 @@ def test_float32_links_are_reunitarised_and_report_the_deviation(tmp_path, capsy
     assert s["reunitarize_every"] == 10 and 0 < s["max_unitarity_deviation"] < 1e-5
     assert _run(tmp_path / "o2", sets + ["run.reunitarize_every=0"]) == 1
     err = capsys.readouterr().err
-    assert "not unitary" in err and "run.reunitarize_every" in err
+    assert ("not unitary" in err or "not in SU(3)" in err) and "run.reunitarize_every" in err
     assert not (tmp_path / "o2" / "summary.json").exists()
 
 

@@ -135,6 +135,38 @@ def test_resume_at_start_and_end_and_by_time(tmp_path):
     assert seen == list(range(14))  # every update is more than 1e-9 s after the last save
 
 
+def test_a_segment_that_dies_before_its_first_checkpoint_is_counted(tmp_path, monkeypatch):
+    """Three processes worked on the run (the second died in its first update, before any
+    periodic checkpoint): the summary says 3 segments, not 2."""
+    import lattice_ml.cli.run as run_module
+
+    config = load_config(None, TINY)
+    ref = _uninterrupted(tmp_path, config)
+    out = _new_dir(tmp_path, "died", config)
+    with pytest.raises(Stop):
+        run_job(config, out, "never", on_checkpoint=_stop_at(4))
+    real_build = run_module.build_job
+
+    def dying_build(c):
+        job = real_build(c)
+
+        class Dies:
+            def step(self, field, rng):
+                raise Stop
+        job.sampler = Dies()
+        return job
+
+    monkeypatch.setattr(run_module, "build_job", dying_build)
+    with pytest.raises(Stop):
+        run_job(config, out, "never", resume=load_resume(out, config))
+    monkeypatch.setattr(run_module, "build_job", real_build)
+    state = load_resume(out, config)
+    assert state["next_update"] == 4 and state["segments"] == 2
+    got = run_job(config, out, "never", resume=state), np.load(out / "history.npz")
+    assert got[0]["segments"] == 3
+    assert_same_run(ref, got)
+
+
 def test_checkpoint_contents(tmp_path):
     config = load_config(None, TINY + ["theory.name=u1"])
     out = _new_dir(tmp_path, "c", config)
@@ -429,3 +461,27 @@ def test_non_unitary_start_file_is_refused_not_repaired(tmp_path, capsys):
     sets = TINY + ["theory.name=u1", f'run.start_file="{tmp_path}/bad.h5"']
     _refused(capsys, ["run", "--out", str(tmp_path / "o"), *_argv(sets)], "run.start_file",
              "bad.h5")
+
+
+def test_start_file_is_read_once_per_run(tmp_path, monkeypatch, capsys):
+    """The validation reads and checks the start file; the run starts from those links instead
+    of reading the file again. A file changed in between is read again (and checked again)."""
+    pytest.importorskip("h5py")
+    import lattice_ml.io as io
+    from lattice_ml.io import write_gauge
+
+    write_gauge(tmp_path / "unit.h5", np.ones((2, 2, 4, 4, 1, 1), dtype=np.complex128), "hdf5")
+    reads = []
+    real_read = io.read_gauge
+    monkeypatch.setattr(io, "read_gauge",
+                        lambda *a, **kw: reads.append(a[0]) or real_read(*a, **kw))
+    sets = TINY + ["theory.name=u1", f'run.start_file="{tmp_path}/unit.h5"']
+    argv = [x for s in sets for x in ("--set", s)]
+    assert main(["run", "--out", str(tmp_path / "a"), *argv]) == 0
+    assert len(reads) == 1
+    config = load_config(None, sets)                       # read by the validation
+    assert len(reads) == 2
+    os.utime(tmp_path / "unit.h5", ns=(1, 1))              # a changed file is read again
+    (tmp_path / "b").mkdir()
+    run_job(config, tmp_path / "b", "never")
+    assert len(reads) == 3

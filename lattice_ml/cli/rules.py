@@ -192,6 +192,20 @@ def check_kernel_mode() -> str:
                           f"choose one of {', '.join(MODES)} or unset it") from None
 
 
+_START_LINKS: dict = {}
+"""At most one entry: the links of the last start file read by :func:`read_start_links`, under
+the key of that read (the file's identity and the request), until the run takes them."""
+
+
+def _start_key(path: str, xp, cdtype: str, n_chains: int, shape, N: int):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns,
+            getattr(xp, "__name__", repr(xp)), cdtype, n_chains, tuple(shape), N)
+
+
 def read_start_links(c: dict, xp=None, n_chains: int | None = None) -> Any:
     """The links of ``run.start_file`` ``[n_chains, D, *sites, N, N]``, checked against the run.
 
@@ -200,15 +214,31 @@ def read_start_links(c: dict, xp=None, n_chains: int | None = None) -> Any:
     precision (|U^dag U - 1|, |det U - 1| <= 1e-5: a 32-bit file read in float64) are
     reunitarised; links further off, a missing or corrupt file, or links of another shape are a
     :class:`ConfigError` naming ``run.start_file``. ``xp`` defaults to the run's backend.
-    """
-    from ..groups import check_links, reunitarize
-    from ..io import read_gauge
 
+    The file is read once per run: the links read by the validation (:func:`run_rules`) are
+    kept and handed to the next call with the same request (the run's start), which takes them,
+    as long as the file is unchanged (same path, inode, size and modification time).
+    """
     path = c["run"]["start_file"]
     N = gauge_N(c)
     xp = check_backend(c["run"]["backend"]) if xp is None else xp
     n_chains = c["sampler"]["n_chains"] if n_chains is None else n_chains
     cdtype = "complex128" if c["run"]["dtype"] == "float64" else "complex64"
+    key = _start_key(path, xp, cdtype, n_chains, c["lattice"]["shape"], N)
+    kept = _START_LINKS.pop(key, None) if key is not None else None
+    _START_LINKS.clear()
+    if kept is not None:
+        return kept
+    U = _read_checked_links(c, path, N, xp, n_chains, cdtype)
+    if key is not None:
+        _START_LINKS[key] = U
+    return U
+
+
+def _read_checked_links(c: dict, path: str, N: int, xp, n_chains: int, cdtype: str):
+    from ..groups import check_links, reunitarize
+    from ..io import read_gauge
+
     try:
         U = read_gauge(path, xp=xp, dtype=cdtype)
     except (ValueError, OSError) as exc:

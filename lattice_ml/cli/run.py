@@ -24,9 +24,11 @@ differs).
 
 Checkpoint state (keys of the tree): ``config`` (the resolved configuration), ``next_update``
 (updates done), ``total_updates``, ``elapsed_s`` (wall time of all segments up to this
-checkpoint), ``segments`` (1 + number of resumes), ``field`` (host array in the field layout),
-``rng`` (stream state) and ``history`` (name -> host array ``[n_recorded, n_chains, ...]``, in the
-order of first measurement).
+checkpoint), ``segments`` (1 + the number of resumes that reached the run loop: a resumed run
+rewrites the checkpoint before its first update, so a segment killed before its first periodic
+checkpoint is counted too), ``field`` (host array in the field layout), ``rng`` (stream state)
+and ``history`` (name -> host array ``[n_recorded, n_chains, ...]``, in the order of first
+measurement).
 """
 
 from __future__ import annotations
@@ -280,7 +282,7 @@ def save_configuration(out_dir: Path, config: dict, field, update: int) -> list[
     return written
 
 
-def _fail_frozen_or_rare(job, config: dict, arrays: dict, n_steps) -> None:
+def _check_failure_rules(job, config: dict, arrays: dict, n_steps) -> None:
     """The failure rules of a finished run (SPEC section 4): acceptance of the measured updates
     below ``sampler.min_acceptance``, or a signal observable (``job.frozen_signals``) constant in
     Monte Carlo time on every chain."""
@@ -388,12 +390,17 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
     with stop.installed(), bars(total - k0, sm["name"]) as bar, np.errstate(all="ignore"):
         if periodic and resume is None:
             save(0)
+        elif resume is not None:
+            # counted from its start: a resumed segment that dies before its first periodic
+            # checkpoint is still one of the run's segments (and the next resume says so)
+            save(k0)
         for k in range(k0, total):
             try:
                 field, info = sampler.step(field, rng)
             except ValueError as exc:
+                off_group = "unitary" in str(exc) or "not in SU(" in str(exc)
                 fix = (f" (run.reunitarize_every = {reunit_every})" if job.N is not None
-                       and "unitary" in str(exc) else "")
+                       and off_group else "")
                 raise RunError(f"update {k + 1} failed: {exc}{fix}") from exc
             if not _finite(field, xp):
                 raise RunError(f"the field holds NaN or inf after update {k + 1}: lower the step "
@@ -449,7 +456,7 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
 
         # [time, chain, ...] -> [chain, time, ...]
         arrays = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in hist.items()}
-        _fail_frozen_or_rare(job, config, arrays, state["n_steps"])
+        _check_failure_rules(job, config, arrays, state["n_steps"])
         atomic_save_npz(Path(out_dir) / HISTORY_NAME, **arrays)
         observables = {k: v for k, v in job.summarize(arrays).items() if v is not None}
         if stop.signum is not None:
