@@ -1,13 +1,13 @@
-"""Configuration of the ``lattice-ml`` command: schema, loading, merging, validation.
+"""Configuration of the ``lattice-ml`` command: loading, merging and validation.
 
 A configuration is a TOML document with the tables ``[lattice]``, ``[theory]``, ``[sampler]``,
-``[flow]``, ``[run]``, ``[output]`` and ``[measure]``. The schema (:mod:`lattice_ml.cli.schema`) is declarative (plain dataclasses, no third-party library): each
-table holds :class:`Param` entries (type, default, range, allowed words, one line of
-documentation), and a table may have a *selector* parameter whose value picks a variant
-sub-table with further parameters. ``[theory]`` is selected by ``name`` and, for φ⁴, by
-``form``; ``[sampler]`` is selected by ``name``. Adding a theory or a sampler means adding one
-entry to :data:`THEORIES` or :data:`SAMPLERS` (and removing its word from the ``planned``
-tuple).
+``[flow]``, ``[run]``, ``[output]`` and ``[measure]``. What the tables hold is the schema
+(:mod:`lattice_ml.cli.schema`: each key's type, default, range, allowed words and one line of
+documentation; a *selector* key such as ``theory.name`` picks a variant sub-table with further
+keys); combinations that are invalid together are the rules of :mod:`lattice_ml.cli.rules`; the
+TOML text of a resolved configuration is written by :mod:`lattice_ml.cli.toml_writer`
+(:func:`dump_toml`, re-exported here). This module reads a configuration and decides whether it
+is valid.
 
 Layers
 ------
@@ -36,7 +36,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ConfigError
 from .schema import (REQUIRED, SAMPLERS, SCHEMA, THEORIES, THEORY_DEFAULTS,  # noqa: F401
-                     Param, Table)
+                     Param, Table, iter_schema, resolved_params)
+from .toml_writer import dump_toml, toml_value  # noqa: F401  (dump_toml: part of this API)
 
 try:  # Python >= 3.11
     import tomllib
@@ -101,7 +102,7 @@ def _range_text(p: Param) -> str:
 
 
 def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else _toml_value(value, strict=False)
+    return repr(value) if isinstance(value, str) else toml_value(value, strict=False)
 
 
 def _chain_text(chain: Sequence[tuple[str, str]]) -> str:
@@ -124,24 +125,6 @@ def _find_owner(table: Table, key: str, chain: tuple[tuple[str, str], ...] = ())
 
 def _all_keys(table: Table) -> set[str]:
     return set(table.params) | table.owned_keys()
-
-
-def iter_schema() -> Iterable[tuple[str, tuple[tuple[str, str], ...], str, Param]]:
-    """Every parameter as ``(table, selector chain, key, Param)``, in schema order.
-
-    The selector chain says which variant the key belongs to, e.g.
-    ``(("name", "phi4"), ("form", "hopping"))`` for ``theory.beta``; it is empty for keys
-    common to every variant.
-    """
-
-    def walk(section: str, table: Table, chain):
-        for key, p in table.params.items():
-            yield section, chain, key, p
-        for word, variant in table.variants.items():
-            yield from walk(section, variant, chain + ((table.selector, word),))
-
-    for section, table in SCHEMA.items():
-        yield from walk(section, table, ())
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,28 +219,6 @@ def _unknown_top_level(name: str, value: Any, source: str | None) -> ConfigError
     hint = f"; did you mean {owners[0]}?" if owners else ""
     return ConfigError(name, f"unknown top-level key{hint} (every key belongs in one of the "
                              f"tables {tables})", source)
-
-
-def resolved_params(section: str, values: Mapping[str, Any]) -> tuple[dict[str, Param], list]:
-    """Parameters allowed in ``section`` given the selector words in ``values``.
-
-    Returns ``(params, chain)``: ``params`` maps each allowed key to its :class:`Param` (common
-    keys first, then the chosen variants' keys); ``chain`` lists the ``(selector, word)`` pairs
-    followed. Unknown selector words stop the descent (validation reports them).
-    """
-    table = SCHEMA[section]
-    params: dict[str, Param] = {}
-    chain: list[tuple[str, str]] = []
-    while True:
-        params.update(table.params)
-        if table.selector is None:
-            break
-        word = values.get(table.selector, table.params[table.selector].default)
-        if not isinstance(word, str) or word not in table.variants:
-            break
-        chain.append((table.selector, word))
-        table = table.variants[word]
-    return params, chain
 
 
 def _validate_section(section: str, values: Any, sources: Mapping[str, str]) -> dict[str, Any]:
@@ -559,73 +520,3 @@ def _apply_theory_defaults(merged: dict, sources: dict) -> None:
         if sources.get(dotted, _DEFAULT_SOURCE) in _DEFAULT_SOURCES:
             sampler[key] = value
             sources[dotted] = f"the defaults of theory {name!r}"
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------
-
-def _toml_string(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_value(value: Any, strict: bool = True) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        text = repr(value)
-        return text if any(c in text for c in ".en") else text + ".0"
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v, strict) for v in value) + "]"
-    if isinstance(value, dict) and not strict:
-        return "{" + ", ".join(f"{k} = {_toml_value(v, False)}" for k, v in value.items()) + "}"
-    if strict:
-        raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
-    return repr(value)
-
-
-def dump_toml(config: Mapping[str, Mapping[str, Any]], comments: bool = True) -> str:
-    """A resolved configuration as TOML text (two levels: tables of scalars and lists).
-
-    With ``comments`` each key gets its one-line documentation from the schema. The text
-    parses back (``tomllib.loads``) to ``config``.
-    """
-    lines: list[str] = []
-    for section, values in config.items():
-        if lines:
-            lines.append("")
-        table = SCHEMA.get(section)
-        if comments and table is not None and table.doc:
-            lines.append(f"# {table.doc}")
-        lines.append(f"[{section}]")
-        params = resolved_params(section, values)[0] if section in SCHEMA else {}
-        for key, value in values.items():
-            line = f"{key} = {_toml_value(value)}"
-            p = params.get(key)
-            if comments and p is not None and p.doc:
-                line += f"  # {p.doc}"
-            lines.append(line)
-    return "\n".join(lines) + "\n"

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lattice_ml import __version__
-from lattice_ml.cli.config import ConfigError, dump_toml, load_config
+from lattice_ml.cli.config import ConfigError, load_config
+from lattice_ml.cli.toml_writer import dump_toml
 from lattice_ml.cli.output import (
     CHECKPOINT_NAME,
     CONFIG_NAME,

@@ -190,7 +190,7 @@ def prepare_resume(directory: str | Path, overrides=()) -> tuple[dict, Path, dic
     without ``config.toml``, one that holds a completed run (``summary.json``), a forbidden
     override, and every problem of :func:`load_resume`.
     """
-    from .config import dump_toml
+    from .toml_writer import dump_toml
     from .output import atomic_write_text
 
     out = Path(directory)

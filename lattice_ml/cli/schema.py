@@ -1,20 +1,22 @@
 """The schema of the ``lattice-ml`` configuration: every table, key, type, range and default.
 
-Declarative data only (validation lives in :mod:`lattice_ml.cli.config`). A table may have a
-*selector* key whose value picks a variant sub-table with further keys: ``[theory]`` is selected
-by ``name`` and, for φ⁴, by ``form``; ``[sampler]`` by ``name``. Adding a theory or a sampler is
-one entry in :data:`THEORIES` or :data:`SAMPLERS` (and removing its word from the planned tuple).
+Declarative data, and the two functions that walk it (:func:`iter_schema`,
+:func:`resolved_params`); validation lives in :mod:`lattice_ml.cli.config`, the TOML text in
+:mod:`lattice_ml.cli.toml_writer`. A table may have a *selector* key whose value picks a variant
+sub-table with further keys: ``[theory]`` is selected by ``name`` and, for φ⁴, by ``form``;
+``[sampler]`` by ``name``. Adding a theory or a sampler is one entry in :data:`THEORIES` or
+:data:`SAMPLERS` (and removing its word from the planned tuple).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from . import rules
 
 __all__ = ["REQUIRED", "Param", "Table", "THEORIES", "PLANNED_THEORIES", "SAMPLERS",
-           "PLANNED_SAMPLERS", "SCHEMA", "THEORY_DEFAULTS"]
+           "PLANNED_SAMPLERS", "SCHEMA", "THEORY_DEFAULTS", "iter_schema", "resolved_params"]
 
 
 class _Required:
@@ -361,3 +363,46 @@ SCHEMA: dict[str, Table] = {
     ),
 }
 """The whole schema: table name → :class:`Table`."""
+
+
+# ------------------------------------------------------------------------------------------
+# walking the schema
+# ------------------------------------------------------------------------------------------
+def iter_schema() -> Iterable[tuple[str, tuple[tuple[str, str], ...], str, Param]]:
+    """Every parameter as ``(table, selector chain, key, Param)``, in schema order.
+
+    The selector chain says which variant the key belongs to, e.g.
+    ``(("name", "phi4"), ("form", "hopping"))`` for ``theory.beta``; it is empty for keys
+    common to every variant.
+    """
+
+    def walk(section: str, table: Table, chain):
+        for key, p in table.params.items():
+            yield section, chain, key, p
+        for word, variant in table.variants.items():
+            yield from walk(section, variant, chain + ((table.selector, word),))
+
+    for section, table in SCHEMA.items():
+        yield from walk(section, table, ())
+
+
+def resolved_params(section: str, values: Mapping[str, Any]) -> tuple[dict[str, Param], list]:
+    """Parameters allowed in ``section`` given the selector words in ``values``.
+
+    Returns ``(params, chain)``: ``params`` maps each allowed key to its :class:`Param` (common
+    keys first, then the chosen variants' keys); ``chain`` lists the ``(selector, word)`` pairs
+    followed. Unknown selector words stop the descent (validation reports them).
+    """
+    table = SCHEMA[section]
+    params: dict[str, Param] = {}
+    chain: list[tuple[str, str]] = []
+    while True:
+        params.update(table.params)
+        if table.selector is None:
+            break
+        word = values.get(table.selector, table.params[table.selector].default)
+        if not isinstance(word, str) or word not in table.variants:
+            break
+        chain.append((table.selector, word))
+        table = table.variants[word]
+    return params, chain
