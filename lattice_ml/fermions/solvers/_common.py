@@ -1,5 +1,7 @@
 """What the solvers share: result records, the error, per-entry inner products and norms,
-masks, input checks and the common start of every Krylov recursion."""
+masks, input checks, the common start of every Krylov recursion, CG's step length, and the
+bookkeeping of a single-shift solve (:class:`_Run`: active entries, breakdowns, history, the
+true-residual check with its restart, the result record)."""
 
 from __future__ import annotations
 
@@ -263,3 +265,125 @@ def _stack_history(history, *shape):
     if history:
         return np.stack(history)
     return np.zeros((0,) + tuple(shape))
+
+
+def _ratio(xp, ok, num, den):
+    """``num / den`` per entry where ``ok`` (device bool ``[batch]``), 0 elsewhere (where not ok
+    the denominator is replaced by 1, so nothing is divided by zero)."""
+    return xp.where(ok, num / xp.where(ok, den, xp.ones_like(den)), xp.zeros_like(num))
+
+
+def _cg_step(xp, p, Ap, rr_dev, act):
+    """CG's step length ``alpha = <r, r> / <p, A p>`` per entry. Returns ``(pAp, ok, alpha)``:
+    ``ok`` is ``act`` where ``p^H A p`` is positive and finite, ``alpha = 0`` elsewhere."""
+    pAp = vdot(p, Ap)
+    if _is_complex(xp, pAp):
+        pAp = xp.real(pAp)
+    ok = act & (pAp > 0) & xp.isfinite(pAp)
+    return pAp, ok, _ratio(xp, ok, rr_dev, pAp)
+
+
+class _Run:
+    """Bookkeeping of a single-shift solve (:func:`cg`, :func:`cgne`, :func:`bicgstab`), per batch
+    entry on the host: ``active`` entries, ``iters``, ``restarts``, breakdowns (``failed``,
+    messages), the recursion's squared residual ``rr`` and its history, ``matvecs``; at the end
+    the true-residual check (:meth:`restart`) and the result record (:meth:`finish`).
+
+    A solver reads::
+
+        x, r, run = _Run.start(xp, A, b, x0, tol, maxiter, raise_on_failure, name)
+        ...; run.begin(rr)
+        while True:
+            while np.any(run.active):
+                ...one iteration, run.break_down(entries, why) for its breakdowns...
+                run.advance(ok, rr_new)
+            restart = run.restart(A, x, restart_on_true_residual)
+            if restart is None:
+                break
+            rt, redo = restart          # restart the entries ``redo`` from the true residual
+            ...
+        return run.finish(x)
+    """
+
+    def __init__(self, xp, b, name, tol, maxiter, raise_on_failure, initial):
+        self.xp, self.b, self.name, self.tol, self.maxiter = xp, b, name, tol, maxiter
+        self.raise_on_failure = raise_on_failure
+        (self.nd, self.nb, self.bb, self.zero_rhs, self.bb_safe, self.target2,
+         self.matvecs) = initial
+        nb = self.nb
+        self.iters = np.zeros(nb, dtype=np.int64)
+        self.restarts = np.zeros(nb, dtype=np.int64)
+        self.failed = np.zeros(nb, dtype=bool)          # breakdown: frozen for good
+        self.breakdown: dict = {}
+        self.history: list[np.ndarray] = []
+        self.rr = self.bb.copy()
+        self.active = np.zeros(nb, dtype=bool)
+        self.rt2 = None
+
+    @classmethod
+    def start(cls, xp, A, b, x0, tol, maxiter, raise_on_failure, name):
+        """:func:`_initial`: ``(x, r, run)`` with the start vector, its residual and the run."""
+        nd, nb, bb, zero_rhs, bb_safe, target2, x, r, matvecs = _initial(xp, A, b, x0, tol, name)
+        run = cls(xp, b, name, tol, maxiter, raise_on_failure,
+                  (nd, nb, bb, zero_rhs, bb_safe, target2, matvecs))
+        return x, r, run
+
+    def begin(self, rr: np.ndarray) -> None:
+        """Start the recursion with squared residuals ``rr`` (host ``[batch]``)."""
+        self.rr = rr
+        self.active = (rr > self.target2) & ~self.zero_rhs
+
+    def mask(self, host_bool):
+        """A host ``[batch]`` bool as a device array."""
+        return _mask(self.xp, host_bool, self.b)
+
+    def col(self, s):
+        """``[batch]`` scalars broadcast against the fields."""
+        return _col(self.xp, s, self.nd)
+
+    def break_down(self, entries, why) -> None:
+        """Entries broken down at their current iteration, ``why(e)`` the reason: raise
+        :class:`SolverError` (``raise_on_failure``) or record and freeze them."""
+        for e in entries:
+            msg = f"breakdown in batch entry {e} at iteration {int(self.iters[e])}: {why(e)}"
+            if self.raise_on_failure:
+                raise SolverError(f"{self.name}: {msg}", entries=[int(e)],
+                                  iteration=int(self.iters[e]))
+            self.breakdown[int(e)] = msg
+            self.failed[e] = True
+
+    def advance(self, ok: np.ndarray, rr_new: np.ndarray) -> np.ndarray:
+        """End of an iteration: entries ``ok`` take the squared residuals ``rr_new`` and stay
+        active while above tolerance and below ``maxiter``; returns the relative residuals."""
+        self.rr = np.where(ok, rr_new, self.rr)
+        self.active = ok & (self.rr > self.target2) & (self.iters < self.maxiter)
+        self.history.append(np.sqrt(self.rr / self.bb_safe))
+        return self.history[-1]
+
+    def restart(self, A, x, restart: bool):
+        """The true residual ``b - A x``. Returns ``None`` when no entry is to restart (all
+        converged, broken down or out of iterations, or ``restart`` false), else ``(rt, redo)``:
+        the true residual and the host mask of the entries restarting from it (already active
+        again, counted in ``restarts``)."""
+        rt = self.b - A(x)
+        self.matvecs += 1
+        self.rt2 = _host(norm2(rt))[0]
+        redo = ((self.rt2 > self.target2) & ~self.failed & (self.iters < self.maxiter)
+                & ~self.zero_rhs)
+        if not (restart and np.any(redo)):
+            return None
+        self.rr = np.where(redo, self.rt2, self.rr)
+        self.restarts += redo
+        self.active = redo.copy()
+        return rt, redo
+
+    def finish(self, x):
+        """``(x, SolverInfo)`` from the last true residual; raises on failure if asked to."""
+        info = SolverInfo(method=self.name, tol=self.tol, iterations=self.iters,
+                          converged=(self.rt2 <= self.target2) & ~self.failed,
+                          residual=np.sqrt(self.rt2 / self.bb_safe),
+                          history=_stack_history(self.history, self.nb), matvecs=self.matvecs,
+                          restarts=self.restarts, breakdown=self.breakdown)
+        if self.raise_on_failure and not info.all_converged:
+            _fail_nonconverged(self.name, info, self.maxiter)
+        return x, info

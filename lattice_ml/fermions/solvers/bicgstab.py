@@ -7,8 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ...backend import device_of, namespace, real_dtype_of
-from ._common import (SolverError, SolverInfo, _col, _fail_nonconverged, _host, _initial,
-                      _is_complex, _mask, _stack_history, norm2, vdot)
+from ._common import _host, _is_complex, _Run, norm2, vdot
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,22 +53,87 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
     if shadow not in ("random", "residual"):
         raise ValueError(f"shadow must be 'random' or 'residual', not {shadow!r}")
     xp = namespace(b)
-    nd, nb, bb, zero_rhs, bb_safe, target2, x, r, matvecs = _initial(xp, A, b, x0, tol, name)
+    x, r, run = _Run.start(xp, A, b, x0, tol, maxiter, raise_on_failure, name)
     if breakdown_tol is None:
-        breakdown_tol = float(np.finfo(np.float32 if real_dtype_of(xp, b.dtype) == xp.float32
-                                       else np.float64).eps) ** 2
-    sdt = b.dtype                                   # scalars in the field's dtype
+        breakdown_tol = _default_breakdown_tol(xp, b.dtype)
+    sdt, col = b.dtype, run.col                     # scalars in the field's dtype
 
     def ones():
-        return xp.ones((nb,), dtype=sdt, device=device_of(b))
+        return xp.ones((run.nb,), dtype=sdt, device=device_of(b))
 
-    n_shadow = [0]
+    shadows = _Shadows(xp, b, shadow)
+    rhat = shadows.new(r)
+    rhat2 = norm2(rhat)
+    rho, alpha, omega = ones(), ones(), ones()
+    v = xp.zeros_like(b)
+    p = xp.zeros_like(b)
+    run.begin(_host(norm2(r))[0])
+    while True:
+        while np.any(run.active):
+            run.iters += run.active
+            act = run.mask(run.active)
+            rho_new = vdot(rhat, r)
+            # breakdown test on rho' is done on the host together with the next ones
+            safe = lambda d: xp.where(act & (d != 0), d, ones())  # noqa: E731
+            beta = (rho_new / safe(rho)) * (alpha / safe(omega))
+            p = xp.where(col(act), r + col(beta) * (p - col(omega) * v), p)
+            v = xp.where(col(act), A(p), v)
+            run.matvecs += 1
+            rv = vdot(rhat, v)
+            alpha_new = rho_new / safe(rv)
+            s = r - col(alpha_new) * v
+            h_ss, bad = _rho_and_rv_breakdowns(run, breakdown_tol, rho_new, rv, rhat2, r, v, s)
+            ok = run.active & ~bad
+            half = ok & (h_ss <= run.target2)          # converged on s: x += alpha p, done
+            x = xp.where(col(run.mask(ok)), x + col(alpha_new) * p, x)
+            t = A(s)
+            run.matvecs += 1
+            omega_new, bad_om = _omega(run, t, s, ok & ~half, sdt, ones)
+            full = ok & ~half & ~bad_om
+            fmc = col(run.mask(full))
+            x = xp.where(fmc, x + col(omega_new) * s, x)
+            r = xp.where(fmc, s - col(omega_new) * t,
+                         xp.where(col(run.mask(half | bad_om)), s, r))
+            rho = xp.where(run.mask(ok), rho_new, rho)
+            alpha = xp.where(run.mask(ok), alpha_new, alpha)
+            omega = xp.where(run.mask(full), omega_new, omega)
+            run.advance(ok, _host(norm2(r))[0])
+        restarted = run.restart(A, x, restart_on_true_residual)
+        if restarted is None:
+            return run.finish(x)
+        rt, redo = restarted                     # fresh shadow vector, rho = alpha = omega = 1
+        m1 = run.mask(redo)
+        m = col(m1)
+        r = xp.where(m, rt, r)
+        rhat = xp.where(m, shadows.new(rt), rhat)
+        rhat2 = norm2(rhat)
+        p = xp.where(m, xp.zeros_like(p), p)
+        v = xp.where(m, xp.zeros_like(v), v)
+        rho = xp.where(m1, ones(), rho)
+        alpha = xp.where(m1, ones(), alpha)
+        omega = xp.where(m1, ones(), omega)
 
-    def new_shadow(res):
-        if shadow == "residual":
+
+def _default_breakdown_tol(xp, dtype) -> float:
+    """The machine epsilon of the (real) dtype, squared."""
+    single = real_dtype_of(xp, dtype) == xp.float32
+    return float(np.finfo(np.float32 if single else np.float64).eps) ** 2
+
+
+class _Shadows:
+    """Shadow residuals: ``"residual"`` returns the residual itself; ``"random"`` the n-th
+    pseudo-random complex Gaussian vector (NumPy ``default_rng([2718, n])`` on the host, the same
+    for every batch entry), n counting the calls."""
+
+    def __init__(self, xp, b, kind: str):
+        self.xp, self.b, self.kind, self.n = xp, b, kind, 0
+
+    def new(self, res):
+        if self.kind == "residual":
             return res
-        g = np.random.default_rng([2718, n_shadow[0]])
-        n_shadow[0] += 1
+        xp, b = self.xp, self.b
+        g = np.random.default_rng([2718, self.n])
+        self.n += 1
         one = tuple(b.shape[1:])
         z = g.standard_normal(one)
         if _is_complex(xp, b):
@@ -77,108 +141,32 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
         z = xp.asarray(z[None, ...], dtype=b.dtype, device=device_of(b))
         return xp.zeros_like(res) + z
 
-    rhat = new_shadow(r)
-    rhat2 = norm2(rhat)
-    rho, alpha, omega = ones(), ones(), ones()
-    v = xp.zeros_like(b)
-    p = xp.zeros_like(b)
-    rr = _host(norm2(r))[0]
-    iters = np.zeros(nb, dtype=np.int64)
-    restarts = np.zeros(nb, dtype=np.int64)
-    failed = np.zeros(nb, dtype=bool)
-    breakdown: dict = {}
-    history: list[np.ndarray] = []
-    active = (rr > target2) & ~zero_rhs
 
-    def fail(entries, why_of, iters_now):
-        for e in entries:
-            msg = f"breakdown in batch entry {e} at iteration {int(iters_now[e])}: {why_of(e)}"
-            if raise_on_failure:
-                raise SolverError(f"{name}: {msg}", entries=[int(e)], iteration=int(iters_now[e]))
-            breakdown[int(e)] = msg
+def _rho_and_rv_breakdowns(run, breakdown_tol, rho, rv, rhat2, r, v, s):
+    """Host check of ``rho' = <rhat, r>`` and ``<rhat, v>`` against ``breakdown_tol`` times the
+    norms (and of finiteness); records the breakdowns. Returns ``(|s|^2, bad)`` (host)."""
+    h_rho, h_rv, h_rh2, h_rr, h_v2, h_ss = _host(rho, rv, rhat2, norm2(r), norm2(v), norm2(s))
+    nrm = np.sqrt(h_rh2)
+    bad_rho = run.active & ~(np.isfinite(h_rho) &
+                             (np.abs(h_rho) > breakdown_tol * nrm * np.sqrt(h_rr)))
+    bad_rv = run.active & ~bad_rho & ~(np.isfinite(h_rv) & np.isfinite(h_ss) &
+                                       (np.abs(h_rv) > breakdown_tol * nrm * np.sqrt(h_v2)))
+    run.break_down(np.flatnonzero(bad_rho),
+                   lambda e: f"rho = <rhat, r> = {h_rho[e]:.3e} vanishes or is not finite")
+    run.break_down(np.flatnonzero(bad_rv),
+                   lambda e: f"<rhat, A p> = {h_rv[e]:.3e} vanishes or is not finite")
+    return h_ss, bad_rho | bad_rv
 
-    while True:
-        while np.any(active):
-            iters += active
-            act = _mask(xp, active, b)
-            rho_new = vdot(rhat, r)
-            # breakdown test on rho' is done on the host together with the next ones
-            safe = lambda d: xp.where(act & (d != 0), d, ones())  # noqa: E731
-            beta = (rho_new / safe(rho)) * (alpha / safe(omega))
-            p = xp.where(_col(xp, act, nd), r + _col(xp, beta, nd) * (p - _col(xp, omega, nd) * v), p)
-            v = xp.where(_col(xp, act, nd), A(p), v)
-            matvecs += 1
-            rv = vdot(rhat, v)
-            alpha_new = rho_new / safe(rv)
-            s = r - _col(xp, alpha_new, nd) * v
-            h_rho, h_rv, h_rh2, h_rr, h_v2, h_ss = _host(
-                rho_new, rv, rhat2, norm2(r), norm2(v), norm2(s))
-            nrm = np.sqrt(h_rh2)
-            bad_rho = active & ~(np.isfinite(h_rho) &
-                                 (np.abs(h_rho) > breakdown_tol * nrm * np.sqrt(h_rr)))
-            bad_rv = active & ~bad_rho & ~(np.isfinite(h_rv) & np.isfinite(h_ss) &
-                                           (np.abs(h_rv) > breakdown_tol * nrm * np.sqrt(h_v2)))
-            fail(np.flatnonzero(bad_rho),
-                 lambda e: f"rho = <rhat, r> = {h_rho[e]:.3e} vanishes or is not finite", iters)
-            fail(np.flatnonzero(bad_rv),
-                 lambda e: f"<rhat, A p> = {h_rv[e]:.3e} vanishes or is not finite", iters)
-            bad = bad_rho | bad_rv
-            ok = active & ~bad
-            half = ok & (h_ss <= target2)
-            full = ok & ~half
-            okm = _mask(xp, ok, b)
-            x = xp.where(_col(xp, okm, nd), x + _col(xp, alpha_new, nd) * p, x)
-            t = A(s)
-            matvecs += 1
-            tt, ts = norm2(t), vdot(t, s)
-            fm = _mask(xp, full, b)
-            tt_c = xp.astype(tt, sdt)
-            omega_new = ts / xp.where(fm & (tt != 0), tt_c, ones())
-            h_tt, h_om = _host(tt, omega_new)
-            bad_om = full & ~(np.isfinite(h_tt) & (h_tt > 0) & np.isfinite(h_om) & (h_om != 0))
-            fail(np.flatnonzero(bad_om),
-                 lambda e: f"omega = <t, s>/<t, t> = {h_om[e]:.3e} vanishes or is not finite "
-                 f"(<t, t> = {h_tt[e]:.3e})", iters)
-            full = full & ~bad_om
-            bad = bad | bad_om
-            fm = _mask(xp, full, b)
-            hm = _mask(xp, half, b)
-            fmc = _col(xp, fm, nd)
-            x = xp.where(fmc, x + _col(xp, omega_new, nd) * s, x)
-            r = xp.where(fmc, s - _col(xp, omega_new, nd) * t,
-                         xp.where(_col(xp, hm | _mask(xp, bad_om, b), nd), s, r))
-            upd = _mask(xp, ok, b)
-            rho = xp.where(upd, rho_new, rho)
-            alpha = xp.where(upd, alpha_new, alpha)
-            omega = xp.where(fm, omega_new, omega)
-            rr_new = _host(norm2(r))[0]
-            failed |= bad
-            rr = np.where(ok, rr_new, rr)
-            active = ok & (rr > target2) & (iters < maxiter)
-            history.append(np.sqrt(rr / bb_safe))
-        rt = b - A(x)
-        matvecs += 1
-        rt2 = _host(norm2(rt))[0]
-        redo = (rt2 > target2) & ~failed & (iters < maxiter) & ~zero_rhs
-        if not (restart_on_true_residual and np.any(redo)):
-            break
-        m1 = _mask(xp, redo, b)
-        m = _col(xp, m1, nd)
-        r = xp.where(m, rt, r)
-        rhat = xp.where(m, new_shadow(rt), rhat)
-        rhat2 = norm2(rhat)
-        p = xp.where(m, xp.zeros_like(p), p)
-        v = xp.where(m, xp.zeros_like(v), v)
-        rho = xp.where(m1, ones(), rho)
-        alpha = xp.where(m1, ones(), alpha)
-        omega = xp.where(m1, ones(), omega)
-        rr = np.where(redo, rt2, rr)
-        restarts += redo
-        active = redo.copy()
 
-    info = SolverInfo(method=name, tol=tol, iterations=iters, converged=(rt2 <= target2) & ~failed,
-                      residual=np.sqrt(rt2 / bb_safe), history=_stack_history(history, nb),
-                      matvecs=matvecs, restarts=restarts, breakdown=breakdown)
-    if raise_on_failure and not info.all_converged:
-        _fail_nonconverged(name, info, maxiter)
-    return x, info
+def _omega(run, t, s, full, sdt, ones):
+    """``omega = <t, s> / <t, t>`` for the entries ``full`` (host mask), and the host mask of
+    those where it vanishes or is not finite (recorded as breakdowns)."""
+    xp = run.xp
+    tt, ts = norm2(t), vdot(t, s)
+    omega = ts / xp.where(run.mask(full) & (tt != 0), xp.astype(tt, sdt), ones())
+    h_tt, h_om = _host(tt, omega)
+    bad = full & ~(np.isfinite(h_tt) & (h_tt > 0) & np.isfinite(h_om) & (h_om != 0))
+    run.break_down(np.flatnonzero(bad),
+                   lambda e: f"omega = <t, s>/<t, t> = {h_om[e]:.3e} vanishes or is not finite "
+                   f"(<t, t> = {h_tt[e]:.3e})")
+    return omega, bad

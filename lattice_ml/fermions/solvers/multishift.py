@@ -7,8 +7,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...backend import device_of, namespace, real_dtype_of
-from ._common import (MultiShiftInfo, SolverError, _check_rhs, _col, _host, _is_complex, _mask,
-                      _stack_history, norm2, vdot)
+from ._common import (MultiShiftInfo, SolverError, _cg_step, _check_rhs, _col, _host, _mask,
+                      _ratio, _stack_history, norm2)
 from .cg import _cg
 
 
@@ -56,22 +56,48 @@ def multishift_cg(A: Callable, b, shifts: Sequence[float], *, tol: float | Seque
     """
     name = "multishift_cg"
     xp = namespace(b)
-    nd = b.ndim
     bb = _check_rhs(xp, b, name)
-    nb = b.shape[0]
+    sig, tols = _check_shifts(name, shifts, tol)
+    zero_rhs = bb == 0.0
+    bb_safe = np.where(zero_rhs, 1.0, bb)
+    target2 = (tols[:, None] ** 2) * bb[None, :]          # [n_shift, batch]
+    xs, iters, iters_k, history, matvecs = _shifted_cg(xp, A, b, sig, bb, target2, maxiter,
+                                                       raise_on_failure, name)
+    x, res2, refine_it, mv = _check_and_refine(A, b, xs, sig, tols, bb, target2, maxiter,
+                                               refine, name)
+    info = MultiShiftInfo(shifts=sig, tol=tol, iterations=iters_k,
+                          converged=res2 <= target2, residual=np.sqrt(res2 / bb_safe[None, :]),
+                          history=_stack_history(history, sig.size, b.shape[0]),
+                          matvecs=matvecs + mv, refine_iterations=refine_it)
+    if raise_on_failure and not info.all_converged:
+        kk, ee = np.nonzero(~info.converged)
+        pairs = ", ".join(f"(shift {sig[k]:g}, entry {e}: {info.residual[k, e]:.3e})"
+                          for k, e in zip(kk, ee))
+        raise SolverError(f"{name}: did not converge in {maxiter} iterations for {pairs}",
+                          entries=sorted(set(int(e) for e in ee)),
+                          iteration=int(iters[ee[0]]), info=info)
+    return x, info
+
+
+def _check_shifts(name, shifts, tol):
+    """The shifts ``[n_shift]`` (float64, finite, at least one) and one tolerance per shift."""
     sig = np.asarray(shifts, dtype=np.float64).reshape(-1)
-    ns = sig.size
-    if ns == 0 or not np.all(np.isfinite(sig)):
+    if sig.size == 0 or not np.all(np.isfinite(sig)):
         raise ValueError(f"{name}: shifts must be a non-empty sequence of finite numbers, "
                          f"got {shifts!r}")
-    tols = np.broadcast_to(np.asarray(tol, dtype=np.float64), (ns,)).copy()
+    return sig, np.broadcast_to(np.asarray(tol, dtype=np.float64), (sig.size,)).copy()
+
+
+def _shifted_cg(xp, A, b, sig, bb, target2, maxiter, raise_on_failure, name):
+    """The shared recursion (see :func:`multishift_cg`). Returns ``(xs [n_shift, batch, ...],
+    iters [batch], iters_k [n_shift, batch], history, matvecs)``."""
+    nd, nb, ns = b.ndim, b.shape[0], sig.size
     rdt = real_dtype_of(xp, b.dtype)
     dev = device_of(b)
     s_seed = float(sig.min())
     delta = xp.asarray(np.repeat((sig - s_seed)[:, None], nb, axis=1), dtype=rdt, device=dev)
     zero_rhs = bb == 0.0
     bb_safe = np.where(zero_rhs, 1.0, bb)
-    target2 = (tols[:, None] ** 2) * bb[None, :]          # [n_shift, batch]
 
     def As(v):
         return A(v) + s_seed * v if s_seed != 0.0 else A(v)
@@ -98,20 +124,13 @@ def multishift_cg(A: Callable, b, shifts: Sequence[float], *, tol: float | Seque
 
     while np.any(act_k):
         active = np.any(act_k, axis=0)
-        act = _mask(xp, active, b)
-        ak = _mask(xp, act_k, b)
         Ap = As(p)
         matvecs += 1
-        pAp = vdot(p, Ap)
-        if _is_complex(xp, pAp):
-            pAp = xp.real(pAp)
-        ok_dev = act & (pAp > 0) & xp.isfinite(pAp)
-        one = xp.ones_like(rr_dev)
-        alpha = xp.where(ok_dev, rr_dev / xp.where(ok_dev, pAp, one), xp.zeros_like(one))
+        pAp, ok_dev, alpha = _cg_step(xp, p, Ap, rr_dev, _mask(xp, active, b))
         # shifted coefficients
+        upd_k = _mask(xp, act_k, b) & ok_dev[None, :]
         den = (alpha * beta_m)[None, :] * (zeta_m - zeta) + \
             zeta_m * alpha_m[None, :] * (1.0 + delta * alpha[None, :])
-        upd_k = ak & ok_dev[None, :]
         zeta_new = xp.where(upd_k, zeta * zeta_m * alpha_m[None, :] /
                             xp.where(upd_k, den, one_kb), zeta)
         alpha_k = xp.where(upd_k, alpha[None, :] * zeta_new / xp.where(upd_k, zeta, one_kb),
@@ -121,7 +140,7 @@ def multishift_cg(A: Callable, b, shifts: Sequence[float], *, tol: float | Seque
         okc = _col(xp, ok_dev, nd)
         r = xp.where(okc, r - _col(xp, alpha, nd) * Ap, r)
         rr_new_dev = norm2(r)
-        beta = xp.where(ok_dev, rr_new_dev / xp.where(ok_dev, rr_dev, one), xp.zeros_like(one))
+        beta = _ratio(xp, ok_dev, rr_new_dev, rr_dev)
         ratio = zeta_new / xp.where(upd_k, zeta, one_kb)
         beta_k = beta[None, :] * ratio * ratio
         ps = xp.where(uk, colk(zeta_new) * r[None, ...] + colk(beta_k) * ps, ps)
@@ -135,47 +154,41 @@ def multishift_cg(A: Callable, b, shifts: Sequence[float], *, tol: float | Seque
         iters += active
         iters_k += act_k
         bad = active & ~((h_pAp > 0) & np.isfinite(h_pAp) & np.isfinite(h_rr))
-        if np.any(bad):
+        if np.any(bad) and raise_on_failure:
             e = int(np.flatnonzero(bad)[0])
-            msg = (f"breakdown in batch entry {e} at iteration {int(iters[e])}: "
-                   f"p^H (A + sigma_min) p = {h_pAp[e]:.3e} is not positive or a scalar is not "
-                   "finite (is A + min(shifts) hermitian positive definite?)")
-            if raise_on_failure:
-                raise SolverError(f"{name}: {msg}", entries=[e], iteration=int(iters[e]))
+            raise SolverError(
+                f"{name}: breakdown in batch entry {e} at iteration {int(iters[e])}: "
+                f"p^H (A + sigma_min) p = {h_pAp[e]:.3e} is not positive or a scalar is not "
+                "finite (is A + min(shifts) hermitian positive definite?)",
+                entries=[e], iteration=int(iters[e]))
         rr = np.where(active & ~bad, h_rr, rr)
         res2_k = np.where(act_k & ~bad[None, :], (zeta_h ** 2) * rr[None, :], res2_k)
         act_k = act_k & ~bad[None, :] & (res2_k > target2) & (iters[None, :] < maxiter)
         history.append(np.sqrt(res2_k / bb_safe[None, :]))
+    return xs, iters, iters_k, history, matvecs
 
-    # true residuals, refinement
-    def true_res2(k, xk):
-        return _host(norm2(b - (A(xk) + float(sig[k]) * xk)))[0]
 
+def _check_and_refine(A, b, xs, sig, tols, bb, target2, maxiter, refine, name):
+    """True residuals of every shift; with ``refine`` a warm-started plain CG on ``A + sigma_k``
+    for the (shift, entry) pairs above tolerance. Returns ``(x, res2, refine_iterations,
+    matvecs)``."""
+    xp = namespace(b)
+    ns, nb = sig.size, b.shape[0]
+    zero_rhs = bb == 0.0
     res2 = np.zeros((ns, nb))
     refine_it = np.zeros((ns, nb), dtype=np.int64)
     x_list = [xs[k, ...] for k in range(ns)]
+    matvecs = 0
     for k in range(ns):
-        res2[k] = true_res2(k, x_list[k])
+        sk = float(sig[k])
+        res2[k] = _host(norm2(b - (A(x_list[k]) + sk * x_list[k])))[0]
         matvecs += 1
         need = (res2[k] > target2[k]) & ~zero_rhs
         if refine and np.any(need) and np.all(np.isfinite(res2[k])):
-            sk = float(sig[k])
             xk, ik = _cg(lambda v: A(v) + sk * v, b, x_list[k], float(tols[k]), maxiter,
                          False, True, None, name + " refinement")
             matvecs += ik.matvecs
             refine_it[k] = ik.iterations
             x_list[k] = xk
             res2[k] = np.where(zero_rhs, 0.0, (ik.residual ** 2) * bb)
-    x = xp.stack(x_list)
-    info = MultiShiftInfo(shifts=sig, tol=tol, iterations=iters_k,
-                          converged=res2 <= target2, residual=np.sqrt(res2 / bb_safe[None, :]),
-                          history=_stack_history(history, ns, nb), matvecs=matvecs,
-                          refine_iterations=refine_it)
-    if raise_on_failure and not info.all_converged:
-        kk, ee = np.nonzero(~info.converged)
-        pairs = ", ".join(f"(shift {sig[k]:g}, entry {e}: {info.residual[k, e]:.3e})"
-                          for k, e in zip(kk, ee))
-        raise SolverError(f"{name}: did not converge in {maxiter} iterations for {pairs}",
-                          entries=sorted(set(int(e) for e in ee)),
-                          iteration=int(iters[ee[0]]), info=info)
-    return x, info
+    return xp.stack(x_list), res2, refine_it, matvecs
