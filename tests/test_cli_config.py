@@ -642,3 +642,25 @@ def test_format_value_error_and_digest():
     # the Γ-method's own dict names the estimate "value"
     lines = digest({"observables": {"phi2": {"value": 0.5, "error": 0.01}}})
     assert "phi2 = 0.500(10)" in lines[1]
+
+
+@pytest.mark.parametrize("old,new,extra", [
+    ("flow.layers", "flow.n_layers", []),
+    ("flow.batch", "flow.batch_size", []),
+    ("flow.clip", "flow.max_grad_norm", []),
+    ("theory.n_noise", "theory.n_sources", ["theory.name=schwinger"]),
+])
+def test_renamed_keys_are_refused_naming_the_new_key(tmp_path, old, new, extra):
+    """One name for one thing (docs/cli.md, Vocabulary): an old key is refused, from --set and
+    from a file, in one line naming its new name; the new key is accepted."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, extra + [f"{old}=4"])
+    msg = str(exc.value)
+    assert msg.startswith(old) and new in msg and "\n" not in msg
+    table, key = old.split(".")
+    f = tmp_path / "old.toml"
+    f.write_text(f"[{table}]\n{key} = 4\n" + ('name = "schwinger"\n' if extra else ""))
+    with pytest.raises(ConfigError, match=new.replace(".", r"\.")):
+        load_config(f)
+    assert load_config(None, extra + [f"{new}=4"])[table][new.split(".")[1]] == 4
+    assert old in cfg.RENAMED and cfg.RENAMED[old] == new

@@ -190,9 +190,9 @@ def test_frozen_hmc_fails_with_the_keys_to_change(tmp_path, capsys):
 
 
 def test_diverging_flow_training_fails(tmp_path, capsys):
-    sets = PHI4_TINY + ["sampler.name=flow", "flow.layers=2", "flow.channels=2",
-                        "flow.hidden_layers=1", "flow.train_steps=30", "flow.batch=8",
-                        "flow.lr=1e6", "flow.clip=0"]
+    sets = PHI4_TINY + ["sampler.name=flow", "flow.n_layers=2", "flow.channels=2",
+                        "flow.hidden_layers=1", "flow.train_steps=30", "flow.batch_size=8",
+                        "flow.lr=1e6", "flow.max_grad_norm=0"]
     out = tmp_path / "o"
     assert _run(out, sets) == 1
     err = capsys.readouterr().err

@@ -12,7 +12,7 @@ from lattice_ml.cli.main import main
 from lattice_ml.fermions import StaggeredRationalAction, WilsonPseudofermionAction
 
 TINY = ["--set", "sampler.n_chains=2", "--set", "sampler.n_therm=2", "--set", "sampler.n_samples=6",
-        "--set", "sampler.n_steps=4", "--set", "theory.n_noise=1", "--set", "run.progress=never"]
+        "--set", "sampler.n_steps=4", "--set", "theory.n_sources=1", "--set", "run.progress=never"]
 
 
 def run(tmp_path, name, *sets):

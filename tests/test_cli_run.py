@@ -165,7 +165,7 @@ def test_schwinger_run(tmp_path):
     out = tmp_path / "sw"
     argv = ["run", "--out", str(out), "--set", "theory.name=schwinger", "--set", "lattice.shape=[4,4]",
             "--set", "sampler.n_chains=2", "--set", "sampler.n_therm=3", "--set", "sampler.n_samples=8",
-            "--set", "sampler.n_steps=4", "--set", "sampler.fine_steps=2", "--set", "theory.n_noise=2",
+            "--set", "sampler.n_steps=4", "--set", "sampler.fine_steps=2", "--set", "theory.n_sources=2",
             "--set", "run.progress=never"]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())

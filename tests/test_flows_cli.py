@@ -14,9 +14,9 @@ SMALL = ["--set", "lattice.shape=[2,2]", "--set", "theory.form=standard",
          "--set", "theory.m2=-4.0", "--set", "theory.lam=8.0",
          "--set", "sampler.n_chains=4", "--set", "sampler.n_therm=10",
          "--set", "sampler.n_samples=60", "--set", "run.progress=never"]
-FLOW = ["--set", "flow.layers=2", "--set", "flow.channels=4",
+FLOW = ["--set", "flow.n_layers=2", "--set", "flow.channels=4",
         "--set", "flow.hidden_layers=1", "--set", "flow.train_steps=40",
-        "--set", "flow.batch=32"]
+        "--set", "flow.batch_size=32"]
 
 
 def run(tmp_path, name, *extra):
@@ -98,7 +98,7 @@ def test_flow_run_agrees_with_exact_quadrature(tmp_path, sampler):
         assert abs(exact[key] - finer[key]) < 1e-7, key
     hmc = ["--set", "sampler.n_steps=3", "--set", "sampler.integrator=leapfrog"]
     code, out = run(tmp_path, sampler, "--set", f"sampler.name={sampler}", *FLOW,
-                    "--set", "flow.train_steps=150", "--set", "flow.batch=64",
+                    "--set", "flow.train_steps=150", "--set", "flow.batch_size=64",
                     "--set", "sampler.n_chains=8", "--set", "sampler.n_samples=800",
                     *(hmc if sampler == "flow_hmc" else []))
     assert code == 0
@@ -144,8 +144,8 @@ def test_flow_run_resumes_bit_identically(tmp_path, sampler):
     overrides = ["lattice.shape=[2,2]", "theory.form=standard", "theory.m2=-4.0",
                  "theory.lam=8.0", "sampler.n_chains=2", "sampler.n_therm=3",
                  "sampler.n_samples=6", "run.progress=never", "run.checkpoint_every=1",
-                 f"sampler.name={sampler}", "flow.layers=2", "flow.channels=2",
-                 "flow.hidden_layers=1", "flow.train_steps=5", "flow.batch=8",
+                 f"sampler.name={sampler}", "flow.n_layers=2", "flow.channels=2",
+                 "flow.hidden_layers=1", "flow.train_steps=5", "flow.batch_size=8",
                  "sampler.min_acceptance=0"]   # 2 chains x 6 updates: acceptance is noise
     if sampler == "flow_hmc":
         overrides += ["sampler.n_steps=2"]

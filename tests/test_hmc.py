@@ -230,8 +230,11 @@ def test_bad_hmc_arguments():
         HMC([Level([INTERACTING], 3)], EuclideanSpace(), tau=0.0)
     with pytest.raises(ValueError, match="tau_jitter"):
         HMC([Level([INTERACTING], 3)], EuclideanSpace(), tau_jitter=1.0)
-    with pytest.raises(ValueError, match="scheme"):
+    with pytest.raises(ValueError, match="integrator 'euler'"):
         Level([INTERACTING], 3, "euler")
+    with pytest.warns(DeprecationWarning, match="integrator"):  # the keyword of earlier versions
+        old = Level([INTERACTING], 3, scheme="omelyan")
+    assert old == Level([INTERACTING], 3, integrator="omelyan") and old.scheme == "omelyan"
     with pytest.raises(ValueError, match="n_steps"):
         Level([INTERACTING], 0)
 

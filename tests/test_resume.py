@@ -89,12 +89,12 @@ JOBS = {
                                 "sampler.n_therm=1", "sampler.n_samples=5",
                                 "sampler.measure_every=1"],
     "schwinger": ["theory.name=schwinger", "sampler.n_steps=1", "sampler.tau=0.5",
-                  "sampler.n_chains=1", "theory.n_noise=1", "sampler.n_therm=1",
+                  "sampler.n_chains=1", "theory.n_sources=1", "sampler.n_therm=1",
                   "sampler.n_samples=5", "sampler.measure_every=1"],
 }
 JOBS["schwinger_staggered_rhmc"] = JOBS["schwinger"] + ["theory.fermion=staggered"]
-_FLOW = ["flow.layers=2", "flow.channels=2", "flow.hidden_layers=1",
-         "flow.train_steps=5", "flow.batch=4", "sampler.min_acceptance=0"]  # a 5-step flow
+_FLOW = ["flow.n_layers=2", "flow.channels=2", "flow.hidden_layers=1",
+         "flow.train_steps=5", "flow.batch_size=4", "sampler.min_acceptance=0"]  # a 5-step flow
 JOBS["phi4_flow_metropolis"] = ["sampler.name=flow", *_FLOW]  # the flow is retrained on resume
 JOBS["phi4_flow_hmc"] = ["sampler.name=flow_hmc", *_FLOW]
 STOPS = {"suN_symanzik_two_scales": [1, 2, 4], "schwinger": [1, 2, 4],

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ConfigError
-from .schema import (REQUIRED, SAMPLERS, SCHEMA, THEORIES, THEORY_DEFAULTS,  # noqa: F401
-                     Param, Table, iter_schema, resolved_params)
+from .schema import (RENAMED, REQUIRED, SAMPLERS, SCHEMA, THEORIES,  # noqa: F401
+                     THEORY_DEFAULTS, Param, Table, iter_schema, resolved_params)
 from .toml_writer import dump_toml, toml_value  # noqa: F401  (dump_toml: part of this API)
 
 try:  # Python >= 3.11
@@ -257,6 +257,9 @@ def _validate_section(section: str, values: Any, sources: Mapping[str, str]) -> 
             continue
         dotted = f"{section}.{key}"
         src = sources.get(dotted)
+        if dotted in RENAMED:
+            raise ConfigError(dotted, f"is now called {RENAMED[dotted]} (same meaning); "
+                                      f"rename the key", src)
         owner = _find_owner(SCHEMA[section], key)
         here = ", ".join(allowed)
         if owner is not None:

@@ -193,7 +193,7 @@ def phi4_flow_job(config: dict) -> Job:
     lat, action, description, initial_field, measure, summarize = _phi4_parts(config)
     sm, fl, run = config["sampler"], config["flow"], config["run"]
     xp = namespace_by_name(run["backend"])
-    flow = make_phi4_flow(lat.shape, xp, n_layers=fl["layers"],
+    flow = make_phi4_flow(lat.shape, xp, n_layers=fl["n_layers"],
                           hidden=[fl["channels"]] * fl["hidden_layers"], kernel=fl["kernel"],
                           seed=run["seed"], dtype=getattr(xp, run["dtype"]))
     extra: dict = {}
@@ -222,15 +222,15 @@ def _train_flow(flow, action, fl: dict, run: dict, xp, progress) -> dict:
     from ..optim import Adam, cosine_decay
 
     t0 = time.perf_counter()
-    info = {"layers": fl["layers"], "channels": fl["channels"],
+    info = {"n_layers": fl["n_layers"], "channels": fl["channels"],
             "hidden_layers": fl["hidden_layers"], "kernel": fl["kernel"],
             "n_parameters": flow.n_parameters, "train_steps": fl["train_steps"],
-            "batch": fl["batch"], "lr": fl["lr"]}
+            "batch_size": fl["batch_size"], "lr": fl["lr"]}
     if fl["train_steps"]:
         trainer = FlowTrainer(flow, action, Adam(cosine_decay(fl["lr"], fl["train_steps"],
                                                               fl["lr"] / 100)),
-                              batch_size=fl["batch"], seed=run["seed"] + 1,
-                              max_grad_norm=fl["clip"] or None, xp=xp, dtype=run["dtype"])
+                              batch_size=fl["batch_size"], seed=run["seed"] + 1,
+                              max_grad_norm=fl["max_grad_norm"] or None, xp=xp, dtype=run["dtype"])
         with progress(fl["train_steps"], "train") as bar, np.errstate(all="ignore"):
             trainer.train(fl["train_steps"], callback=lambda tr, rec: bar.update(
                 1, loss=f"{rec['loss']:.4g}", ess=f"{rec['ess']:.2f}"))
@@ -239,7 +239,7 @@ def _train_flow(flow, action, fl: dict, run: dict, xp, progress) -> dict:
             raise FlowTrainingError(
                 f"the flow's training loss is not finite ({loss}) after {fl['train_steps']} "
                 f"steps ({trainer.skipped} skipped): lower flow.lr (now {fl['lr']:g}) or set "
-                f"flow.clip (now {fl['clip']:g})")
+                f"flow.max_grad_norm (now {fl['max_grad_norm']:g})")
         info["final_loss"] = loss
         info["skipped_steps"] = trainer.skipped
     info["train_seconds"] = time.perf_counter() - t0
@@ -333,7 +333,7 @@ def fermion_job(config: dict) -> Job:
     """U(1) or SU(N) gauge theory (the Schwinger model: 2D U(1)) with ``nf`` dynamical Wilson
     (-clover) or rooted staggered fermions: pseudofermion HMC / RHMC (fermion forces on the outer
     level, the gauge force on an inner level when ``fine_steps`` > 0). Measures the chiral
-    condensate (stochastic, ``n_noise`` sources) and the point-source pion correlator, whose
+    condensate (stochastic, ``n_sources`` sources) and the point-source pion correlator, whose
     mass is fitted in the summary."""
     lat, N, initial_field, gauge_measure, gauge_summarize = _gauge_parts(config)
     th, sm = config["theory"], config["sampler"]
@@ -357,7 +357,7 @@ def fermion_job(config: dict) -> Job:
     def measure(U, rng) -> dict:
         out = gauge_measure(U, rng)
         D = dirac(U)
-        out["chiral_condensate"] = chiral_condensate(D, rng, th["n_noise"], tol=tol)
+        out["chiral_condensate"] = chiral_condensate(D, rng, th["n_sources"], tol=tol)
         out["pion_correlator"] = pion_correlator(D, tol=tol)
         return out
 

@@ -292,7 +292,7 @@ def _check_failure_rules(job, config: dict, arrays: dict, n_steps) -> None:
         floor = sm["min_acceptance"]
         if acc < floor:
             if sm["name"] == "flow":
-                fix = "train the flow longer or larger (flow.train_steps, flow.layers)"
+                fix = "train the flow longer or larger (flow.train_steps, flow.n_layers)"
             else:
                 fix = (f"raise sampler.n_steps (the run used {n_steps}) or lower sampler.tau, or "
                        "give "

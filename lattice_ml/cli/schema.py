@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 from . import rules
 
 __all__ = ["REQUIRED", "Param", "Table", "THEORIES", "PLANNED_THEORIES", "SAMPLERS",
-           "PLANNED_SAMPLERS", "SCHEMA", "THEORY_DEFAULTS", "iter_schema", "resolved_params"]
+           "PLANNED_SAMPLERS", "SCHEMA", "THEORY_DEFAULTS", "RENAMED", "iter_schema", "resolved_params"]
 
 
 class _Required:
@@ -125,8 +125,9 @@ def _gauge(doc: str, beta: float, with_N: bool = False, fermions: bool = False) 
                  checks=(rules.gauge_rules, rules.fermion_rules))
 
 
-def _n_noise() -> Param:
-    return Param("int", 4, minimum=1, doc="noise vectors per measurement of the chiral condensate")
+def _n_sources() -> Param:
+    return Param("int", 4, minimum=1, doc="stochastic (Z2 noise) sources per measurement of the "
+                                          "chiral condensate")
 
 
 def _fermion_selector(choices: tuple[str, ...], default: str) -> Param:
@@ -142,14 +143,14 @@ _FERMIONS = {
         "csw": Param("float", 0.0, minimum=0.0, doc="clover coefficient c_sw ≥ 0 (0: plain Wilson)"),
         "nf": Param("int", 2, minimum=2,
                     doc="number of degenerate flavours, even: nf/2 pseudofermion fields of det D†D"),
-        "n_noise": _n_noise(),
+        "n_sources": _n_sources(),
     }),
     "staggered": Table(doc="rooted staggered fermions, RHMC", params={
         "mass": Param("float", 0.1, minimum=0.0, exclusive_minimum=True,
                       doc="staggered mass m > 0"),
         "nf": Param("int", 2, minimum=1,
                     doc="number of degenerate flavours: det(D†D)^(nf/2^(D/2+1)) (D = 2, 4)"),
-        "n_noise": _n_noise(),
+        "n_sources": _n_sources(),
     }),
 }
 
@@ -229,16 +230,17 @@ _FLOW_TABLE = Table(
     doc="the normalizing flow of sampler.name = flow | flow_hmc (φ⁴); ignored by other samplers",
     checks=(rules.flow_rules,),
     params={
-        "layers": Param("int", 16, minimum=1, doc="affine coupling layers (checkerboard masks)"),
+        "n_layers": Param("int", 16, minimum=1, doc="affine coupling layers (checkerboard masks)"),
         "channels": Param("int", 8, minimum=1, doc="hidden channels of each conditioner"),
         "hidden_layers": Param("int", 2, minimum=0,
                                doc="hidden convolutions per conditioner (0: one convolution)"),
         "kernel": Param("int", 3, minimum=1, doc="odd kernel size of the periodic convolutions"),
         "train_steps": Param("int", 1000, minimum=0, doc="reverse-KL training steps (Adam)"),
-        "batch": Param("int", 64, minimum=2, doc="configurations per training step"),
+        "batch_size": Param("int", 64, minimum=2, doc="configurations per training step"),
         "lr": Param("float", 5e-3, minimum=0.0, exclusive_minimum=True,
                     doc="initial learning rate, cosine decay to lr/100 over train_steps"),
-        "clip": Param("float", 100.0, minimum=0.0, doc="gradient global-norm clip (0: none)"),
+        "max_grad_norm": Param("float", 100.0, minimum=0.0,
+                               doc="the gradient is clipped to this global norm (0: no clipping)"),
     },
 )
 _FLOW = Table(doc="independence Metropolis with a trained normalizing flow (φ⁴; see [flow])",
@@ -248,6 +250,18 @@ _FLOW_HMC = Table(
     params={k: _HMC.params[k] for k in ("integrator", "n_steps", "tau", "tau_jitter",
                                         "adapt_steps", "target_acceptance")},
 )
+
+RENAMED: dict[str, str] = {
+    "flow.layers": "flow.n_layers",
+    "flow.batch": "flow.batch_size",
+    "flow.clip": "flow.max_grad_norm",
+    "theory.n_noise": "theory.n_sources",
+}
+"""Keys of earlier versions → their names now (same meaning, the library's word: ``n_layers`` of
+:func:`~lattice_ml.flows.make_phi4_flow`, ``batch_size`` and ``max_grad_norm`` of
+:class:`~lattice_ml.flows.FlowTrainer`, ``n_sources`` of
+:func:`~lattice_ml.fermions.chiral_condensate`). An old key is refused with a one-line message
+naming the new one, never silently accepted or ignored."""
 
 SAMPLERS: dict[str, Table] = {"hmc": _HMC, "heatbath": _HEATBATH, "flow": _FLOW,
                               "flow_hmc": _FLOW_HMC}

@@ -95,7 +95,7 @@ class HMC:
     def with_n_steps(self, n_steps: int) -> "HMC":
         """The same HMC with ``n_steps`` steps on the outermost level (step size ``tau /
         n_steps``); the inner levels keep their steps per outer step. For step-size tuning."""
-        outer = Level(self.levels[0].actions, int(n_steps), self.levels[0].scheme)
+        outer = Level(self.levels[0].actions, int(n_steps), self.levels[0].integrator)
         return HMC((outer, *self.levels[1:]), self.space, self.tau, self.tau_jitter)
 
     def action(self, field):

@@ -1,13 +1,13 @@
 """Symplectic, reversible molecular-dynamics integrators with multiple time scales.
 
 A trajectory of length ``tau`` is described by a list of :class:`Level` objects, outermost first.
-Level k holds the actions whose forces kick the momenta on that level, a number of steps and a
-scheme. One step of a scheme is a symmetric sequence of kicks ``P(c eps)``: p -> p + c eps F_k
-and drifts ``Q(c eps)``. On the innermost level a drift moves the field (through the
+Level k holds the actions whose forces kick the momenta on that level, a number of steps and an
+integrator. One step of an integrator (its *scheme*, :data:`SCHEMES`) is a symmetric sequence of
+kicks ``P(c eps)``: p -> p + c eps F_k and drifts ``Q(c eps)``. On the innermost level a drift moves the field (through the
 :mod:`~lattice_ml.samplers.spaces` hook); on any other level a drift of length h is a whole
 trajectory of length h of the next level (Sexton & Weingarten, Nucl. Phys. B380 (1992) 665).
 
-Schemes (eps = step size of the level):
+Integrators (eps = step size of the level):
 
 * ``leapfrog``: P(eps/2) Q(eps) P(eps/2); energy violation dH = O(eps^2) per trajectory.
 * ``omelyan`` (2MN, Omelyan, Mryglod & Folk, Comput. Phys. Commun. 151 (2003) 272):
@@ -21,7 +21,8 @@ symmetric, hence the integrator is exactly reversible: integrating with -p retra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
+import warnings
+from dataclasses import dataclass
 from typing import Sequence
 
 from ..backend import namespace
@@ -37,21 +38,37 @@ SCHEMES: dict[str, tuple[tuple[str, float], ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Level:
     """One time scale: ``actions`` (objects with ``force(field)``) integrated with ``n_steps``
-    steps of ``scheme`` per unit of the enclosing level's drift."""
+    steps of the ``integrator`` (a name in :data:`SCHEMES`: ``"leapfrog"`` or ``"omelyan"``) per
+    unit of the enclosing level's drift. ``integrator`` is the word of the command line
+    (``sampler.integrator``); the keyword ``scheme=`` of earlier versions still works, with a
+    ``DeprecationWarning``."""
 
-    actions: Sequence = dc_field(default_factory=tuple)
+    actions: Sequence = ()
     n_steps: int = 1
-    scheme: str = "leapfrog"
+    integrator: str = "leapfrog"
 
-    def __post_init__(self):
-        if self.scheme not in SCHEMES:
-            raise ValueError(f"unknown integrator scheme {self.scheme!r}; choose one of {sorted(SCHEMES)}")
-        if not isinstance(self.n_steps, int) or self.n_steps < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {self.n_steps!r}")
-        object.__setattr__(self, "actions", tuple(self.actions))
+    def __init__(self, actions: Sequence = (), n_steps: int = 1, integrator: str = "leapfrog",
+                 *, scheme: str | None = None):
+        if scheme is not None:
+            warnings.warn("Level(scheme=...) is now Level(integrator=...)", DeprecationWarning,
+                          stacklevel=2)
+            integrator = scheme
+        if integrator not in SCHEMES:
+            raise ValueError(f"unknown integrator {integrator!r}; choose one of "
+                             f"{sorted(SCHEMES)}")
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        object.__setattr__(self, "actions", tuple(actions))
+        object.__setattr__(self, "n_steps", n_steps)
+        object.__setattr__(self, "integrator", integrator)
+
+    @property
+    def scheme(self) -> str:
+        """The ``integrator`` under its name of earlier versions."""
+        return self.integrator
 
     def force(self, field):
         total = None
@@ -61,10 +78,10 @@ class Level:
         return total
 
 
-def _operations(scheme: str, n_steps: int) -> list[tuple[str, float]]:
+def _operations(integrator: str, n_steps: int) -> list[tuple[str, float]]:
     ops: list[tuple[str, float]] = []
     for _ in range(n_steps):
-        for kind, c in SCHEMES[scheme]:
+        for kind, c in SCHEMES[integrator]:
             if kind == "P" and ops and ops[-1][0] == "P":
                 ops[-1] = ("P", ops[-1][1] + c)
             else:
@@ -87,7 +104,7 @@ def integrate(field, p, levels: Sequence[Level], space, tau: float, counts: list
     """
     if not levels:
         raise ValueError("integrate needs at least one level")
-    ops = [_operations(lv.scheme, lv.n_steps) for lv in levels]
+    ops = [_operations(lv.integrator, lv.n_steps) for lv in levels]
     if not isinstance(tau, (int, float)):
         xp = namespace(p)
         tau = xp.reshape(tau, (p.shape[0],) + (1,) * (p.ndim - 1))
