@@ -100,6 +100,14 @@ class Flow:
             x, logJ = self.layers[i].inverse(self._p(i), x, logJ)
         return x, logJ
 
+    def draw_latent(self, rng):
+        """Latent fields ``z[rng.n_chains, *sites]`` from the prior (standard normal)."""
+        return rng.normal(self.shape)
+
+    def prior_log_prob(self, z):
+        """``log r(z)`` ``[batch]`` (:func:`prior_log_prob`)."""
+        return prior_log_prob(z)
+
     def log_prob(self, x):
         """``log q(x)`` of the flow's distribution, ``[batch]``."""
         z, ld = self.inverse(x)
@@ -107,7 +115,7 @@ class Flow:
 
     def sample(self, rng):
         """``(x, log q(x))`` for one latent draw per chain of the random streams ``rng``."""
-        z = rng.normal(self.shape)
+        z = self.draw_latent(rng)
         x, logJ = self.forward(z)
         return x, prior_log_prob(z) - logJ
 

@@ -54,10 +54,10 @@ def reverse_kl_grads(flow: Flow, action, z):
     B = z.shape[0]
     x, logJ, caches = flow.forward_cache(z)
     S = action.action(x)
-    logq = prior_log_prob(z) - logJ
+    logq = flow.prior_log_prob(z) - logJ
     loss = float(xp.mean(logq + S))
     gx = action.force(x) * (-1.0 / B)
-    glogJ = xp.full((B,), -1.0 / B, dtype=z.dtype)
+    glogJ = xp.full((B,), -1.0 / B, dtype=logJ.dtype)
     _, grads = flow.vjp(caches, gx, glogJ)
     return loss, grads, _host(-(S + logq))
 
@@ -117,7 +117,7 @@ class FlowTrainer:
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm!r}")
         if xp is None:
-            leaf = flow.params["layer0"]
+            leaf = flow.params
             while isinstance(leaf, dict):
                 leaf = next(iter(leaf.values()))
             xp = namespace(leaf)
@@ -141,7 +141,7 @@ class FlowTrainer:
         t0 = time.perf_counter()
         ess = math.nan
         if self.mode == "reverse_kl":
-            z = self.rng.normal(self.flow.shape)
+            z = self.flow.draw_latent(self.rng)
             loss, grads, log_w = reverse_kl_grads(self.flow, self.action, z)
             ess = float(effective_sample_size(log_w)) if np.all(np.isfinite(log_w)) else math.nan
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..backend import namespace
 from .hmc import HMC
 from .integrators import Level
-from .spaces import EuclideanSpace
+from .spaces import EuclideanSpace, LieGroupSpace
 
 __all__ = ["PulledBackAction", "FlowHMC"]
 
@@ -43,7 +43,7 @@ class PulledBackAction:
         xp = namespace(z)
         x, logJ, caches = self.flow.forward_cache(z)
         g_x = -self.target.force(x)                                # dS/dx
-        g_logJ = xp.full((z.shape[0],), -1.0, dtype=z.dtype)      # d(-logJ)/dlogJ
+        g_logJ = xp.full((z.shape[0],), -1.0, dtype=logJ.dtype)  # d(-logJ)/dlogJ
         g_z, _ = self.flow.vjp(caches, g_x, g_logJ, need_params=False)
         return -g_z
 
@@ -58,15 +58,19 @@ class FlowHMC:
     tau, tau_jitter : trajectory length and its relative randomisation (see
         :class:`~lattice_ml.samplers.hmc.HMC`)
 
-    The chain state is the latent field ``z[batch, *sites]``; :meth:`to_field` maps it to ``x``.
+    The chain state is the latent field ``z[batch, *sites]`` (for a gauge-field flow, latent
+    links ``[batch, D, *sites, N, N]``, moved by HMC on the group: momenta in the Lie algebra,
+    the force from the flow's vjp in the algebra convention of
+    :mod:`lattice_ml.flows.gradient_flow`); :meth:`to_field` maps it to ``x``.
     """
 
     def __init__(self, flow, action, n_steps: int = 10, tau: float = 1.0,
                  scheme: str = "leapfrog", tau_jitter: float = 0.0):
         self.flow = flow
         self.latent_action = PulledBackAction(flow, action)
-        self.hmc = HMC([Level([self.latent_action], n_steps, scheme)], EuclideanSpace(), tau,
-                       tau_jitter)
+        # gauge-field flows (latent links, attribute N) move on the group
+        space = LieGroupSpace(flow.N) if hasattr(flow, "N") else EuclideanSpace()
+        self.hmc = HMC([Level([self.latent_action], n_steps, scheme)], space, tau, tau_jitter)
 
     def with_n_steps(self, n_steps: int) -> "FlowHMC":
         """The same sampler with ``n_steps`` integration steps per trajectory."""

@@ -5,10 +5,12 @@ from .ape import ape_smear, project_max_trace
 from .expderiv import expm_frechet_block, expm_pullback, su3_b_coefficients, xi1
 from .stout import (StoutContext, StoutSmearing, chair_shapes, custom_loops, direction_weights,
                     polyakov_loops, resolve_loops, restrict_loops, stout_backward, stout_smear,
+                    stout_generator, stout_generator_pullback,
                     stout_plaquette_layer, stout_plaquette_layer_backward)
 from .smeared_action import SmearedAction
 
 __all__ = ["ape_smear", "project_max_trace", "SmearedAction", "stout_smear", "stout_backward", "StoutContext", "StoutSmearing", "resolve_loops",
            "chair_shapes", "custom_loops", "restrict_loops", "polyakov_loops",
            "direction_weights", "expm_pullback", "expm_frechet_block", "su3_b_coefficients",
-           "xi1", "stout_plaquette_layer", "stout_plaquette_layer_backward"]
+           "xi1", "stout_plaquette_layer", "stout_plaquette_layer_backward", "stout_generator",
+           "stout_generator_pullback"]

@@ -49,7 +49,8 @@ from ..gauge.paths import link, loop_shapes, loops_through_link, shift_by, trans
 from ..groups import dagger, expm_algebra, project_algebra
 from .expderiv import expm_pullback
 
-__all__ = ["stout_smear", "stout_backward", "StoutContext", "StoutSmearing", "resolve_loops",
+__all__ = ["stout_smear", "stout_backward", "stout_generator", "stout_generator_pullback",
+           "StoutContext", "StoutSmearing", "resolve_loops",
            "chair_shapes", "custom_loops", "restrict_loops", "polyakov_loops",
            "direction_weights", "stout_plaquette_layer", "stout_plaquette_layer_backward"]
 
@@ -464,23 +465,37 @@ def _backward_core(U, R, force, loopsets, S_all, Q_all, E_all, dm, xp):
     """``(F, [g_k])``: the force at the thin links and, per loop type, dL/drho at every link
     ``[batch, D, *sites]`` (see the module docstring)."""
     D = U.shape[1]
-    cdt = U.dtype
-    rdt = real_dtype_of(xp, cdt)
-    zeros_g = None
-    Y = [None] * D
     adj = [None] * D
-    g = [[None] * D for _ in loopsets]
+    Lam = [None] * D
     for mu in range(D):
         Fp = force[:, mu, ...]
-        Umu = link(U, mu)
         if E_all[mu] is None:
             adj[mu] = Fp
             continue
         E = E_all[mu]
         B = dagger(E) @ Fp
         adj[mu] = B @ E
-        Lam = expm_pullback(Q_all[mu], B, method=dm)
-        LU = Lam @ Umu
+        Lam[mu] = expm_pullback(Q_all[mu], B, method=dm)
+    F_q, grads = _generator_pullback(U, R, Lam, loopsets, S_all, xp)
+    F = xp.stack([adj[nu] if F_q[nu] is None else adj[nu] + F_q[nu] for nu in range(D)], axis=1)
+    return F, grads
+
+
+def _generator_pullback(U, R, Lam, loopsets, S_all, xp):
+    """Pull-back through ``Q_mu = -TA(U_mu W_mu)`` alone: for the algebra fields ``Lam[mu]``
+    (``None``: no contribution), the fields ``-TA(U_nu Y_nu)`` per direction (``None`` where
+    nothing reaches) and, per loop type, ``-2 Re Tr(Lam_mu U_mu S_k,mu)`` per link
+    ``[batch, D, *sites]`` (module docstring: the recursion without its exp part)."""
+    D = U.shape[1]
+    cdt = U.dtype
+    rdt = real_dtype_of(xp, cdt)
+    zeros_g = None
+    Y = [None] * D
+    g = [[None] * D for _ in loopsets]
+    for mu in range(D):
+        if Lam[mu] is None:
+            continue
+        LU = Lam[mu] @ link(U, mu)
         Wl = None
         for k, by_mu in enumerate(loopsets):
             S = S_all[mu][k]
@@ -491,19 +506,14 @@ def _backward_core(U, R, force, loopsets, S_all, Q_all, E_all, dm, xp):
             P = S * xp.matrix_transpose(LU)
             g[k][mu] = -2.0 * xp.sum(xp.reshape(xp.real(P), tuple(P.shape[:-2]) + (-1,)),
                                      axis=-1)
-            t = rk * (S @ Lam)
+            t = rk * (S @ Lam[mu])
             Wl = t if Wl is None else Wl + t
             Mk = rk * LU
             for path in by_mu[mu]:
                 _path_pullback(U, mu, path, Mk, Y)
-        Y[mu] = Wl if Y[mu] is None else Y[mu] + Wl
-    F = []
-    for nu in range(D):
-        f = adj[nu]
-        if Y[nu] is not None:
-            f = f - project_algebra(link(U, nu) @ Y[nu])
-        F.append(f)
-    F = xp.stack(F, axis=1)
+        if Wl is not None:
+            Y[mu] = Wl if Y[mu] is None else Y[mu] + Wl
+    F = [None if Y[nu] is None else -project_algebra(link(U, nu) @ Y[nu]) for nu in range(D)]
     grads = []
     batch_sites = (U.shape[0],) + tuple(U.shape[2:2 + D])
     for k in range(len(loopsets)):
@@ -517,6 +527,55 @@ def _backward_core(U, R, force, loopsets, S_all, Q_all, E_all, dm, xp):
                 parts.append(g[k][mu])
         grads.append(xp.stack(parts, axis=1))
     return F, grads
+
+
+def stout_generator(U, rho, loops="plaquette", staples=None):
+    """The exponent of one stout step, ``Q_mu(x) = -TA(U_mu(x) W_mu(x))`` with ``W_mu =
+    sum_k rho_k S_k,mu`` (module docstring), as ``(Q, staples)``: ``Q`` ``[batch, D, *sites,
+    N, N]`` (zero for directions without loops) and ``staples[mu][k]`` the unweighted staple
+    sum of loop type k (``None`` where the type has no loops through direction mu), to hand
+    back to :func:`stout_generator_pullback` (or to this function: given, they are reused).
+    ``rho`` and ``loops`` as for :func:`stout_smear`. Gradient flows of loop actions use it as
+    their vector field."""
+    xp, loopsets, R, _, _ = _prepare(U, rho, loops)
+    D = U.shape[1]
+    S_all, Q = [], []
+    for mu in range(D):
+        S_mu, W = [], None
+        for k, by_mu in enumerate(loopsets):
+            if staples is not None:
+                S = staples[mu][k]
+            else:
+                S = _staple_sum(U, mu, by_mu[mu]) if by_mu[mu] else None
+            S_mu.append(S)
+            if S is not None:
+                t = _rho_at(R[k], mu, U.dtype, xp) * S
+                W = t if W is None else W + t
+        S_all.append(S_mu)
+        Q.append(xp.zeros_like(link(U, mu)) if W is None else -project_algebra(link(U, mu) @ W))
+    return xp.stack(Q, axis=1), S_all
+
+
+def stout_generator_pullback(U, rho, cotangent, loops="plaquette", staples=None):
+    """Vector-Jacobian product of :func:`stout_generator`: for an algebra field ``cotangent``
+    ``K`` ``[batch, D, *sites, N, N]`` with ``dL = -2 sum_{x,mu} Re Tr(dQ_mu(x) K_mu(x))``,
+    returns ``(G, grad_rho)``: ``G = sum_a (dL/ds_a) T_a`` at every link (the left derivative
+    ``U -> exp(s T_a) U``; ``G = -F`` in the force convention of the module docstring) and
+    dL/drho in the shape of rho (a list if rho was a list). ``staples`` from
+    :func:`stout_generator` saves their recomputation."""
+    xp, loopsets, R, canon, single = _prepare(U, rho, loops)
+    D = U.shape[1]
+    if staples is None:
+        staples = [[_staple_sum(U, mu, by_mu[mu]) if by_mu[mu] else None for by_mu in loopsets]
+                   for mu in range(D)]
+    # the stout recursion carries Lambda = -K (its cotangent is the force F' = -G')
+    Lam = [None if all(s is None for s in staples[mu]) else -cotangent[:, mu, ...]
+           for mu in range(D)]
+    F_q, full = _generator_pullback(U, R, Lam, loopsets, staples, xp)
+    G = xp.stack([xp.zeros_like(link(U, nu)) if F_q[nu] is None else -F_q[nu]
+                  for nu in range(D)], axis=1)
+    grads = [_reduce_to(full[k], tuple(R[k].shape), canon[k][1], xp) for k in range(len(full))]
+    return G, (grads[0] if single else grads)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,465 @@
+"""Gradient flows of loop actions as normalizing flows for gauge fields (U(1) and SU(N), any D).
+
+The map
+-------
+Latent links ``z`` are Haar-distributed (density 1). The flow integrates, for ``t`` from 0 to 1,
+
+    dU_t/dt = Z_t(U_t) U_t,      Z_t = -sum_a (d^a S~_t) T_a,
+    S~_t(U) = -sum_i c_i(t) w_i(U),   w_i(U) = sum over the distinct loops of type i of Re Tr W,
+
+with ``d^a`` the left derivative of a link (``U -> exp(s T_a) U``; generators of
+:mod:`lattice_ml.groups`, ``Tr T_a T_b = -delta_ab/2``) and loop types ``i`` (``"plaquette"``,
+``"rectangle"``, ``"chair"``, ``"polyakov"`` (one type per direction, the loop winding once
+around it), or a closed step sequence with all its lattice rotations and reflections; every loop
+of a type must have the same length ``n_i`` and pass through each link at most once). Per link,
+``Z_mu(x) = -TA(U_mu(x) sum_i c_i(t) S_i,mu(x)) / 2`` with ``S_i,mu`` the staple sum of the
+loops of type i through ``U_mu(x)`` — the exponent of a stout step with weights ``rho_i = c_i/2``
+(:func:`lattice_ml.smearing.stout.stout_generator`), so the flow is gauge covariant:
+``F(g U g^dagger) = g F(U) g^dagger``.
+
+The coefficients are smooth in t, ``c_i(t) = sum_j theta_ij P_j(2t - 1)`` with Legendre
+polynomials ``P_j``, ``j < n_t``: ``theta`` ``[n_W, n_t]`` is the whole parameter set (the
+``n_t x n_W`` count of Bacchio, Kessel, Schaefer & Vaitl, PRD 107 (2023) L051504).
+
+Log-det in closed form
+----------------------
+Along the flow ``d/dt log|det dU_t/dz| = div Z_t = sum_{links, a} d^a Z^a_t``. For a loop that
+passes through every one of its links once, ``d^a d^a Re Tr W = -C Re Tr W`` at each of its
+``n_i`` links (``sum_a T_a T_a = -C 1``, ``C = (N^2 - 1)/(2N)`` for SU(N) and ``1/2`` for U(1)),
+so
+
+    div Z_t = -C sum_i n_i c_i(t) w_i(U_t)                                          (*)
+
+with no derivative to evaluate: ``log J = int_0^1 div Z_t dt`` is integrated alongside the links.
+
+Integrator and exactness of the density
+---------------------------------------
+``n_steps`` steps of size ``eps = 1/n_steps`` of a commutator-free Lie-group Runge-Kutta scheme
+on ``SU(N)^links x R`` (links and log J together): Lüscher's third-order scheme of the Wilson
+flow (``scheme="rk3"``, JHEP 08 (2010) 071, appendix C; stages at ``t, t + eps/4, t + 2 eps/3``,
+log J weights ``1/4, 0, 3/4``), or the Lie-Euler step ``exp(eps Z) U`` (``scheme="euler"``, first
+order, for tests). The density of a sample, ``log q(U) = -log J``, is the exact density of the
+continuous flow evaluated along the discrete trajectory; it differs from the exact density of the
+discrete map by ``O(eps^3)`` (rk3; ``O(eps)`` for Euler). Independence Metropolis and
+reweighting are then exact for the continuous map's density only up to that error: it is tested
+(``tests/test_gradient_flow.py``) that the difference to ``log|det|`` of the dense Jacobian of the
+discrete map falls as ``eps^3``, and docs/gauge_flows.md shows its effect on the acceptance
+against the statistical error.
+
+Inverse
+-------
+Each step ``U' = E(U) U`` (``E`` the product of the stage exponentials) is inverted by the
+fixed-point iteration ``U <- E(U)^dagger U'`` from the step integrated backwards, a contraction
+for ``eps |dZ| < 1``, iterated to round-off (an error names ``n_steps`` if it does not converge
+in 200 iterations; a slow contraction is also the sign of a step too large for the coefficients).
+
+Gradients (discrete adjoint)
+----------------------------
+:meth:`GradientFlow.vjp` is the exact vector-Jacobian product of the discrete map (and of the
+quadrature of log J), run backwards through the stages: the exponentials by
+:func:`lattice_ml.smearing.expderiv.expm_pullback`, the vector field by
+:func:`lattice_ml.smearing.stout.stout_generator_pullback`, the log-det term by (*) whose link
+gradient is again a vector field of the form above. With ``memory="constant"`` the links of each
+step are recovered by inverting the step (adjoint-state method: memory independent of
+``n_steps``, about ``k`` more vector-field evaluations per step for a ``k``-iteration inverse);
+with ``memory="states"`` (default) the links at every step are kept.
+
+Cotangents of link fields are Lie-algebra fields in matrix form, ``G = sum_a (dL/ds_a) T_a``
+``[batch, D, *sites, N, N]`` (so ``G = -action.force(U)`` for ``L = S``); this is the interface of
+the other flows (:mod:`lattice_ml.flows.flow`): ``forward``, ``inverse``, ``log_prob``,
+``sample``, ``forward_cache``, ``vjp``, ``draw_latent``, ``prior_log_prob``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..backend import asarray, device_of, namespace, real_dtype_of, to_numpy
+from ..gauge.paths import link
+from ..groups import dagger, expm_algebra, haar_random, project_algebra, trace
+from ..smearing.expderiv import expm_pullback
+from ..smearing.stout import (custom_loops, polyakov_loops, resolve_loops, stout_generator,
+                              stout_generator_pullback)
+
+__all__ = ["GradientFlow", "SCHEMES", "casimir", "loop_lengths", "legendre_basis"]
+
+#: commutator-free schemes: stage exponents ``X_{s+1} = sum_j alpha[s][j] eps Z_j``, stage times
+#: ``t + c[s] eps``, log-det weights ``q[s]``
+SCHEMES = {
+    "rk3": {"alpha": ((0.25,), (-17.0 / 36.0, 8.0 / 9.0), (17.0 / 36.0, -8.0 / 9.0, 0.75)),
+            "c": (0.0, 0.25, 2.0 / 3.0), "q": (0.25, 0.0, 0.75), "order": 3},
+    "euler": {"alpha": ((1.0,),), "c": (0.0,), "q": (1.0,), "order": 1},
+}
+_NAMED = ("plaquette", "rectangle", "chair", "polyakov")
+
+
+def casimir(N: int) -> float:
+    """``C`` with ``sum_a T_a T_a = -C 1``: ``(N^2 - 1)/(2N)`` for SU(N), ``1/2`` for U(1)."""
+    return 0.5 if N == 1 else (N * N - 1) / (2.0 * N)
+
+
+def legendre_basis(t: float, n_t: int) -> np.ndarray:
+    """``[P_0(2t - 1), ..., P_{n_t - 1}(2t - 1)]`` (host float64)."""
+    u = 2.0 * float(t) - 1.0
+    out = np.empty(n_t)
+    p_prev, p = 1.0, u
+    for j in range(n_t):
+        if j == 0:
+            out[j] = 1.0
+        elif j == 1:
+            out[j] = u
+        else:
+            p_prev, p = p, ((2 * j - 1) * u * p - (j - 1) * p_prev) / j
+            out[j] = p
+    return out
+
+
+def _links_of(path, shape):
+    pos = [0] * len(shape)
+    out = []
+    for nu, s in path:
+        if s < 0:
+            pos[nu] -= 1
+        out.append((tuple(p % L for p, L in zip(pos, shape)), nu))
+        if s > 0:
+            pos[nu] += 1
+    return out
+
+
+def loop_lengths(loopsets, shape) -> list[int]:
+    """The length ``n_i`` of the loops of every type (a loop set from
+    :func:`~lattice_ml.smearing.stout.resolve_loops`); refuses a type with loops of different
+    lengths or a loop that passes through a link twice (then (*) of the module docstring does
+    not hold)."""
+    out = []
+    for by_mu in loopsets:
+        lengths = set()
+        for paths in by_mu:
+            for p in paths:
+                links = _links_of(p, shape)
+                if len(set(links)) != len(links):
+                    raise ValueError(f"loop {p} passes through a link twice on the lattice "
+                                     f"{list(shape)}; a gradient flow needs loops that use "
+                                     "every link once")
+                lengths.add(len(p))
+        if len(lengths) != 1:
+            raise ValueError(f"a loop type needs loops of one length, got {sorted(lengths)}")
+        out.append(lengths.pop())
+    return out
+
+
+def _loop_specs(loops, shape) -> tuple[list, list[str]]:
+    """Loop types as ``(specs for resolve_loops, names)``; "polyakov" gives one type per
+    direction."""
+    D = len(shape)
+    if isinstance(loops, str):
+        loops = [loops]
+    specs, names = [], []
+    for item in loops:
+        if item == "polyakov":
+            for mu in range(D):
+                specs.append(polyakov_loops(shape[mu], D, mu))
+                names.append(f"polyakov_{mu}")
+        elif isinstance(item, str):
+            if item not in _NAMED:
+                raise ValueError(f"unknown loop type {item!r}; choose from {', '.join(_NAMED)} "
+                                 "or give a closed step sequence [(mu, +-1), ...]")
+            specs.append(item)
+            names.append(item)
+        else:
+            steps = tuple((int(m), int(s)) for m, s in item)
+            specs.append(custom_loops([steps], D))
+            names.append("loop" + "".join(f"{'+' if s > 0 else '-'}{m}" for m, s in steps))
+    return specs, names
+
+
+class GradientFlow:
+    """The gradient flow of a loop action with learned, time-dependent coefficients (module
+    docstring).
+
+    Parameters
+    ----------
+    shape : lattice shape ``(L_0, ..., L_{D-1})``
+    N : 1 for U(1), N >= 2 for SU(N)
+    xp : array namespace of the parameters and fields
+    loops : loop types (names or step sequences; see the module docstring)
+    n_t : number of Legendre polynomials in t per loop type
+    n_steps : integration steps over ``t in [0, 1]``
+    scheme : ``"rk3"`` or ``"euler"``
+    theta : initial coefficients ``[n_W, n_t]`` (default zeros: the identity map; see
+        :func:`lattice_ml.flows.trivializing.luscher_coefficients`)
+    memory : ``"states"`` (keep the links of every step for :meth:`vjp`) or ``"constant"``
+        (recover them by inverting the steps)
+    dtype : real dtype of the parameters (``xp.float64`` default); the links set the field dtype
+    """
+
+    def __init__(self, shape: Sequence[int], N: int, xp, *, loops=("plaquette",), n_t: int = 2,
+                 n_steps: int = 8, scheme: str = "rk3", theta=None, memory: str = "states",
+                 dtype=None, device=None, exp_method: str = "auto"):
+        self.shape = tuple(int(L) for L in shape)
+        self.D = len(self.shape)
+        if not isinstance(N, int) or N < 1:
+            raise ValueError(f"N must be a positive integer (1 for U(1)), got {N!r}")
+        self.N = N
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        if not isinstance(n_t, int) or n_t < 1:
+            raise ValueError(f"n_t must be a positive integer, got {n_t!r}")
+        if memory not in ("states", "constant"):
+            raise ValueError(f"memory must be 'states' or 'constant', not {memory!r}")
+        self.scheme, self.n_steps, self.n_t, self.memory = scheme, n_steps, n_t, memory
+        self.exp_method = exp_method
+        specs, self.loop_names = _loop_specs(loops, self.shape)
+        self.loops = specs
+        self.loopsets = resolve_loops(specs, self.D)
+        self.lengths = loop_lengths(self.loopsets, self.shape)
+        self.n_w = len(self.loopsets)
+        self.xp = xp
+        dtype = dtype or xp.float64
+        if theta is None:
+            theta = np.zeros((self.n_w, n_t))
+        theta = np.asarray(to_numpy(theta), dtype=np.float64)
+        if theta.shape != (self.n_w, n_t):
+            raise ValueError(f"theta must have shape [n_W, n_t] = [{self.n_w}, {n_t}], got "
+                             f"{list(theta.shape)}")
+        self.params = {"theta": asarray(theta, xp, dtype=dtype, device=device)}
+
+    def __repr__(self) -> str:
+        return (f"GradientFlow(shape={list(self.shape)}, N={self.N}, loops={self.loop_names}, "
+                f"n_t={self.n_t}, n_steps={self.n_steps}, scheme={self.scheme!r})")
+
+    @property
+    def n_parameters(self) -> int:
+        return self.n_w * self.n_t
+
+    # -- prior ---------------------------------------------------------------------------------
+    def draw_latent(self, rng):
+        """Haar-random links ``[rng.n_chains, D, *shape, N, N]``."""
+        return haar_random(rng, (self.D, *self.shape), self.N)
+
+    def prior_log_prob(self, z):
+        """``log r(z) = 0`` (the normalised Haar measure), ``[batch]``."""
+        xp = namespace(z)
+        return xp.zeros((z.shape[0],), dtype=real_dtype_of(xp, z.dtype), device=device_of(z))
+
+    def _check(self, U, name):
+        want = (self.D, *self.shape, self.N, self.N)
+        if tuple(U.shape[1:]) != want:
+            raise ValueError(f"{name} must have shape [batch, {', '.join(map(str, want))}], got "
+                             f"{tuple(U.shape)}")
+
+    # -- coefficients --------------------------------------------------------------------------
+    def coefficients(self, t: float):
+        """``c_i(t)`` ``[n_W]`` (array of the parameters' namespace)."""
+        xp = self.xp
+        th = self.params["theta"]
+        P = asarray(legendre_basis(t, self.n_t), xp, dtype=th.dtype, device=device_of(th))
+        return xp.sum(th * P[None, :], axis=1)
+
+    def _rho(self, c, scale):
+        return [c[i] * (0.5 * scale) for i in range(self.n_w)]
+
+    # -- one step ------------------------------------------------------------------------------
+    def _step(self, U, t: float, eps: float, keep: bool, total: bool = False):
+        """``(U', dlogJ, record)``; record (with keep) holds what the backward pass needs; with
+        ``total`` it is instead ``E``, the product of the stage exponentials (``U' = E U``)."""
+        xp = namespace(U)
+        sch = SCHEMES[self.scheme]
+        C = casimir(self.N)
+        W = U
+        Zs, stages = [], []
+        Etot = None
+        dlogJ = 0.0
+        for s, alpha in enumerate(sch["alpha"]):
+            ts = t + sch["c"][s] * eps
+            c = self.coefficients(ts)
+            cdt = W.dtype
+            Z, staples = stout_generator(W, [xp.astype(r, real_dtype_of(xp, cdt))
+                                             for r in self._rho(c, eps)], self.loops)
+            w = None
+            if sch["q"][s] != 0.0:
+                w = self._loop_sums(W, staples)
+                div = 0.0
+                for i in range(self.n_w):
+                    div = div - C * self.lengths[i] * c[i] * w[i]
+                dlogJ = dlogJ + sch["q"][s] * eps * div
+            Zs.append(Z)
+            X = Zs[0] * alpha[0]
+            for j in range(1, len(alpha)):
+                X = X + Zs[j] * alpha[j]
+            E = expm_algebra(X, method=self.exp_method)
+            if keep:
+                stages.append({"W": W, "t": ts, "c": c, "staples": staples, "w": w, "X": X,
+                               "E": E})
+            if total:
+                Etot = E if Etot is None else E @ Etot
+            W = E @ W
+        return W, dlogJ, (Etot if total else stages)
+
+    def _loop_sums(self, U, staples):
+        """``w_i`` ``[batch]`` per type: ``(1/n_i) sum_{x,mu} Re Tr(U_mu S_i,mu)``."""
+        xp = namespace(U)
+        out = []
+        axes = tuple(range(1, self.D + 1))
+        for i in range(self.n_w):
+            tot = 0.0
+            for mu in range(self.D):
+                S = staples[mu][i]
+                if S is None:
+                    continue
+                tot = tot + xp.sum(xp.real(trace(link(U, mu) @ S)), axis=axes)
+            out.append(tot / self.lengths[i])
+        return out
+
+    def _step_backward(self, stages, eps, G, g_logJ, g_theta):
+        """Pull ``G`` (cotangent of the step's output links) and ``g_logJ`` ``[batch]`` back
+        through one step; adds to the host array ``g_theta``; returns the input cotangent."""
+        xp = namespace(G)
+        sch = SCHEMES[self.scheme]
+        C = casimir(self.N)
+        n = len(stages)
+        KZ = [None] * n
+        for s in range(n - 1, -1, -1):
+            st = stages[s]
+            E = st["E"]
+            B = dagger(E) @ G
+            KX = expm_pullback(st["X"], B)
+            G = project_algebra(B @ E)
+            for j, a in enumerate(sch["alpha"][s]):
+                KZ[j] = KX * a if KZ[j] is None else KZ[j] + KX * a
+            # the vector field of stage s (its rho = eps c / 2)
+            W, c = st["W"], st["c"]
+            rdt = real_dtype_of(xp, W.dtype)
+            rho = [xp.astype(r, rdt) for r in self._rho(c, eps)]
+            G_s, g_rho = stout_generator_pullback(W, rho, KZ[s], self.loops, st["staples"])
+            G = G + G_s
+            dc = np.array([float(to_numpy(g)) * 0.5 * eps for g in g_rho])
+            if sch["q"][s] != 0.0:
+                k = sch["q"][s] * eps * (-C)
+                # d div / dU: a vector field with weights n_i c_i / 2 (module docstring, (*))
+                rho_div = [xp.astype(c[i] * (0.5 * self.lengths[i]), rdt)
+                           for i in range(self.n_w)]
+                Zd, _ = stout_generator(W, rho_div, self.loops, st["staples"])
+                gl = xp.astype(g_logJ, W.dtype)
+                G = G + (k * gl)[(...,) + (None,) * (Zd.ndim - 1)] * Zd
+                for i in range(self.n_w):
+                    dc[i] += k * self.lengths[i] * float(to_numpy(xp.sum(g_logJ * st["w"][i])))
+            g_theta += dc[:, None] * legendre_basis(st["t"], self.n_t)[None, :]
+        return G
+
+    def _invert_step(self, V, t: float, eps: float, tol: float, max_iter: int = 200):
+        """The links U with ``step(U) = V`` (fixed point ``U <- E(U)^dagger V``) and the step's
+        log-det increment at U. (``E`` from its exponentials, not as ``step(U) U^dagger``:
+        the latter doubles any deviation from unitarity at every iteration.)"""
+        xp = namespace(V)
+        U, _, _ = self._step(V, t + eps, -eps, keep=False)     # integrated back: O(eps^2) guess
+        err = math.inf
+        for it in range(max_iter):
+            _, _, E = self._step(U, t, eps, keep=False, total=True)
+            U_new = dagger(E) @ V
+            prev, err = err, float(xp.max(xp.abs(U_new - U)))
+            U = U_new
+            # converged: the remaining error of a linear contraction, err r / (1 - r), below tol;
+            # or stalled at round-off (no longer contracting, and small)
+            r = err / prev if 0.0 < prev < math.inf else 1.0
+            if err < tol or (r < 1.0 and err * r / (1.0 - r) < tol) or \
+                    (r > 0.9 and err < 1e3 * tol):
+                _, dlogJ, _ = self._step(U, t, eps, keep=False)
+                return U, dlogJ
+        raise RuntimeError(f"inverting a gradient-flow step did not converge in {max_iter} "
+                           f"iterations (last change {err:.2e}); increase n_steps (now "
+                           f"{self.n_steps}) or reduce the coefficients")
+
+    def _tol(self, U):
+        xp = namespace(U)
+        return 50.0 * float(np.finfo(np.float64 if U.dtype == xp.complex128 else
+                                      np.float32).eps)
+
+    # -- maps ----------------------------------------------------------------------------------
+    def _times(self):
+        eps = 1.0 / self.n_steps
+        return eps, [k * eps for k in range(self.n_steps)]
+
+    def forward(self, z):
+        """``(U, logJ)``: the flowed links and ``log|det dU/dz|`` ``[batch]``."""
+        U, logJ, _ = self.forward_cache(z, keep=False)
+        return U, logJ
+
+    def forward_cache(self, z, keep: bool = True):
+        """``(U, logJ, cache)`` for :meth:`vjp`."""
+        self._check(z, "z")
+        xp = namespace(z)
+        eps, times = self._times()
+        logJ = xp.zeros((z.shape[0],), dtype=real_dtype_of(xp, z.dtype), device=device_of(z))
+        states = []
+        U = z
+        for t in times:
+            if keep and self.memory == "states":
+                states.append(U)
+            U, d, _ = self._step(U, t, eps, keep=False)
+            logJ = logJ + d
+        return U, logJ, {"states": states if keep and self.memory == "states" else None,
+                         "out": U}
+
+    def inverse(self, U):
+        """``(z, log|det dz/dU|)`` with ``z`` the latent links of ``U``."""
+        self._check(U, "U")
+        xp = namespace(U)
+        eps, times = self._times()
+        ld = xp.zeros((U.shape[0],), dtype=real_dtype_of(xp, U.dtype), device=device_of(U))
+        tol = self._tol(U)
+        for t in reversed(times):
+            U, d = self._invert_step(U, t, eps, tol)
+            ld = ld - d
+        return U, ld
+
+    def log_prob(self, U):
+        """``log q(U)`` ``[batch]`` (with respect to the normalised Haar measure)."""
+        z, ld = self.inverse(U)
+        return self.prior_log_prob(z) + ld
+
+    def sample(self, rng):
+        """``(U, log q(U))`` for one Haar draw per chain of ``rng``."""
+        z = self.draw_latent(rng)
+        U, logJ = self.forward(z)
+        return U, self.prior_log_prob(z) - logJ
+
+    def vjp(self, cache, gU, glogJ, need_params: bool = True):
+        """Cotangents ``(gz, gparams)`` of ``<gU, U> + <glogJ, logJ>`` (``gU`` an algebra field
+        as in the module docstring, ``glogJ`` ``[batch]``) for ``(U, logJ) = forward(z)``."""
+        eps, times = self._times()
+        g_theta = np.zeros((self.n_w, self.n_t))
+        G = gU
+        U = cache["out"]
+        tol = self._tol(U)
+        for k in range(self.n_steps - 1, -1, -1):
+            if cache["states"] is not None:
+                W = cache["states"][k]
+            else:
+                W, _ = self._invert_step(U, times[k], eps, tol)
+            _, _, stages = self._step(W, times[k], eps, keep=True)
+            G = self._step_backward(stages, eps, G, glogJ, g_theta)
+            U = W
+        if not need_params:
+            return G, None
+        th = self.params["theta"]
+        return G, {"theta": asarray(g_theta, self.xp, dtype=th.dtype, device=device_of(th))}
+
+    # -- parameters ----------------------------------------------------------------------------
+    def params_to_host(self) -> dict:
+        return {"theta": np.array(to_numpy(self.params["theta"]), copy=True)}
+
+    def load_params(self, host: dict, xp=None, dtype=None, device=None) -> None:
+        a = np.asarray(to_numpy(host["theta"]) if isinstance(host, dict) and "theta" in host
+                       else None)
+        if a is None or a.shape != (self.n_w, self.n_t):
+            raise ValueError(f"gradient-flow parameters need 'theta' of shape "
+                             f"[{self.n_w}, {self.n_t}]")
+        th = self.params["theta"]
+        self.params = {"theta": asarray(a, xp or self.xp, dtype=dtype or th.dtype,
+                                        device=device)}
