@@ -151,7 +151,7 @@ def test_pseudofermion_hmc_step_runs_and_refreshes():
 # fermion forces through stout-smeared links
 # ------------------------------------------------------------------------------------------
 def _smeared(xp, N, inner, seed=11, n_chains=1, spread=0.5):
-    from lattice_ml.fermions.smeared import SmearedFermionAction
+    from lattice_ml.fermions.smeared_fermion_action import SmearedFermionAction
     from lattice_ml.smearing import StoutSmearing
     rng = RandomStreams(seed, n_chains, xp)
     U = random_near_identity(rng, (2, 4, 4), N, spread)

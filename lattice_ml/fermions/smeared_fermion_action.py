@@ -1,4 +1,6 @@
-"""Fermion actions on stout-smeared links, with the force through the smearing's backward pass.
+"""Pseudofermion actions on smeared links (``SmearedFermionAction``): a
+:class:`lattice_ml.smearing.SmearedAction` (any action on smeared links) that also draws its
+pseudofermions at the smeared links.
 
 ``SmearedFermionAction(fermion_action, smearing)`` is ``S(U) = S_f[U'(U), phi]`` with
 ``U' = smearing.forward(U)`` (e.g. :class:`lattice_ml.smearing.StoutSmearing`, weights fixed during

@@ -6,8 +6,10 @@ field), is the smearing's backward pass applied to the inner action's force at t
 
     F(U) = smearing.backward(action.force(U'))[0],   U' = smearing.forward(U).
 
-So HMC, its integrators and its multiple time scales take a smeared action like any other: the
-same object later carries fermion actions on smeared links. ``smearing`` is any object with
+So HMC, its integrators and its multiple time scales take a smeared action like any other.
+Pseudofermion actions on smeared links are its subclass
+:class:`lattice_ml.fermions.smeared_fermion_action.SmearedFermionAction`, which adds the
+pseudofermion heatbath (``refresh``) at the smeared links. ``smearing`` is any object with
 ``forward(U) -> U'`` and ``backward(F') -> (F, grad)``, e.g.
 :class:`lattice_ml.smearing.StoutSmearing` (whose weights stay fixed here; training them is the
 caller's business, with ``grad``).
