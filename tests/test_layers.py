@@ -5,11 +5,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# lowest first; a package or module of lattice_ml and its layer
+# lowest first; a package or module of lattice_ml and its layer: one unit per layer, so that an
+# import cycle between two units fails (the order of docs/design.md, checked below)
 LAYERS = [
-    {"backend", "lattice", "dispatch", "optim", "kernels"},
+    {"backend"},
+    {"lattice"},
+    {"dispatch"},
+    {"optim"},
+    {"kernels"},
     {"groups"},
-    {"scalar", "gauge", "smearing", "fermions"},
+    {"scalar"},
+    {"gauge"},
+    {"smearing"},
+    {"fermions"},
     {"flows"},
     {"samplers"},
     {"stats"},
@@ -69,3 +77,20 @@ def test_no_module_imports_a_higher_layer():
             if unit in RANK and RANK[unit] > own:
                 bad.append(f"{path.relative_to(ROOT)}:{line} ({rel[0]}) imports {unit}")
     assert not bad, "imports against the data flow:\n" + "\n".join(bad)
+
+
+def test_design_doc_states_this_order():
+    """The diagram of docs/design.md ("## Layers") lists the units of LAYERS in the same order."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    block = text.split("## Layers", 1)[1].split("```", 2)[1]
+    units = [u.strip() for u in block.replace("\n", " ").split("→")]
+    assert [{u} for u in units] == LAYERS, units
+
+
+def test_a_cycle_between_two_units_would_fail(tmp_path):
+    """The check sees an import of a higher unit from a lower one (here gauge -> fermions)."""
+    mod = tmp_path / "m.py"
+    mod.write_text("from ..fermions import wilson\nfrom lattice_ml.smearing import stout\n")
+    units = [unit for _, unit in _imports(mod, ["gauge"])]
+    assert units == ["fermions", "smearing"]
+    assert all(RANK[u] > RANK["gauge"] for u in units)
