@@ -9,14 +9,20 @@ are plain Python functions compiled with ``numba.njit`` where they are defined (
   (``cuda_*``, plain functions in the template modules, one thread per link) become CUDA kernels.
   Under ``NUMBA_ENABLE_CUDASIM=1`` Numba's simulator runs them as Python.
 
+A *template module* is any module with at least one :func:`device` function: it registers itself
+by being imported, so this module imports none of its clients. The namespace is built from the
+template modules imported so far (and rebuilt when another one has been imported since).
+
 Numba's cache is keyed on each function's own source file; after editing a helper module,
 remove ``kernels/__pycache__/*.nbi`` / ``*.nbc`` so that callers in other modules recompile.
+The recipe for a new kernel is in ``docs/kernels.md`` ("Writing a kernel").
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
 import types
 
 from numba import njit
@@ -46,18 +52,18 @@ def cpu_driver(fn):
     return _njit(fn, parallel=True)
 
 
-def _templates():
-    from . import _gauge_sites, _stout_sites, _su3
-    return (_su3, _gauge_sites, _stout_sites)
+def cuda_namespace() -> types.SimpleNamespace:
+    """Every helper of the template modules imported so far as a CUDA device function, and every
+    ``cuda_*`` driver of those modules as a CUDA kernel (compiled lazily, on the first launch)."""
+    return _cuda_namespace(tuple(_DEVICE_FUNCTIONS))
 
 
 @functools.lru_cache(maxsize=None)
-def cuda_namespace() -> types.SimpleNamespace:
-    """Every helper as a CUDA device function and every ``cuda_*`` driver as a CUDA kernel."""
+def _cuda_namespace(module_names: tuple[str, ...]) -> types.SimpleNamespace:
     from numba import cuda
 
     ns: dict = {"math": math, "cuda": cuda}
-    mods = _templates()
+    mods = [sys.modules[name] for name in module_names]
     for mod in mods:
         ns.update({k: v for k, v in vars(mod).items() if k.isupper()})   # constants
 

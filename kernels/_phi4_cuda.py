@@ -1,4 +1,5 @@
-"""CUDA kernel of the φ⁴ force (see :mod:`.phi4`). ``cuda`` is a module global because Numba's
+"""CUDA kernel of the φ⁴ force (see :mod:`.phi4`): one thread per (chain, site), the body
+:func:`site_force` compiled as a device function. ``cuda`` is a module global because Numba's
 CUDA simulator swaps that global for its fake module while a kernel runs."""
 
 from __future__ import annotations
@@ -7,7 +8,22 @@ import functools
 
 from numba import cuda
 
-from .phi4 import site_force
+
+def site_force(phi, out, n, V, D, ext, a, b, c3):
+    """``out[n] = F`` at flat index ``n`` (batch and site) of the flat field ``phi``."""
+    base = n - n % V
+    s = n - base
+    nb = phi[n] - phi[n]  # zero of the field's dtype
+    stride = V
+    for mu in range(D):
+        L = ext[mu]
+        stride = stride // L
+        x = (s // stride) % L
+        fwd = s + stride if x < L - 1 else s - (L - 1) * stride
+        bwd = s - stride if x > 0 else s + (L - 1) * stride
+        nb = nb + phi[base + fwd] + phi[base + bwd]
+    p = phi[n]
+    out[n] = a * nb + b * p + c3 * (p * p * p)
 
 
 @functools.lru_cache(maxsize=None)

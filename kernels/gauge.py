@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from lattice_ml.dispatch import register
+from ..dispatch import register
 
 from . import _gauge_sites
 from ._build import cuda_namespace

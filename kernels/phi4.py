@@ -54,29 +54,12 @@ def _geometry(phi):
     return sites + (1,) * (4 - len(sites)), len(sites)
 
 
-def site_force(phi, out, n, V, D, ext, a, b, c3):
-    """``out[n] = F`` at flat index ``n`` (batch and site) of the flat field ``phi``."""
-    base = n - n % V
-    s = n - base
-    nb = phi[n] - phi[n]  # zero of the field's dtype
-    stride = V
-    for mu in range(D):
-        L = ext[mu]
-        stride = stride // L
-        x = (s // stride) % L
-        fwd = s + stride if x < L - 1 else s - (L - 1) * stride
-        bwd = s - stride if x > 0 else s + (L - 1) * stride
-        nb = nb + phi[base + fwd] + phi[base + bwd]
-    p = phi[n]
-    out[n] = a * nb + b * p + c3 * (p * p * p)
-
-
 @njit(parallel=True, fastmath=False, cache=False)
 def _force_cpu(p, out, D, a, b, c3):
     """CPU driver on the ``[batch, E0, E1, E2, E3]`` view whose last ``D`` axes are the lattice
     (the leading ones padded with 1, so the innermost loop is a full lattice row): parallel over
     rows, neighbours by comparison instead of the per-site integer divisions of
-    :func:`site_force` (which the one-thread-per-site CUDA kernel uses)."""
+    :func:`._phi4_cuda.site_force` (the body of the one-thread-per-site CUDA kernel)."""
     B, E0, E1, E2, E3 = p.shape
     for row in prange(B * E0 * E1 * E2):
         x2 = row % E2

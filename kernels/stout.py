@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lattice_ml.dispatch import register
+from ..dispatch import register
 
 from . import _stout_sites
 from ._build import cuda_namespace
