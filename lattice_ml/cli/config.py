@@ -511,15 +511,19 @@ _DEFAULT_SOURCES = ("the schema defaults", _DEFAULT_SOURCE)
 
 
 def _apply_theory_defaults(merged: dict, sources: dict) -> None:
-    """Replace the sampler defaults by the theory's own (:data:`~.schema.THEORY_DEFAULTS`) where
-    no user layer (file or ``--set``) set the key."""
+    """Replace the defaults by the theory's own (:data:`~.schema.THEORY_DEFAULTS`; plain keys are
+    sampler keys, dotted ones name their table) where no user layer (file or ``--set``) set the
+    key."""
     theory = merged.get("theory", {})
     sampler = merged.get("sampler")
     name = theory.get("name") if isinstance(theory, dict) else None
     if not isinstance(sampler, dict) or name not in THEORY_DEFAULTS:
         return
     for key, value in THEORY_DEFAULTS[name].items():
-        dotted = f"sampler.{key}"
-        if sources.get(dotted, _DEFAULT_SOURCE) in _DEFAULT_SOURCES:
-            sampler[key] = value
+        section, _, key = key.rpartition(".")
+        section = section or "sampler"
+        dotted = f"{section}.{key}"
+        table = merged.get(section)
+        if isinstance(table, dict) and sources.get(dotted, _DEFAULT_SOURCE) in _DEFAULT_SOURCES:
+            table[key] = value
             sources[dotted] = f"the defaults of theory {name!r}"

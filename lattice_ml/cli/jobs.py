@@ -33,7 +33,7 @@ from ..scalar import (Phi4Action, abs_magnetization, binder_cumulant, magnetizat
                       momentum_space_propagator, phi2, second_moment_correlation_length,
                       susceptibility, two_point_function)
 from ..stats import WindowWarning, gamma_method
-from .rules import gauge_N, has_fermions
+from .rules import flow_kind, flow_loops, gauge_N, has_fermions
 
 __all__ = ["Job", "build_job", "BUILDERS", "summary_entry", "host", "fermion_actions",
            "FLOW_SAMPLERS"]
@@ -186,8 +186,6 @@ def phi4_flow_job(config: dict) -> Job:
     the ESS of 4096 fresh samples.
     """
     from ..backend import namespace_by_name
-    from ..samplers.flow_hmc import FlowHMC
-    from ..samplers.flow_mcmc import FlowMetropolis
     from ..flows import make_phi4_flow
 
     lat, action, description, initial_field, measure, summarize = _phi4_parts(config)
@@ -196,36 +194,116 @@ def phi4_flow_job(config: dict) -> Job:
     flow = make_phi4_flow(lat.shape, xp, n_layers=fl["n_layers"],
                           hidden=[fl["channels"]] * fl["hidden_layers"], kernel=fl["kernel"],
                           seed=run["seed"], dtype=getattr(xp, run["dtype"]))
-    extra: dict = {}
-    if sm["name"] == "flow":
-        sampler = FlowMetropolis(flow, action)
-        to_field = _identity
-    else:
-        sampler = FlowHMC(flow, action, n_steps=sm["n_steps"], tau=sm["tau"],
-                          scheme=sm["integrator"], tau_jitter=sm["tau_jitter"])
-        to_field = sampler.to_field
-        extra = _adaptable(sampler, sm)
+    sampler, to_field, extra = _flow_sampler(flow, action, sm)
 
     def prepare(progress) -> dict:
-        return _train_flow(flow, action, fl, run, xp, progress)
+        return _train_flow(flow, action, fl, run, xp, progress, _coupling_info(fl))
 
     return Job(lat, description, initial_field, sampler,
                lambda z, rng: measure(to_field(z), rng), summarize, prepare=prepare,
                to_field=to_field, frozen_signals=("phi2",), **extra)
 
 
-def _train_flow(flow, action, fl: dict, run: dict, xp, progress) -> dict:
+def _coupling_info(fl: dict) -> dict:
+    return {"kind": "coupling", "n_layers": fl["n_layers"], "channels": fl["channels"],
+            "hidden_layers": fl["hidden_layers"], "kernel": fl["kernel"]}
+
+
+def _flow_sampler(flow, action, sm: dict):
+    """``(sampler, to_field, extra job items)`` of ``sampler.name = flow | flow_hmc``."""
+    from ..samplers.flow_hmc import FlowHMC
+    from ..samplers.flow_mcmc import FlowMetropolis
+
+    if sm["name"] == "flow":
+        return FlowMetropolis(flow, action), _identity, {}
+    sampler = FlowHMC(flow, action, n_steps=sm["n_steps"], tau=sm["tau"],
+                      scheme=sm["integrator"], tau_jitter=sm["tau_jitter"])
+    return sampler, sampler.to_field, _adaptable(sampler, sm)
+
+
+def gauge_flow_job(config: dict) -> Job:
+    """Pure U(1) or SU(N) gauge theory sampled with a flow for gauge fields (``[flow] kind``):
+
+    * ``gradient``: the learned gradient flow of a loop action
+      (:class:`~lattice_ml.flows.GradientFlow`, loops ``flow.loops``, ``flow.n_t`` Legendre
+      polynomials, ``flow.n_steps`` RK3 steps), started at Lüscher's leading-order map and
+      trained by reverse KL;
+    * ``luscher``: Lüscher's leading-order trivialising map (:func:`~lattice_ml.flows.luscher_flow`,
+      no parameters, no training);
+    * ``coupling``: the U(1) plaquette coupling flow in 2D
+      (:func:`~lattice_ml.flows.u1_coupling.make_u1_coupling_flow`).
+
+    For the gradient and Lüscher maps the density error is checked after training
+    (:meth:`~lattice_ml.flows.GradientFlow.step_size_check` on 64 latent fields): above
+    ``flow.max_density_error`` the run fails before sampling. The chains are links (``flow``)
+    or latent links (``flow_hmc``, measured through the flow); they start from a flow sample
+    (``flow``) or from Haar-random latent links (``flow_hmc``), whatever ``sampler.start``.
+    """
+    from ..backend import namespace_by_name
+    from ..flows import luscher_flow
+
+    lat, N, initial_field, measure, summarize = _gauge_parts(config)
+    th, sm, fl, run = config["theory"], config["sampler"], config["flow"], config["run"]
+    xp = namespace_by_name(run["backend"])
+    dtype = getattr(xp, run["dtype"])
+    action = GaugeAction(th["beta"], N, th["action"])
+    kind = flow_kind(config)
+    if kind == "coupling":
+        from ..flows.u1_coupling import make_u1_coupling_flow
+        flow = make_u1_coupling_flow(lat.shape, xp, n_layers=fl["n_layers"],
+                                     hidden=[fl["channels"]] * fl["hidden_layers"],
+                                     kernel=fl["kernel"], seed=run["seed"], dtype=dtype)
+        info = _coupling_info(fl)
+    else:
+        loops = flow_loops(config) if kind == "gradient" else \
+            (("plaquette", "rectangle") if action.c1 else ("plaquette",))
+        n_t = fl["n_t"] if kind == "gradient" else 1
+        flow = luscher_flow(action, lat.shape, xp, loops=loops, n_t=n_t, n_steps=fl["n_steps"],
+                            dtype=dtype)
+        info = {"kind": kind, "loops": list(flow.loop_names), "n_t": n_t,
+                "n_steps": fl["n_steps"]}
+    sampler, to_field, extra = _flow_sampler(flow, action, sm)
+    train = dict(fl, train_steps=0) if kind == "luscher" else fl
+
+    def prepare(progress) -> dict:
+        out = _train_flow(flow, action, train, run, xp, progress, info, ess_samples=256)
+        if kind != "coupling":
+            from ..backend import RandomStreams
+            z = flow.draw_latent(RandomStreams(run["seed"] + 3, 64, xp, dtype=run["dtype"]))
+            check = flow.step_size_check(action, z)
+            out["flow"]["density_error"] = check["rms"]
+            if not check["rms"] <= fl["max_density_error"]:
+                raise FlowTrainingError(
+                    f"the flow's density error (rms change of log w when the step is halved) "
+                    f"is {check['rms']:.3g} > flow.max_density_error = "
+                    f"{fl['max_density_error']:g}: increase flow.n_steps (now {fl['n_steps']})")
+        return out
+
+    def flow_start(rng):
+        # an independence sampler started at the ordered (cold) links would sit at the weight's
+        # maximum: the chains start from a flow sample (flow) or Haar latent links (flow_hmc)
+        return flow.sample(rng)[0] if sm["name"] == "flow" else flow.draw_latent(rng)
+
+    description = {"theory": th["name"], "N": N, "action": th["action"],
+                   "couplings": {"beta": th["beta"]}}
+    return Job(lat, description, flow_start, sampler,
+               lambda z, rng: measure(to_field(z), rng), summarize, N=N, prepare=prepare,
+               to_field=to_field, measure_gauge=gauge_measurements(config),
+               frozen_signals=("plaquette",), **extra)
+
+
+def _train_flow(flow, action, fl: dict, run: dict, xp, progress, info: dict,
+                ess_samples: int = 4096) -> dict:
     """Reverse-KL training of ``flow`` in place, with a progress line; the ``flow`` summary
-    items. A loss that is not finite at the end fails the run (:class:`FlowTrainingError`)."""
+    items (``info`` describes the architecture) with the ESS of ``ess_samples`` fresh samples.
+    A loss that is not finite at the end fails the run (:class:`FlowTrainingError`)."""
     from ..backend import RandomStreams
     from ..flows import FlowTrainer, effective_sample_size
     from ..optim import Adam, cosine_decay
 
     t0 = time.perf_counter()
-    info = {"n_layers": fl["n_layers"], "channels": fl["channels"],
-            "hidden_layers": fl["hidden_layers"], "kernel": fl["kernel"],
-            "n_parameters": flow.n_parameters, "train_steps": fl["train_steps"],
-            "batch_size": fl["batch_size"], "lr": fl["lr"]}
+    info = dict(info, n_parameters=flow.n_parameters, train_steps=fl["train_steps"],
+                batch_size=fl["batch_size"], lr=fl["lr"])
     if fl["train_steps"]:
         trainer = FlowTrainer(flow, action, Adam(cosine_decay(fl["lr"], fl["train_steps"],
                                                               fl["lr"] / 100)),
@@ -244,9 +322,10 @@ def _train_flow(flow, action, fl: dict, run: dict, xp, progress) -> dict:
         info["skipped_steps"] = trainer.skipped
     info["train_seconds"] = time.perf_counter() - t0
     lw = []
-    rng = RandomStreams(run["seed"] + 2, 512, xp, dtype=run["dtype"])
+    chunk = min(512, ess_samples)
+    rng = RandomStreams(run["seed"] + 2, chunk, xp, dtype=run["dtype"])
     with np.errstate(all="ignore"):
-        for _ in range(8):
+        for _ in range(ess_samples // chunk):
             x, logq = flow.sample(rng)
             lw.append(host(-action.action(x) - logq))
     lw = np.concatenate(lw)
@@ -490,8 +569,8 @@ theory with ``fermion != "none"``: :func:`fermion_job`)."""
 def build_job(config: dict) -> Job:
     """The :class:`Job` of a validated configuration."""
     name = config["theory"]["name"]
-    if name == "phi4" and config["sampler"]["name"] in FLOW_SAMPLERS:
-        return phi4_flow_job(config)
+    if config["sampler"]["name"] in FLOW_SAMPLERS:
+        return phi4_flow_job(config) if name == "phi4" else gauge_flow_job(config)
     if has_fermions(config):
         return fermion_job(config)
     return BUILDERS[name](config)

@@ -21,7 +21,8 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["GAUGE_N", "gauge_N", "dimension", "has_fermions", "min_samples", "check_backend",
-           "check_kernel_mode", "read_start_links"]
+           "check_kernel_mode", "read_start_links", "flow_kind", "flow_loops",
+           "GRADIENT_FLOW_LOOPS"]
 
 GAUGE_N = {"u1": 1, "su2": 2, "su3": 3, "schwinger": 1}
 """Colours of the gauge group of each gauge theory name (``suN`` reads ``theory.N``)."""
@@ -75,10 +76,10 @@ def gauge_rules(c: dict) -> None:
     """Pure gauge theories and the gauge part of the theories with fermions."""
     th, sm = c["theory"], c["sampler"]
     fermions = has_fermions(c)
-    if sm["name"] in ("flow", "flow_hmc"):
-        raise ConfigError("sampler.name", f"the flow samplers are implemented for "
-                          f"theory.name = 'phi4' only, not {th['name']!r} (use 'hmc'"
-                          + ("" if fermions else " or 'heatbath'") + ")")
+    if sm["name"] in ("flow", "flow_hmc") and fermions:
+        raise ConfigError("sampler.name", f"the flow samplers are implemented for φ⁴ and pure "
+                          f"gauge theories, not with fermions ({th['name']!r}, fermion = "
+                          f"{th['fermion']!r}); use 'hmc'")
     if sm["name"] == "heatbath":
         if fermions:
             raise ConfigError("sampler.name", "dynamical fermions need sampler.name = 'hmc' "
@@ -154,10 +155,53 @@ def sampler_rules(c: dict) -> None:
                           f"below sampler.target_acceptance = {sm['target_acceptance']:g}")
 
 
+GRADIENT_FLOW_LOOPS = ("plaquette", "rectangle", "chair", "polyakov")
+
+
+def flow_kind(config: dict) -> str:
+    """``flow.kind`` with ``auto`` resolved: ``coupling`` for φ⁴, ``gradient`` for gauge fields."""
+    kind = config["flow"]["kind"]
+    if kind == "auto":
+        return "coupling" if config["theory"]["name"] == "phi4" else "gradient"
+    return kind
+
+
+def flow_loops(config: dict) -> tuple[str, ...]:
+    """The loop types of ``flow.loops`` (comma- or space-separated names)."""
+    words = config["flow"]["loops"].replace(",", " ").split()
+    bad = [w for w in words if w not in GRADIENT_FLOW_LOOPS]
+    if bad or not words:
+        raise ConfigError("flow.loops", f"loop types are {', '.join(GRADIENT_FLOW_LOOPS)} "
+                          f"(comma-separated), got {config['flow']['loops']!r}")
+    if "chair" in words and dimension(config) < 3:
+        raise ConfigError("flow.loops", "chair loops need at least three dimensions")
+    if len(set(words)) != len(words):
+        raise ConfigError("flow.loops", f"a loop type is named twice: {config['flow']['loops']!r}")
+    return tuple(words)
+
+
 def flow_rules(c: dict) -> None:
     if c["sampler"]["name"] not in ("flow", "flow_hmc"):
         return
-    k, shape = c["flow"]["kernel"], c["lattice"]["shape"]
+    kind, name, shape = flow_kind(c), c["theory"]["name"], c["lattice"]["shape"]
+    if name == "phi4" and kind != "coupling":
+        raise ConfigError("flow.kind", f"{kind!r} is a flow for gauge fields; φ⁴ uses "
+                          "flow.kind = 'coupling' (or 'auto')")
+    if name != "phi4" and kind == "coupling":
+        if gauge_N(c) != 1 or len(shape) != 2:
+            raise ConfigError("flow.kind", "the coupling flow for gauge fields is the U(1) "
+                              "plaquette coupling flow in two dimensions; use 'gradient' or "
+                              "'luscher'")
+        if any(L % 4 for L in shape):
+            raise ConfigError("lattice.shape", f"the U(1) coupling flow needs extents that are "
+                              f"multiples of 4, got {list(shape)}")
+    if name != "phi4" and c["run"]["start_file"]:
+        raise ConfigError("run.start_file", "the flow samplers start from a flow sample (flow) "
+                          "or from Haar-random latent links (flow_hmc), not from a file")
+    if kind in ("gradient", "luscher"):
+        flow_loops(c)
+        return
+    k = c["flow"]["kernel"]
     if k % 2 != 1:
         raise ConfigError("flow.kernel", f"the kernel size must be odd, got {k}")
     if k // 2 > min(shape):

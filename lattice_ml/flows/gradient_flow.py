@@ -450,6 +450,31 @@ class GradientFlow:
         th = self.params["theta"]
         return G, {"theta": asarray(g_theta, self.xp, dtype=th.dtype, device=device_of(th))}
 
+    def with_n_steps(self, n_steps: int) -> "GradientFlow":
+        """The same flow (same parameters, shared) integrated with ``n_steps`` steps."""
+        new = object.__new__(GradientFlow)
+        new.__dict__.update(self.__dict__)
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        new.n_steps = n_steps
+        return new
+
+    def step_size_check(self, action, z) -> dict:
+        """The change of the log-weights ``log w = -S(U) - log q(U)`` of the latent links ``z``
+        when the step is halved: ``{"rms": ..., "max": ...}`` over the batch (host floats).
+
+        The map and its log-det both carry an ``O(eps^3)`` integration error (rk3); the density
+        error of the samples, which biases a Metropolis test by about ``-cov(O, delta)``, is of
+        the size of this change. Below 0.01 the bias is below 1 % of the statistical error of
+        any observable for up to ``10^4`` independent samples."""
+        out = []
+        for flow in (self, self.with_n_steps(2 * self.n_steps)):
+            U, lj = flow.forward(z)
+            out.append(to_numpy(-action.action(U) + lj))
+        d = np.asarray(out[0], dtype=np.float64) - np.asarray(out[1], dtype=np.float64)
+        d = d - d.mean()            # a constant shift of log w changes nothing
+        return {"rms": float(np.sqrt(np.mean(d * d))), "max": float(np.max(np.abs(d)))}
+
     # -- parameters ----------------------------------------------------------------------------
     def params_to_host(self) -> dict:
         return {"theta": np.array(to_numpy(self.params["theta"]), copy=True)}

@@ -1,0 +1,219 @@
+"""Gradient flows for gauge fields: ESS against parameters and training time, step-size
+dependence, flow MCMC against HMC.
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py su3_2d [--L 16] [--beta 4 5 6]
+        [--train-steps 100] [--batch 16] [--ess-samples 512] [--loops small|large]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py u1_2d [--L 8] [--beta 2]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py stepsize [--L 8] [--beta 4]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py su3_4d [--L 4] [--beta 6]
+
+``su3_2d``: 2D SU(3), Wilson action (the table of Bacchio, Kessel, Schaefer & Vaitl, PRD 107
+(2023) L051504): for each beta the ESS of the identity map, of Lüscher's leading-order map
+(zero parameters) and of the learned gradient flow started there and trained by reverse KL with
+Adam for ``--train-steps`` steps, with parameters, training wall time and the step-size check of
+:meth:`GradientFlow.step_size_check`. ``--loops small``: plaquette, 1x2 rectangle, 2x2 square,
+1x3 rectangle (n_t = 2: 8 parameters); ``large``: also both Polyakov loops and the 2x3 rectangle
+(n_t = 3: 21 parameters).
+
+``u1_2d``: the same for 2D U(1) (tutorial point L = 8, beta = 2), with flow-Metropolis
+acceptance, plaquette and chi_t against the exact values.
+
+``stepsize``: ESS, acceptance and the plaquette of flow Metropolis at n_steps = 2, 4, 8, 16 with
+the same parameters: the integration error against the statistical error.
+
+``su3_4d``: 4D SU(3) (L^4, beta = 6): identity, leading order and a learned flow (plaquette,
+rectangle, chair), ESS and flow-Metropolis acceptance and plaquette: the machinery in 4D.
+
+Writes ``benchmarks/results/gauge-flows-<what>-numpy-*.json``; machine and command are recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness import print_table, record  # noqa: E402
+
+from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy  # noqa: E402
+from lattice_ml.flows import FlowTrainer, effective_sample_size  # noqa: E402
+from lattice_ml.flows.trivializing import luscher_flow  # noqa: E402
+from lattice_ml.gauge import GaugeAction  # noqa: E402
+from lattice_ml.gauge.observables import average_plaquette, topological_charge_2d  # noqa: E402
+from lattice_ml.optim import Adam  # noqa: E402
+from lattice_ml.samplers.flow_mcmc import FlowMetropolis  # noqa: E402
+from lattice_ml.stats import gamma_method  # noqa: E402
+
+XP = namespace_by_name("numpy")
+SQUARE_2x2 = [(0, 1), (0, 1), (1, 1), (1, 1), (0, -1), (0, -1), (1, -1), (1, -1)]
+RECT_1x3 = [(0, 1), (0, 1), (0, 1), (1, 1), (0, -1), (0, -1), (0, -1), (1, -1)]
+RECT_2x3 = [(0, 1), (0, 1), (0, 1), (1, 1), (1, 1), (0, -1), (0, -1), (0, -1), (1, -1), (1, -1)]
+LOOP_SETS = {"small": (("plaquette", "rectangle", SQUARE_2x2, RECT_1x3), 2),
+             "large": (("plaquette", "rectangle", SQUARE_2x2, RECT_1x3, RECT_2x3, "polyakov"), 3),
+             "plaquette": (("plaquette",), 1)}
+
+
+def ess_of(flow, action, n, seed, chunk=128):
+    lw = []
+    rng = RandomStreams(seed, min(chunk, n), XP)
+    while sum(map(len, lw)) < n:
+        U, logq = flow.sample(rng)
+        lw.append(to_numpy(-action.action(U) - logq))
+    lw = np.concatenate(lw)[:n]
+    return effective_sample_size(lw), lw
+
+
+def train(flow, action, steps, batch, lr, seed):
+    tr = FlowTrainer(flow, action, Adam(lr), batch_size=batch, seed=seed, max_grad_norm=10.0)
+    t0 = time.perf_counter()
+    for k in range(steps):
+        rec = tr.step()
+        if k % max(1, steps // 10) == 0:
+            print(f"    step {k:4d}  loss {rec['loss']:.3f}  ess {rec['ess']:.3f}", flush=True)
+    return time.perf_counter() - t0, tr.history
+
+
+def run_table(N, L, betas, args, name):
+    loops, n_t = LOOP_SETS[args.loops]
+    rows = []
+    for beta in betas:
+        action = GaugeAction(beta, N)
+        ident = luscher_flow(action, (L, L), XP, n_steps=args.n_steps)
+        ident.load_params({"theta": np.zeros((1, 1))})
+        lo = luscher_flow(action, (L, L), XP, n_steps=args.n_steps)
+        learned = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps)
+        row = {"beta": beta, "L": L}
+        row["ess_identity"], _ = ess_of(ident, action, args.ess_samples, 1)
+        t0 = time.perf_counter()
+        row["ess_luscher_lo"], _ = ess_of(lo, action, args.ess_samples, 2)
+        row["sample_s_per_cfg"] = (time.perf_counter() - t0) / args.ess_samples
+        print(f"beta {beta}: identity {row['ess_identity']:.3f}  Lüscher LO "
+              f"{row['ess_luscher_lo']:.3f}; training {learned.n_parameters} parameters",
+              flush=True)
+        wall, hist = train(learned, action, args.train_steps, args.batch, args.lr, 3)
+        row["parameters"] = learned.n_parameters
+        row["train_steps"] = args.train_steps
+        row["train_batch"] = args.batch
+        row["train_s"] = wall
+        row["ess_learned"], _ = ess_of(learned, action, args.ess_samples, 4)
+        z = learned.draw_latent(RandomStreams(5, 64, XP))
+        row["step_check_rms"] = learned.step_size_check(action, z)["rms"]
+        row["theta"] = learned.params_to_host()["theta"].tolist()
+        rows.append(row)
+        print_table([row], ["beta", "ess_identity", "ess_luscher_lo", "parameters",
+                            "ess_learned", "train_s", "step_check_rms"])
+    return rows
+
+
+def su3_2d(args):
+    rows = run_table(3, args.L, args.beta or [4.0, 5.0, 6.0], args, "su3_2d")
+    path = record("gauge-flows-su3-2d", rows, "numpy",
+                  {"loops": args.loops, "n_steps": args.n_steps, "lr": args.lr,
+                   "published_ess_16x16": {"luscher_nl_8": [0.42, 0.04, 0.01],
+                                           "gradient_flow_14": [0.91, 0.65, 0.26],
+                                           "gradient_flow_420": [0.98, 0.88, 0.70]}})
+    print(path)
+
+
+def u1_2d(args):
+    from gauge_exact import u1_plaquette, u1_topological_susceptibility
+    rows = run_table(1, args.L, args.beta or [2.0], args, "u1_2d")
+    for row in rows:
+        beta, L = row["beta"], row["L"]
+        action = GaugeAction(beta, 1)
+        loops, n_t = LOOP_SETS[args.loops]
+        flow = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps)
+        flow.load_params({"theta": np.array(row["theta"])})
+        sampler = FlowMetropolis(flow, action)
+        obs = {"plaquette": average_plaquette, "Q2": lambda U: topological_charge_2d(U) ** 2}
+        _, hist = sampler.run(RandomStreams(6, 16, XP), args.mcmc_updates, obs)
+        row.update(sampler.summary(hist))
+        for k, exact in (("plaquette", u1_plaquette(beta, L * L)),
+                         ("Q2", L * L * u1_topological_susceptibility(beta, L * L))):
+            r = gamma_method(np.stack([to_numpy(h) for h in hist[k]], axis=1)[:, 10:])
+            row[k] = r.value
+            row[k + "_error"] = r.error
+            row[k + "_exact"] = exact
+            row[k + "_tau_int"] = r.tau_int
+        print_table([row], ["beta", "acceptance", "ess", "plaquette", "plaquette_error",
+                            "plaquette_exact", "Q2", "Q2_error", "Q2_exact"])
+    print(record("gauge-flows-u1-2d", rows, "numpy", {"loops": args.loops,
+                                                      "n_steps": args.n_steps}))
+
+
+def stepsize(args):
+    beta, L = args.beta[0] if args.beta else 4.0, args.L
+    action = GaugeAction(beta, 3)
+    rows = []
+    for n in (2, 4, 8, 16):
+        flow = luscher_flow(action, (L, L), XP, n_steps=n)
+        sampler = FlowMetropolis(flow, action)
+        _, hist = sampler.run(RandomStreams(7, 16, XP), args.mcmc_updates,
+                              {"plaquette": average_plaquette})
+        r = gamma_method(np.stack([to_numpy(h) for h in hist["plaquette"]], axis=1)[:, 10:])
+        z = flow.draw_latent(RandomStreams(5, 64, XP))
+        rows.append({"n_steps": n, **sampler.summary(hist), "plaquette": r.value,
+                     "error": r.error, "step_check_rms": flow.step_size_check(action, z)["rms"]})
+        print_table(rows[-1:], ["n_steps", "acceptance", "ess", "plaquette", "error",
+                                "step_check_rms"])
+    print(record("gauge-flows-stepsize", rows, "numpy", {"beta": beta, "L": L, "N": 3}))
+
+
+def su3_4d(args):
+    """4D SU(3), Wilson action: identity, Lüscher LO and a learned flow (plaquette, rectangle,
+    chair; n_t = 2) on an L^4 lattice, with flow Metropolis acceptance and plaquette."""
+    L, beta = args.L, (args.beta or [6.0])[0]
+    action = GaugeAction(beta, 3)
+    shape = (L,) * 4
+    rows = []
+    for name, loops, n_t, steps in (("identity", ("plaquette",), 1, 0),
+                                    ("luscher_lo", ("plaquette",), 1, 0),
+                                    ("learned", ("plaquette", "rectangle", "chair"), 2,
+                                     args.train_steps)):
+        flow = luscher_flow(action, shape, XP, loops=loops, n_t=n_t, n_steps=args.n_steps)
+        if name == "identity":
+            flow.load_params({"theta": np.zeros((1, 1))})
+        wall = 0.0
+        if steps:
+            wall, _ = train(flow, action, steps, args.batch, args.lr, 3)
+        ess, _ = ess_of(flow, action, args.ess_samples, 4, chunk=64)
+        sampler = FlowMetropolis(flow, action)
+        _, hist = sampler.run(RandomStreams(6, 8, XP), args.mcmc_updates,
+                              {"plaquette": average_plaquette})
+        r = gamma_method(np.stack([to_numpy(h) for h in hist["plaquette"]], axis=1)[:, 5:])
+        z = flow.draw_latent(RandomStreams(5, 16, XP))
+        rows.append({"flow": name, "parameters": flow.n_parameters if name != "identity" else 0,
+                     "train_steps": steps, "train_s": wall, "ess": ess,
+                     "acceptance": sampler.summary(hist)["acceptance"], "plaquette": r.value,
+                     "error": r.error, "step_check_rms": flow.step_size_check(action, z)["rms"]})
+        print_table(rows[-1:], ["flow", "parameters", "train_s", "ess", "acceptance",
+                                "plaquette", "error", "step_check_rms"])
+    print(record("gauge-flows-su3-4d", rows, "numpy", {"beta": beta, "L": L,
+                                                       "n_steps": args.n_steps}))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("what", choices=["su3_2d", "u1_2d", "stepsize", "su3_4d"])
+    p.add_argument("--L", type=int, default=16)
+    p.add_argument("--beta", type=float, nargs="*")
+    p.add_argument("--n-steps", type=int, default=8)
+    p.add_argument("--train-steps", type=int, default=100)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--ess-samples", type=int, default=512)
+    p.add_argument("--mcmc-updates", type=int, default=300)
+    p.add_argument("--loops", choices=sorted(LOOP_SETS), default="small")
+    args = p.parse_args(argv)
+    {"su3_2d": su3_2d, "u1_2d": u1_2d, "stepsize": stepsize, "su3_4d": su3_4d}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

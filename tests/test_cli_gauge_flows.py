@@ -1,0 +1,103 @@
+"""`lattice-ml run` with flows for gauge fields: sampler.name = flow | flow_hmc on u1/su2/su3/suN
+with [flow] kind = gradient | luscher | coupling; exact 2D plaquettes, summary fields, refusals."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gauge_exact import sun_plaquette, u1_plaquette  # noqa: E402
+
+from lattice_ml.cli.main import main  # noqa: E402
+
+
+def _run(tmp_path, name, *sets):
+    out = tmp_path / name
+    args = ["run", "--out", str(out), "--set", "run.progress=never"]
+    for s in sets:
+        args += ["--set", s]
+    return main(args), out
+
+
+def _summary(out):
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("theory,beta,exact", [
+    ("u1", 1.0, lambda: u1_plaquette(1.0, 16)),
+    ("su2", 2.0, lambda: sun_plaquette(2.0, 2)),
+])
+def test_luscher_flow_metropolis_gives_the_exact_2d_plaquette(tmp_path, theory, beta, exact):
+    code, out = _run(tmp_path, theory, f"theory.name={theory}", f"theory.beta={beta}",
+                     "lattice.shape=[4,4]", "sampler.name=flow", "flow.kind=luscher",
+                     "sampler.n_chains=8", "sampler.n_therm=5", "sampler.n_samples=60")
+    assert code == 0
+    s = _summary(out)
+    assert s["sampler"] == "flow" and s["flow"]["kind"] == "luscher"
+    assert s["flow"]["n_parameters"] == 1 and s["flow"]["train_steps"] == 0
+    assert 0 < s["ess"] <= 1 and s["acceptance"] > 0.3
+    assert s["flow"]["density_error"] < 0.01
+    P = s["observables"]["plaquette"]
+    assert abs(P["mean"] - exact()) < 4 * P["error"], (P, exact())
+    if theory == "u1":
+        assert "topological_susceptibility" in s["observables"]
+
+
+def test_gradient_flow_hmc_for_su3_trains_and_reports(tmp_path):
+    code, out = _run(tmp_path, "su3", "theory.name=su3", "theory.beta=3.0",
+                     "lattice.shape=[4,4]", "sampler.name=flow_hmc", "flow.kind=gradient",
+                     "flow.loops='plaquette,rectangle'", "flow.n_t=2", "flow.n_steps=3",
+                     "flow.train_steps=3", "flow.batch_size=4", "sampler.n_chains=2",
+                     "sampler.n_therm=2", "sampler.n_samples=20", "sampler.n_steps=4",
+                     "sampler.adapt_steps=false", "sampler.min_acceptance=0.05")
+    assert code == 0
+    s = _summary(out)
+    assert s["flow"]["kind"] == "gradient" and s["flow"]["n_parameters"] == 4
+    assert s["flow"]["loops"] == ["plaquette", "rectangle"] and s["flow"]["train_steps"] == 3
+    assert np.isfinite(s["flow"]["final_loss"]) and s["train_seconds"] > 0
+    assert s["integrator"] and 0 < s["acceptance"] <= 1
+    assert 0 < s["observables"]["plaquette"]["mean"] < 1
+
+
+def test_u1_coupling_flow_runs_from_the_command(tmp_path):
+    code, out = _run(tmp_path, "cpl", "theory.name=u1", "theory.beta=1.0", "lattice.shape=[4,4]",
+                     "sampler.name=flow", "flow.kind=coupling", "flow.n_layers=4",
+                     "flow.channels=4", "flow.hidden_layers=1", "flow.train_steps=5",
+                     "flow.batch_size=8", "sampler.n_chains=4", "sampler.n_therm=5",
+                     "sampler.n_samples=40", "sampler.min_acceptance=0.01")
+    assert code == 0
+    s = _summary(out)
+    assert s["flow"]["kind"] == "coupling" and s["flow"]["n_layers"] == 4
+    assert 0 < s["ess"] <= 1
+
+
+def test_too_coarse_a_step_fails_before_sampling(tmp_path, capsys):
+    code, out = _run(tmp_path, "coarse", "theory.name=su3", "theory.beta=6.0",
+                     "lattice.shape=[4,4]", "sampler.name=flow", "flow.kind=luscher",
+                     "flow.n_steps=1", "flow.max_density_error=1e-6", "sampler.n_chains=2",
+                     "sampler.n_therm=2", "sampler.n_samples=20")
+    assert code != 0
+    assert "flow.n_steps" in capsys.readouterr().err
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("sets,key", [
+    (["theory.name=phi4", "flow.kind=gradient"], "flow.kind"),
+    (["theory.name=su3", "flow.kind=coupling"], "flow.kind"),
+    (["theory.name=u1", "flow.kind=coupling", "lattice.shape=[6,6]"], "lattice.shape"),
+    (["theory.name=su2", "flow.loops='plaquette,chair'"], "flow.loops"),
+    (["theory.name=su2", "flow.loops='hexagon'"], "flow.loops"),
+    (["theory.name=schwinger"], "sampler.name"),
+    (["theory.name=su2", "run.start_file='cfg.h5'"], "run.start_file"),
+])
+def test_invalid_gauge_flow_configs_are_refused_before_any_write(tmp_path, capsys, sets, key):
+    out = tmp_path / "bad"
+    args = ["run", "--out", str(out), "--set", "sampler.name=flow", "--set", "lattice.shape=[4,4]"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 2
+    assert key in capsys.readouterr().err
+    assert not out.exists()
