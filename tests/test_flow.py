@@ -437,36 +437,55 @@ def step_size_study(U, t_max, target):
     return np.array(out)  # [eps, quantity, batch]
 
 
-def test_t0_independent_of_step_size_on_hmc_configuration():
-    """SU(3) Wilson, beta = 5.7, 4^4, 30 HMC trajectories from a hot start. On a 4^4 lattice
-    t^2 E need not reach 0.3 at all (for another seed t^2 E_clover saturated near 0.13: the flow
-    radius sqrt(8t) exceeds L), so the target here is 0.1. The RK3 error of t0 and w0 falls by
-    about 8 (measured 7.5-8.6) when eps halves, and at eps = 0.02 it is below 1e-6 t0."""
-    U = hmc_configuration(3, (4, 4, 4, 4), 5.7, 30, seed=11)
-    assert 0.5 < float(to_numpy(average_plaquette(U))[0]) < 0.6
-    vals = step_size_study(U, 1.2, 0.1)[:, :, 0]        # [eps, (t0 clover, t0 plaq, w0)]
+def assert_third_order_and_converged(vals):
+    """Bands from the theory of the integrator, for ``vals[eps, quantity, chain]`` at
+    eps = 0.04, 0.02, 0.01 (step_size_study).
+
+    * Convergence order: RK3 has a global error ``C eps^3 (1 + O(eps))``, so the differences
+      ``d1 = v(0.04) - v(0.02)`` and ``d2 = v(0.02) - v(0.01)`` have the ratio ``2^p`` with
+      ``p = 3 + O(eps)``. One chain's ``C`` can nearly vanish (the error of t0 is a sum of
+      contributions of both signs), so the ratio is pooled over the chains,
+      ``p = log2(sum |d1| / sum |d2|)``, and must round to 3: ``2.5 < p < 3.5`` separates third
+      order from second and fourth.
+    * Error estimate: Richardson with ``p = 3`` gives the error of ``v(0.02)`` as
+      ``8 d2 / 7``; it must be below 1% of the ensemble's statistical error of the mean
+      (``std / sqrt(n_chains)``), i.e. eps = 0.02 is step-size independent for any use of
+      these t0, w0."""
     d1, d2 = vals[0] - vals[1], vals[1] - vals[2]
-    assert np.all(np.abs(d2) < 1e-5 * vals[2]), (vals, d2)
-    assert np.all((5 < d1 / d2) & (d1 / d2 < 12)), (d1, d2)
+    p = np.log2(np.abs(d1).sum(axis=-1) / np.abs(d2).sum(axis=-1))
+    assert np.all((2.5 < p) & (p < 3.5)), (p, d1, d2)
+    n = vals.shape[-1]
+    stat = vals[2].std(axis=-1, ddof=1) / math.sqrt(n)
+    err = np.abs(8 * d2 / 7).max(axis=-1)
+    assert np.all(err < 0.01 * stat), (err, stat)
+
+
+def test_t0_independent_of_step_size_on_hmc_configuration():
+    """SU(3) Wilson, beta = 5.7, 4^4, 4 chains of 30 HMC trajectories from a hot start. On a 4^4
+    lattice t^2 E need not reach 0.3 at all (for another seed t^2 E_clover saturated near 0.13:
+    the flow radius sqrt(8t) exceeds L), so the target here is 0.1 (reached at t ~ 0.25).
+    t0 (clover and plaquette) and w0 at three step sizes: third order and converged
+    (:func:`assert_third_order_and_converged`)."""
+    U = hmc_configuration(3, (4, 4, 4, 4), 5.7, 30, seed=11, n_chains=4)
+    vals = step_size_study(U, 0.6, 0.1)                 # [eps, (t0 clover, t0 plaq, w0), chain]
+    assert_third_order_and_converged(vals)
 
 
 @pytest.mark.slow
-def test_t0_at_beta_6_and_charge_near_integer_after_flow():
+def test_t0_at_beta_6_and_charge_settles_under_flow():
     """SU(3) Wilson, beta = 6.0, 6^4, 4 chains of 50 HMC trajectories (plaquette ~ 0.586).
-    t^2 E_clover reaches 0.3 (at t ~ 1.2-1.8, far below the infinite-volume t0/a^2 ~ 2.8: the
-    box is only L ~ 0.55 fm), t0 is step-size independent (observed: t0 = 1.2005, 1.3125 change
-    by 3.5e-7 from eps = 0.02 to 0.01, ratios 8.4-9.2 to the 0.04 -> 0.02 changes), and after flowing to t = 4 every
-    chain's clover charge has settled within 0.2 of an integer (observed: 0.00, 0.01, 0.00,
-    -0.87: the remaining deviation of the Q = -1 chain is the O(a^2/rho^2) clover error of a
-    small instanton on a coarse lattice, cf. the constant-flux test in test_topology.py)."""
+    t^2 E_clover reaches 0.3 (at t ~ 1.0-1.3, far below the infinite-volume t0/a^2 ~ 2.8: the
+    box is only L ~ 0.55 fm); on the first two chains t d/dt t^2 E reaches 0.3 before t = 2 as
+    well, and t0, w0 at three step sizes are third order and converged
+    (:func:`assert_third_order_and_converged`). The clover charge settles under the flow: the UV
+    fluctuations are damped, so its changes over unit flow times shrink from t = 1 to t = 4 on
+    every chain. (Its distance from an integer is not bounded by a number: a small instanton
+    on this coarse lattice keeps an O(a^2/rho^2) deficit, observed Q = -0.87 at t = 4, and
+    shrinks through the lattice under longer flow.)"""
     U = hmc_configuration(3, (6, 6, 6, 6), 6.0, 50, seed=21, n_chains=4)
-    P = to_numpy(average_plaquette(U))
-    assert np.all((0.57 < P) & (P < 0.61)), P
     vals = step_size_study(U[:2, ...], 2.0, 0.3)        # [eps, quantity, chain]
-    d1, d2 = vals[0] - vals[1], vals[1] - vals[2]
-    assert np.all(np.abs(d2) < 1e-5 * vals[2]), (vals, d2)
-    assert np.all((4 < d1 / d2) & (d1 / d2 < 14)), (d1, d2)
+    assert_third_order_and_converged(vals)
     res = wilson_flow(U, 4.0, 0.04, measure_every=25, observables=["topological_charge"])
     Q = to_numpy(res.observables["topological_charge"])     # t = 0, 1, 2, 3, 4
-    assert np.all(np.abs(Q[:, -1] - np.round(Q[:, -1])) < 0.2), Q
-    assert np.all(np.abs(Q[:, -1] - Q[:, -2]) < 0.05), Q
+    steps = np.abs(np.diff(Q[:, 1:], axis=1))               # |Q(t+1) - Q(t)|, t = 1, 2, 3
+    assert np.all(np.diff(steps, axis=1) < 0), Q
