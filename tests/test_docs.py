@@ -76,7 +76,8 @@ CHECKS = {"docs/getting-started.md": _getting_started, "docs/fermions.md": _ferm
 @pytest.mark.parametrize("doc", ["README.md", "docs/getting-started.md", "docs/smearing.md",
                                  "docs/training.md", "docs/fermions.md", "docs/gauge.md",
                                  "docs/flows.md", "docs/io.md", "docs/kernels.md",
-                                 "docs/statistics.md"])
+                                 "docs/statistics.md", "docs/gauge_flows.md",
+                                 "docs/gauge_flows_coupling.md"])
 def test_python_examples_run(doc, tmp_path, monkeypatch):
     path = ROOT / doc
     if not path.exists():
