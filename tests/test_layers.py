@@ -12,6 +12,7 @@ LAYERS = [
     {"lattice"},
     {"dispatch"},
     {"optim"},
+    {"stats"},
     {"kernels"},
     {"groups"},
     {"scalar"},
@@ -20,7 +21,6 @@ LAYERS = [
     {"fermions"},
     {"flows"},
     {"samplers"},
-    {"stats"},
     {"io"},
     {"cli"},
 ]

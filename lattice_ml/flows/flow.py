@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..backend import asarray, namespace, to_numpy
+from ..stats import effective_sample_size  # noqa: F401  (the one ESS, re-exported)
 from .coupling import AffineCoupling, ConvNet, checkerboard_mask, stripe_mask
 
 __all__ = ["Flow", "make_phi4_flow", "prior_log_prob", "effective_sample_size"]
@@ -30,20 +31,6 @@ def prior_log_prob(z):
     xp = namespace(z)
     V = math.prod(z.shape[1:])
     return -0.5 * xp.sum(z * z, axis=tuple(range(1, z.ndim))) - 0.5 * V * math.log(2 * math.pi)
-
-
-def effective_sample_size(log_weights) -> float:
-    """ESS per configuration ``(sum w)^2 / (N sum w^2)`` of log-weights ``log w`` ``[N]``
-    (host NumPy, computed with ``w = exp(log w - max log w)``), e.g. ``log w = -S(x) - log q(x)``
-    for ``x ~ q``. Same formula as :func:`lattice_ml.stats.effective_sample_size` (the flows layer
-    does not import the statistics layer). NaN entries give NaN."""
-    lw = np.asarray(to_numpy(log_weights), dtype=np.float64).ravel()
-    if lw.size == 0:
-        raise ValueError("effective_sample_size needs at least one log-weight")
-    if np.isnan(lw).any():
-        return math.nan
-    w = np.exp(lw - lw.max())
-    return float(w.sum() ** 2 / (lw.size * (w * w).sum()))
 
 
 class Flow:

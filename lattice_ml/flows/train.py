@@ -16,8 +16,8 @@ Losses, per batch of ``B`` configurations (batch axis first), with the target ``
       dL/dtheta = inverse vjp of (gz = z / B, glogdet = -1 / B).
 
 The effective sample size per configuration, ``ESS = (sum w)^2 / (B sum w^2)`` with ``log w =
--S(x) - log q(x)`` for a batch drawn from the flow (:func:`lattice_ml.flows.flow.effective_sample_size`,
-the formula of :func:`lattice_ml.stats.effective_sample_size`, which this layer may not import),
+-S(x) - log q(x)`` for a batch drawn from the flow (:func:`lattice_ml.stats.effective_sample_size`;
+NaN when a log-weight is not finite),
 is recorded with the loss, the gradient norm and the learning rate in ``trainer.history``
 (reverse KL: the training batch itself; forward KL: an extra flow batch every ``ess_every``
 steps, NaN otherwise).
@@ -134,7 +134,8 @@ class FlowTrainer:
     def flow_ess(self, rng=None) -> float:
         """ESS per configuration of one flow batch drawn from ``rng`` (default: the trainer's)."""
         x, logq = self.flow.sample(rng or self.rng)
-        return float(effective_sample_size(_host(-self.action.action(x) - logq)))
+        lw = _host(-self.action.action(x) - logq)
+        return float(effective_sample_size(lw)) if np.all(np.isfinite(lw)) else math.nan
 
     def step(self) -> dict:
         """One optimisation step; returns its record (also appended to ``history``)."""

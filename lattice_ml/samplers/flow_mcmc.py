@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backend import namespace
-from ..flows.flow import effective_sample_size
+from ..stats import effective_sample_size
 from .hmc import metropolis, select_chains
 
 __all__ = ["FlowMetropolis", "FlowMCMCState", "FlowMCMCStep"]
