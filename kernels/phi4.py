@@ -54,7 +54,7 @@ def _geometry(phi):
     return sites + (1,) * (4 - len(sites)), len(sites)
 
 
-@njit(parallel=True, fastmath=False, cache=False)
+@njit(parallel=True, fastmath=False, cache=True)
 def _force_cpu(p, out, D, a, b, c3):
     """CPU driver on the ``[batch, E0, E1, E2, E3]`` view whose last ``D`` axes are the lattice
     (the leading ones padded with 1, so the innermost loop is a full lattice row): parallel over

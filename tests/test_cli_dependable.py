@@ -56,8 +56,10 @@ def test_overwrite_with_a_late_error_keeps_the_completed_run(tmp_path, capsys, l
 # ------------------------------------------------------------------------------------------
 INVALID = [
     (["sampler.name=heatbath"], "sampler.name"),                                     # φ⁴ + heatbath
-    (["theory.name=u1", "sampler.name=flow"], "sampler.name"),                       # gauge flows
-    (["theory.name=su3", "sampler.name=flow_hmc"], "sampler.name"),
+    (["theory.name=su3", "theory.fermion=wilson", "sampler.name=flow"], "sampler.name"),
+    (["theory.name=schwinger", "sampler.name=flow_hmc"], "sampler.name"),          # fermions
+    (["theory.name=u1", "sampler.name=flow", "flow.kind=coupling",
+      "lattice.shape=[6,6]"], "lattice.shape"),                                   # not 4k
     (["theory.name=su2", "theory.fermion=wilson", "sampler.name=heatbath"], "sampler.name"),
     (["theory.name=su2", "sampler.name=heatbath", "theory.action=symanzik"], "theory.action"),
     (["theory.name=schwinger", "lattice.shape=[4,4,4]"], "lattice.shape"),
@@ -253,6 +255,7 @@ def test_digest_shows_every_observable_and_flags_short_chains():
 
 
 @pytest.mark.slow
+@pytest.mark.long     # float32: ~5 min CPU; float64 1e5 trajectories: about an hour
 @pytest.mark.parametrize("dtype,n", [("float32", 10_000), ("float64", 100_000)])
 def test_long_su3_runs_stay_on_the_group(tmp_path, dtype, n):
     """10^4 float32 / 10^5 float64 trajectories of 4x4 SU(3) (beta = 6): the largest deviation
@@ -359,3 +362,34 @@ def test_extension_needs_the_final_checkpoint(tmp_path, capsys):
     assert _run(out, PHI4_TINY) == 0
     assert main(["run", "--resume", str(out), "--set", "sampler.n_samples=40"]) == 2
     assert "run.keep_checkpoint = true" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# the small-run rule: the array-API reference where compiling the kernels would dominate
+# ------------------------------------------------------------------------------------------
+def test_small_runs_take_the_reference_and_say_so(tmp_path, monkeypatch):
+    pytest.importorskip("lattice_ml.kernels.phi4")
+    from lattice_ml.cli.run import SMALL_RUN_WORK, force_evaluations, small_run_reason
+    from lattice_ml.dispatch import kernel_mode, trace
+
+    tiny = load_config(None, ["lattice.shape=[8,8]", "sampler.n_samples=100"])
+    assert force_evaluations(tiny) == 16 * 64 * 600 * 16      # chains x V x updates x 2 x 8
+    monkeypatch.delenv("LATTICE_ML_KERNELS", raising=False)
+    assert "small run" in small_run_reason(tiny)
+    assert force_evaluations(load_config(None)) >= SMALL_RUN_WORK      # the default keeps them
+    assert small_run_reason(load_config(None)) is None
+    with kernel_mode("cpu"):                                   # an explicit mode is obeyed
+        assert small_run_reason(tiny) is None
+    sets = PHI4_TINY + ["sampler.n_therm=2", "sampler.n_samples=5"]
+    with trace() as log:
+        assert _run(tmp_path / "small", sets) == 0
+    s = json.loads((tmp_path / "small" / "summary.json").read_text())
+    assert s["kernels"] == "off" and "LATTICE_ML_KERNELS=auto" in s["kernels_reason"]
+    assert {impl for op, impl in log if op == "phi4_force"} == {"reference"}
+    monkeypatch.setenv("LATTICE_ML_KERNELS", "auto")
+    assert small_run_reason(tiny) is None
+    with trace() as log:
+        assert _run(tmp_path / "forced", sets) == 0
+    s = json.loads((tmp_path / "forced" / "summary.json").read_text())
+    assert s["kernels"] == "auto" and "kernels_reason" not in s
+    assert {impl for op, impl in log if op == "phi4_force"} == {"cpu:phi4_force"}

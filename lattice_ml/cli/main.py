@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -286,7 +287,13 @@ def _run_locked(args, out: Path, run_job, prepare_resume, ResumeError, config) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``lattice-ml``; returns the exit code (see the module docstring)."""
+    """Entry point of ``lattice-ml``; returns the exit code (see the module docstring).
+
+    Unless ``OMP_WAIT_POLICY`` is set, the command sets it to ``passive`` before any Numba
+    kernel starts its OpenMP threads: idle threads then sleep instead of spinning, which on a
+    machine with more busy processes than cores made the parallel kernels burn 5-14x the CPU
+    time of the reference (benchmarks/bench_cli.py, docs/cli.md "Kernels")."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     try:
         parser = build_parser()
         try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import signal
 import threading
 import time
@@ -46,6 +47,7 @@ import numpy as np
 
 from .. import __version__
 from ..backend import RandomStreams, backend_name, namespace_by_name, to_numpy
+from ..dispatch import ENV_VAR, current_mode, kernel_mode
 from ..io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..groups import reunitarize, unitarity_deviation
 from ..samplers.tuning import adapted_n_steps
@@ -307,6 +309,50 @@ def _check_failure_rules(job, config: dict, arrays: dict, n_steps) -> None:
                            "sampler.tau and the couplings)")
 
 
+SMALL_RUN_WORK = 1e8
+"""Below this many site-force evaluations a run takes the array-API reference everywhere (the
+small-run rule, :func:`small_run_reason`)."""
+
+
+def force_evaluations(config: dict) -> float:
+    """Estimated site-force evaluations of the whole run: field sites (``n_chains`` × volume,
+    × D for links) × updates (``n_therm + n_samples × measure_every``) × forces per update
+    (HMC: ``n_steps × (fine_steps or 1)``, twice that for Omelyan; heatbath and flow
+    Metropolis: one sweep or proposal)."""
+    sm, shape = config["sampler"], config["lattice"]["shape"]
+    sites = sm["n_chains"] * float(np.prod(shape))
+    if config["theory"]["name"] != "phi4":
+        sites *= len(shape)
+    updates = sm["n_therm"] + sm["n_samples"] * sm["measure_every"]
+    per_update = 1.0
+    if "n_steps" in sm:
+        per_update = sm["n_steps"] * max(1, sm.get("fine_steps", 0)) * (
+            2 if sm.get("integrator") == "omelyan" else 1)
+    return sites * updates * per_update
+
+
+def small_run_reason(config: dict) -> str | None:
+    """Why this run takes the array-API reference instead of the Numba kernels, or ``None``.
+
+    The rule: with ``LATTICE_ML_KERNELS`` unset (and no :func:`lattice_ml.dispatch.kernel_mode`
+    in force), a run of fewer than :data:`SMALL_RUN_WORK` site-force evaluations
+    (:func:`force_evaluations`) uses the reference. The reference needs about 8 ns per φ⁴
+    site-force evaluation (32×32 lattice, 16 chains), so such a run spends under a second in
+    its forces, less than compiling one kernel costs (about 2 s for the φ⁴ force on a cold
+    cache); on tiny fields Numba's parallel threads also cost more per call than they save
+    (benchmarks/bench_cli.py). Any value of ``LATTICE_ML_KERNELS`` (``auto`` included) is
+    obeyed instead. The choice is kept in the checkpoint, so a resumed or extended run makes
+    the same one."""
+    if os.environ.get(ENV_VAR, "").strip() or current_mode() != "auto":
+        return None
+    work = force_evaluations(config)
+    if work >= SMALL_RUN_WORK:
+        return None
+    return (f"small run: about {work:.2g} site-force evaluations, fewer than "
+            f"{SMALL_RUN_WORK:.0e}; compiling the kernels would cost more than they save "
+            f"(set LATTICE_ML_KERNELS=auto to use them)")
+
+
 def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict | None = None,
             on_checkpoint: Callable[[int, Path], None] | None = None) -> dict:
     """Run the job of a validated ``config``; write ``out_dir/history.npz``; return the summary.
@@ -316,8 +362,19 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
     path)`` is called after every checkpoint write with the number of updates done (a hook for
     tests and monitoring). SIGINT and SIGTERM stop the run at the next update boundary after
     writing a checkpoint: :class:`RunInterrupted`. A run that breaks a failure rule raises
-    :class:`RunError` naming the keys to change (and writes no history).
+    :class:`RunError` naming the keys to change (and writes no history). A small run takes the
+    array-API reference (:func:`small_run_reason`); the summary says which under ``kernels``.
     """
+    if resume is not None and "small_run_reason" in resume:
+        reason = resume["small_run_reason"] or None
+    else:
+        reason = small_run_reason(config)
+    with kernel_mode("off") if reason else contextlib.nullcontext():
+        return _run_job(config, out_dir, progress, resume, on_checkpoint, reason)
+
+
+def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
+             on_checkpoint: Callable[[int, Path], None] | None, reason: str | None) -> dict:
     t_start = time.perf_counter()
     run, sm = config["run"], config["sampler"]
     xp = namespace_by_name(run["backend"])
@@ -371,6 +428,7 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
               "elapsed_s": elapsed0 + time.perf_counter() - t_start, "segments": segments,
               "field": field, "rng": rng.state(),
               "history": {key: np.asarray(v) for key, v in hist.items()},
+              "small_run_reason": reason or "",
               "tuning": {"n_steps": state["n_steps"] or 0, "window": list(state["window"]),
                          "max_unitarity_deviation": state["max_dev"],
                          "unstable": state["unstable"]}}
@@ -492,6 +550,9 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
         observables["exp_minus_delta_h"] = summary_entry(np.exp(-dh))
     else:
         summary["acceptance"] = 1.0  # heatbath and over-relaxation accept every update
+    summary["kernels"] = current_mode()
+    if reason:
+        summary["kernels_reason"] = reason
     summary.update({"elapsed_s": elapsed0 + time.perf_counter() - t_start,
                     "segments": segments, "version": __version__,
                     "observables": observables})
