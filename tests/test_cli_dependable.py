@@ -393,3 +393,105 @@ def test_small_runs_take_the_reference_and_say_so(tmp_path, monkeypatch):
     s = json.loads((tmp_path / "forced" / "summary.json").read_text())
     assert s["kernels"] == "auto" and "kernels_reason" not in s
     assert {impl for op, impl in log if op == "phi4_force"} == {"cpu:phi4_force"}
+
+
+# ------------------------------------------------------------------------------------------
+# every theory x sampler pair the schema accepts runs out of the box
+# ------------------------------------------------------------------------------------------
+def _accepted_pairs():
+    """(theory, sampler, fermion) for every combination that `lattice-ml config` accepts."""
+    from lattice_ml.cli.schema import SAMPLERS, THEORIES
+
+    pairs = []
+    for theory, table in THEORIES.items():
+        fermions = table.params["fermion"].choices if "fermion" in table.params else (None,)
+        for sampler in SAMPLERS:
+            for fermion in fermions:
+                sets = [f"theory.name={theory}", f"sampler.name={sampler}", "lattice.shape=[4,4]"]
+                if fermion is not None:
+                    sets.append(f"theory.fermion={fermion}")
+                try:
+                    load_config(None, sets)
+                except ConfigError:
+                    continue
+                pairs.append((theory, sampler, fermion))
+    return pairs
+
+
+PAIRS = _accepted_pairs()
+SIGNAL = {"phi4": "phi2"}
+
+
+GAUGE_FLOWS = [(t, s, f) for t, f in [("u1", None), ("su2", "none"), ("su3", "none"),
+                                        ("suN", "none")] for s in ("flow", "flow_hmc")]
+"""Pure-gauge flow pairs: out of the box they train a gradient flow (100 steps of 16; about 90 s
+of CPU for 2D SU(3) on 4x4), so they run in the slow tier."""
+
+
+def test_the_accepted_pairs_are_the_documented_ones():
+    """The table below is what docs/cli.md promises; a rule that starts refusing (or accepting)
+    a pair shows up here."""
+    gauge = [(t, s, f) for t in ("su2", "su3", "suN") for s, f in
+             [("hmc", "none"), ("heatbath", "none"), ("hmc", "wilson"), ("hmc", "staggered")]]
+    assert sorted(PAIRS, key=str) == sorted(
+        [("phi4", "hmc", None), ("phi4", "flow", None), ("phi4", "flow_hmc", None),
+         ("u1", "hmc", None), ("u1", "heatbath", None), *GAUGE_FLOWS,
+         ("schwinger", "hmc", "wilson"), ("schwinger", "hmc", "staggered"), *gauge], key=str)
+
+
+@pytest.mark.parametrize("theory,sampler,fermion", [
+    pytest.param(*pair, marks=pytest.mark.slow) if pair in GAUGE_FLOWS else pair
+    for pair in PAIRS], ids=["-".join(str(p) for p in pair if p) for pair in PAIRS])
+def test_every_accepted_pair_runs_out_of_the_box(tmp_path, theory, sampler, fermion):
+    """Only the size is set (a 4x4 lattice, 2 chains, 40 thermalisation updates, 10
+    measurements; φ⁴ flows: 2x2 and 40 measurements, a flow of 2 layers trained 100 steps):
+    start, step counts, step adaptation and couplings are the defaults of the theory. The run
+    passes every failure rule (acceptance above the floor, chains not frozen, finite fields)
+    and its signal observable moved."""
+    phi4_flow = theory == "phi4" and sampler in ("flow", "flow_hmc")
+    n = 40 if phi4_flow else 10
+    sets = [f"theory.name={theory}", f"sampler.name={sampler}",
+            f"lattice.shape={'[2,2]' if phi4_flow else '[4,4]'}", "sampler.n_chains=2",
+            "sampler.n_therm=40", f"sampler.n_samples={n}", "run.progress=never"]
+    if fermion is not None:
+        sets.append(f"theory.fermion={fermion}")
+    if phi4_flow:
+        sets += ["flow.n_layers=2", "flow.channels=4", "flow.hidden_layers=1",
+                 "flow.train_steps=100"]
+    out = tmp_path / "o"
+    assert _run(out, sets) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["theory"] == theory and s["sampler"] == sampler
+    assert s["acceptance"] >= load_config(None, sets)["sampler"]["min_acceptance"]
+    obs = s["observables"]
+    name = SIGNAL.get(theory, "plaquette")
+    assert np.isfinite(obs[name]["mean"]) and obs[name]["error"] > 0
+    if fermion not in (None, "none"):
+        assert np.isfinite(obs["chiral_condensate"]["mean"])
+    hist = np.load(out / "history.npz")
+    assert hist[name].shape == (2, n) and np.ptp(hist[name]) > 0
+
+
+def test_t0_and_w0_reach_the_summary(tmp_path):
+    """2D U(1) at beta = 1 on 8x8: t^2 E(t) passes 0.3 at t ~ 3.2 and t d(t^2 E)/dt at
+    t ~ 2.5 within flow_t_max = 6, so t0 and w0 are in the summary, and each agrees with the
+    crossing of the chain-averaged histories (linear interpolation between flow times)."""
+    sets = ["theory.name=u1", "lattice.shape=[8,8]", "theory.beta=1.0", "sampler.n_chains=2",
+            "sampler.n_therm=50", "sampler.n_samples=20", "measure.every=2",
+            "measure.wilson_flow=true", "measure.flow_t_max=6.0", "measure.flow_eps=0.05",
+            "run.progress=never"]
+    out = tmp_path / "o"
+    assert _run(out, sets) == 0
+    obs = json.loads((out / "summary.json").read_text())["observables"]
+    h = np.load(out / "history.npz")
+    t = h["measure.flow_times"][0, 0]
+    assert h["measure.t2E_0"].shape == (2, 10)                  # every 2nd of 20 measurements
+    t2E = np.array([h[f"measure.t2E_{i}"].mean() for i in range(t.size)])
+    W = np.array([h[f"measure.W0_{i}"].mean() for i in range(t.size)])
+    t0_hist = np.interp(0.3, t2E, t)                            # both increase with t here
+    w0_hist = np.sqrt(np.interp(0.3, W, t))
+    assert 0 < obs["t0"]["error"] < 0.2 * obs["t0"]["mean"]
+    assert 0 < obs["w0"]["error"] < 0.2 * obs["w0"]["mean"]
+    assert abs(obs["t0"]["mean"] - t0_hist) < 0.05 * t0_hist
+    assert abs(obs["w0"]["mean"] - w0_hist) < 0.05 * w0_hist
+    assert obs["w0"]["mean"] ** 2 < obs["t0"]["mean"]            # W passes 0.3 first
