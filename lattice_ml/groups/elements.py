@@ -115,6 +115,16 @@ def _default_tol(xp, dtype) -> float:
     return 1e-5 if dtype == xp.complex64 else 1e-10
 
 
+def _deviations(U, xp) -> tuple[float, float]:
+    """``(max |U^dagger U - 1|, max |det U - 1|)`` of ``[..., N, N]`` matrices as host floats (the
+    second is 0 for N = 1, where the determinant is the unitarity)."""
+    shape = tuple(U.shape)
+    err = xp.abs(_add_diagonal(dagger(U) @ U, -xp.ones(shape[:-2], dtype=U.dtype,
+                                                         device=device_of(U))))
+    ddev = float(xp.max(xp.abs(det(U) - 1.0))) if shape[-1] >= 2 else 0.0
+    return float(xp.max(err)), ddev
+
+
 def unitarity_deviation(U) -> float:
     """Largest distance of ``[..., N, N]`` matrices from the group, as one host float.
 
@@ -124,16 +134,9 @@ def unitarity_deviation(U) -> float:
     round-off.
     """
     xp = namespace(U)
-    shape = tuple(U.shape)
-    n = shape[-1]
-    err = xp.abs(_add_diagonal(dagger(U) @ U, -xp.ones(shape[:-2], dtype=U.dtype,
-                                                         device=device_of(U))))
-    dev = float(xp.max(err))
-    if n >= 2:
-        dev = max(dev, float(xp.max(xp.abs(det(U) - 1.0))))
     if int(xp.sum(xp.astype(~xp.isfinite(U), xp.int64))):
         return float("nan")
-    return dev
+    return max(_deviations(U, xp))
 
 
 def check_links(U, N: int | None = None, tol: float | None = None, name: str = "links") -> None:
@@ -172,15 +175,11 @@ def check_links(U, N: int | None = None, tol: float | None = None, name: str = "
         raise ValueError(f"{name} contain {bad} non-finite (NaN or inf) entries")
     if tol is None:
         tol = _default_tol(xp, U.dtype)
-    err = xp.abs(_add_diagonal(dagger(U) @ U, -xp.ones(shape[:-2], dtype=U.dtype,
-                                                         device=device_of(U))))
-    dev = float(xp.max(err))
+    dev, ddev = _deviations(U, xp)  # the two parts of unitarity_deviation
     if not dev <= tol:
         raise ValueError(f"{name} are not unitary: max |U^dagger U - 1| = {dev:.3g} "
                          f"(tolerance {tol:.3g}); reunitarize them first")
-    if n >= 2:
-        ddev = float(xp.max(xp.abs(det(U) - 1.0)))
-        if not ddev <= tol:
-            raise ValueError(f"{name} are not in SU({n}): max |det U - 1| = {ddev:.3g} "
-                             f"(tolerance {tol:.3g})")
+    if not ddev <= tol:
+        raise ValueError(f"{name} are not in SU({n}): max |det U - 1| = {ddev:.3g} "
+                         f"(tolerance {tol:.3g})")
     return None
