@@ -424,8 +424,18 @@ SIGNAL = {"phi4": "phi2"}
 
 GAUGE_FLOWS = [(t, s, f) for t, f in [("u1", None), ("su2", "none"), ("su3", "none"),
                                         ("suN", "none")] for s in ("flow", "flow_hmc")]
-"""Pure-gauge flow pairs: out of the box they train a gradient flow (100 steps of 16; about 90 s
-of CPU for 2D SU(3) on 4x4), so they run in the slow tier."""
+"""Pure-gauge flow pairs: out of the box they train a gradient flow (100 steps of 16; 90 s of CPU
+for 2D SU(3) on 4x4), so they are in the `long` tier (tests/test_cli_gauge_flows.py runs them
+small, against exact plaquettes, in the fast one)."""
+SLOW_PAIRS = [(t, "hmc", f) for t in ("su3", "suN") for f in ("wilson", "staggered")]
+"""SU(3)/SU(N) with fermions: 13-22 s of CPU each on 4x4, in the slow tier (SU(2) and the
+Schwinger model keep both fermions in the fast tier)."""
+
+
+def _tier(pair):
+    if pair in GAUGE_FLOWS:
+        return pytest.param(*pair, marks=pytest.mark.long)
+    return pytest.param(*pair, marks=pytest.mark.slow) if pair in SLOW_PAIRS else pair
 
 
 def test_the_accepted_pairs_are_the_documented_ones():
@@ -439,9 +449,8 @@ def test_the_accepted_pairs_are_the_documented_ones():
          ("schwinger", "hmc", "wilson"), ("schwinger", "hmc", "staggered"), *gauge], key=str)
 
 
-@pytest.mark.parametrize("theory,sampler,fermion", [
-    pytest.param(*pair, marks=pytest.mark.slow) if pair in GAUGE_FLOWS else pair
-    for pair in PAIRS], ids=["-".join(str(p) for p in pair if p) for pair in PAIRS])
+@pytest.mark.parametrize("theory,sampler,fermion", [_tier(pair) for pair in PAIRS],
+                         ids=["-".join(str(p) for p in pair if p) for pair in PAIRS])
 def test_every_accepted_pair_runs_out_of_the_box(tmp_path, theory, sampler, fermion):
     """Only the size is set (a 4x4 lattice, 2 chains, 40 thermalisation updates, 10
     measurements; φ⁴ flows: 2x2 and 40 measurements, a flow of 2 layers trained 100 steps):
