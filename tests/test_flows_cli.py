@@ -116,10 +116,16 @@ def test_flow_run_is_reproducible(tmp_path):
 
 
 def test_flow_errors(tmp_path, capsys):
+    # gauge flows exist for pure gauge theories; with dynamical fermions they are refused
     code = main(["run", "--out", str(tmp_path / "e1"), "--set", "sampler.name=flow",
-                 "--set", "theory.name=su2", "--set", "lattice.shape=[4,4]"])
+                 "--set", "theory.name=schwinger", "--set", "lattice.shape=[4,4]"])
     text = "".join(capsys.readouterr())
-    assert code == 2 and "sampler.name" in text and "phi4" in text
+    assert code == 2 and "sampler.name" in text and "fermion" in text
+    assert not (tmp_path / "e1").exists()
+    code = main(["run", "--out", str(tmp_path / "e3"), "--set", "sampler.name=flow",
+                 "--set", "flow.kind=gradient"])
+    text = "".join(capsys.readouterr())
+    assert code == 2 and "flow.kind" in text and "coupling" in text
     code, _ = run(tmp_path, "e2", "--set", "sampler.name=flow", "--set", "flow.kernel=4",
                   "--set", "flow.train_steps=0")
     text = "".join(capsys.readouterr())
