@@ -101,3 +101,15 @@ def test_invalid_gauge_flow_configs_are_refused_before_any_write(tmp_path, capsy
     assert main(args) == 2
     assert key in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_poor_gauge_flow_proposal_names_the_flow_keys(tmp_path, capsys):
+    """Below the acceptance floor, a Lüscher-map run is told to train a flow (it has no parameters
+    to enlarge), not to raise flow.n_layers (a key of the coupling flows)."""
+    code, out = _run(tmp_path, "poor", "theory.name=su2", "theory.beta=2.0", "lattice.shape=[4,4]",
+                     "sampler.name=flow", "flow.kind=luscher", "sampler.n_chains=2",
+                     "sampler.n_therm=2", "sampler.n_samples=20", "sampler.min_acceptance=0.99")
+    err = capsys.readouterr().err
+    assert code == 1 and not (out / "summary.json").exists()
+    assert "sampler.min_acceptance" in err and "flow.kind = 'gradient'" in err
+    assert "flow.n_layers" not in err

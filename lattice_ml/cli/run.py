@@ -53,7 +53,7 @@ from ..groups import reunitarize, unitarity_deviation
 from ..samplers.tuning import adapted_n_steps
 from .config import ConfigError, load_config, parse_override
 from .jobs import build_job, host, summary_entry
-from .rules import read_start_links
+from .rules import flow_kind, read_start_links
 from .output import (CHECKPOINT_NAME, CONFIG_NAME, CONFIGS_NAME, HISTORY_NAME, SUMMARY_NAME,
                      atomic_save_npz)
 from .progress import Progress
@@ -284,6 +284,18 @@ def save_configuration(out_dir: Path, config: dict, field, update: int) -> list[
     return written
 
 
+def _flow_fix(config: dict) -> str:
+    """The keys that make a flow a better proposal, by the kind of flow."""
+    kind = flow_kind(config)
+    if kind == "luscher":
+        return ("Lüscher's map has no parameters: train a flow from it (flow.kind = 'gradient', "
+                "flow.train_steps) or use sampler.name = 'hmc'")
+    if kind == "gradient":
+        return ("train the flow longer or give it more parameters (flow.train_steps, flow.loops, "
+                "flow.n_t)")
+    return "train the flow longer or larger (flow.train_steps, flow.n_layers)"
+
+
 def _check_failure_rules(job, config: dict, arrays: dict, n_steps) -> None:
     """The failure rules of a finished run (SPEC section 4): acceptance of the measured updates
     below ``sampler.min_acceptance``, or a signal observable (``job.frozen_signals``) constant in
@@ -294,7 +306,7 @@ def _check_failure_rules(job, config: dict, arrays: dict, n_steps) -> None:
         floor = sm["min_acceptance"]
         if acc < floor:
             if sm["name"] == "flow":
-                fix = "train the flow longer or larger (flow.train_steps, flow.n_layers)"
+                fix = _flow_fix(config)
             else:
                 fix = (f"raise sampler.n_steps (the run used {n_steps}) or lower sampler.tau, or "
                        "give "
