@@ -6,6 +6,8 @@ dependence, flow MCMC against HMC.
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py u1_2d [--L 8] [--beta 2]
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py stepsize [--L 8] [--beta 4]
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py su3_4d [--L 4] [--beta 6]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py freezing [--L 16] [--beta 6]
+        [--hmc-updates 2000] [--hmc-steps 10] [--train-steps 100] [--mcmc-updates 300]
 
 ``su3_2d``: 2D SU(3), Wilson action (the table of Bacchio, Kessel, Schaefer & Vaitl, PRD 107
 (2023) L051504): for each beta the ESS of the identity map, of Lüscher's leading-order map
@@ -23,6 +25,10 @@ the same parameters: the integration error against the statistical error.
 
 ``su3_4d``: 4D SU(3) (L^4, beta = 6): identity, leading order and a learned flow (plaquette,
 rectangle, chair), ESS and flow-Metropolis acceptance and plaquette: the machinery in 4D.
+
+``freezing``: 2D U(1) at weak coupling (L = 16, beta = 6, exact chi_t = 0.0046668): tau_int of
+the topological charge and the CPU cost per independent sample of Q for HMC against flow
+Metropolis with a learned gradient flow, in one run (topological freezing).
 
 Writes ``benchmarks/results/gauge-flows-<what>-numpy-*.json``; machine and command are recorded.
 """
@@ -199,9 +205,99 @@ def su3_4d(args):
                                                        "n_steps": args.n_steps}))
 
 
+def _charge_tau(q_hist):
+    """Gamma-method analysis of the topological charge, q_hist [chain, time]: <Q^2> and tau_int(Q)."""
+    q = np.asarray(q_hist, dtype=float)
+    rq = gamma_method(q)
+    rq2 = gamma_method(q ** 2)
+    return {"Q2": rq2.value, "Q2_error": rq2.error, "tau_int_Q": rq.tau_int,
+            "tau_int_Q_error": rq.tau_int_error, "tau_int_Q2": rq2.tau_int}
+
+
+def freezing(args):
+    """2D U(1) at weak coupling (default L = 16, beta = 6; exact chi_t = 0.0046668): tau_int of Q
+    and the CPU cost per independent sample of Q for HMC and for flow Metropolis with a learned
+    gradient flow (trained here; the training cost is reported separately), same machine, same
+    run. Cost per independent sample = 2 tau_int x CPU seconds per update per chain."""
+    from gauge_exact import u1_plaquette, u1_topological_susceptibility
+
+    L, beta = args.L, (args.beta or [6.0])[0]
+    V = L * L
+    action = GaugeAction(beta, 1)
+    exact_q2 = V * u1_topological_susceptibility(beta, V)
+    exact_p = u1_plaquette(beta, V)
+    n_chains, rows = 16, []
+
+    cols = ["sampler", "acceptance", "plaquette", "Q2", "Q2_error", "tau_int_Q",
+            "tau_int_Q_error", "cpu_s_per_update", "cpu_s_per_independent_Q"]
+    extra = {"beta": beta, "L": L, "exact_Q2": exact_q2, "exact_plaquette": exact_p,
+             "n_steps": args.n_steps, "loops": args.loops, "lr": args.lr}
+    if "hmc" in args.samplers:
+        rows.append(_freezing_hmc(action, L, n_chains, args))
+        print_table(rows[-1:], cols)
+    if "flow" in args.samplers:
+        rows.append(_freezing_flow(action, L, n_chains, args))
+        print_table(rows[-1:], cols + ["ess", "train_cpu_s"])
+    print(record("gauge-flows-freezing", rows, "numpy", extra))
+
+
+def _freezing_hmc(action, L, n_chains, args):
+    """HMC: tau = 1 (jitter 0.2), Omelyan with --hmc-steps steps, from a cold start."""
+    from lattice_ml.groups import random_near_identity
+    from lattice_ml.samplers.hmc import HMC
+    from lattice_ml.samplers.integrators import Level
+    from lattice_ml.samplers.spaces import LieGroupSpace
+
+    rng = RandomStreams(11, n_chains, XP)
+    hmc = HMC([Level([action], args.hmc_steps, "omelyan")], LieGroupSpace(1), tau=1.0,
+              tau_jitter=0.2)
+    U = random_near_identity(rng, (2, L, L), 1, 0.0)
+    for _ in range(args.n_therm):
+        U, _ = hmc.step(U, rng)
+    q, plaq, acc = [], [], []
+    t0 = time.process_time()
+    for _ in range(args.hmc_updates):
+        U, info = hmc.step(U, rng)
+        q.append(to_numpy(topological_charge_2d(U)))
+        plaq.append(to_numpy(average_plaquette(U)))
+        acc.append(to_numpy(info.accepted))
+    cpu = (time.process_time() - t0) / (args.hmc_updates * n_chains)
+    row = {"sampler": "hmc", "updates": args.hmc_updates, "chains": n_chains,
+           "md_steps": args.hmc_steps, "acceptance": float(np.mean(acc)),
+           "cpu_s_per_update": cpu, "plaquette": gamma_method(np.array(plaq).T).value,
+           **_charge_tau(np.array(q).T)}
+    row["cpu_s_per_independent_Q"] = 2 * row["tau_int_Q"] * cpu
+    return row
+
+
+def _freezing_flow(action, L, n_chains, args):
+    """Flow Metropolis with a learned gradient flow started at Lüscher's leading order."""
+    loops, n_t = LOOP_SETS[args.loops]
+    flow = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps)
+    t0 = time.process_time()
+    train(flow, action, args.train_steps, args.batch, args.lr, 3)
+    train_cpu = time.process_time() - t0
+    sampler = FlowMetropolis(flow, action)
+    obs = {"plaquette": average_plaquette, "Q": topological_charge_2d}
+    t0 = time.process_time()
+    _, hist = sampler.run(RandomStreams(6, n_chains, XP), args.mcmc_updates, obs)
+    cpu = (time.process_time() - t0) / (args.mcmc_updates * n_chains)
+    z = flow.draw_latent(RandomStreams(5, 64, XP))
+    qh = np.stack([to_numpy(h) for h in hist["Q"]], axis=1)[:, 10:]
+    ph = np.stack([to_numpy(h) for h in hist["plaquette"]], axis=1)[:, 10:]
+    row = {"sampler": "flow", "updates": args.mcmc_updates, "chains": n_chains,
+           "parameters": flow.n_parameters, "train_steps": args.train_steps,
+           "train_cpu_s": train_cpu, **sampler.summary(hist), "cpu_s_per_update": cpu,
+           "plaquette": gamma_method(ph).value, "step_check_rms":
+           flow.step_size_check(action, z)["rms"], **_charge_tau(qh),
+           "theta": flow.params_to_host()["theta"].tolist()}
+    row["cpu_s_per_independent_Q"] = 2 * row["tau_int_Q"] * cpu
+    return row
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["su3_2d", "u1_2d", "stepsize", "su3_4d"])
+    p.add_argument("what", choices=["su3_2d", "u1_2d", "stepsize", "su3_4d", "freezing"])
     p.add_argument("--L", type=int, default=16)
     p.add_argument("--beta", type=float, nargs="*")
     p.add_argument("--n-steps", type=int, default=8)
@@ -211,8 +307,13 @@ def main(argv=None):
     p.add_argument("--ess-samples", type=int, default=512)
     p.add_argument("--mcmc-updates", type=int, default=300)
     p.add_argument("--loops", choices=sorted(LOOP_SETS), default="small")
+    p.add_argument("--hmc-updates", type=int, default=2000)
+    p.add_argument("--hmc-steps", type=int, default=10)
+    p.add_argument("--n-therm", type=int, default=200)
+    p.add_argument("--samplers", nargs="*", default=["hmc", "flow"])
     args = p.parse_args(argv)
-    {"su3_2d": su3_2d, "u1_2d": u1_2d, "stepsize": stepsize, "su3_4d": su3_4d}[args.what](args)
+    {"su3_2d": su3_2d, "u1_2d": u1_2d, "stepsize": stepsize, "su3_4d": su3_4d,
+     "freezing": freezing}[args.what](args)
 
 
 if __name__ == "__main__":
