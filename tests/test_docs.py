@@ -67,6 +67,9 @@ def _statistics(ns, text):
     t_min, t_max = ns["t_range"]
     assert 1 <= t_min < t_max <= ns["T"] // 2
     assert abs(ns["res"].value - 0.5) < 4 * ns["res"].error
+    # the pyerrors hand-over: four replicas, and pyerrors' error is the library's
+    assert ns["pe_plaq"].names == [f"u1_b2_8x8|r{c}" for c in range(4)]
+    assert ns["pe_plaq"].dvalue == pytest.approx(ns["res_pe"].error, rel=1e-10)
 
 
 CHECKS = {"docs/getting-started.md": _getting_started, "docs/fermions.md": _fermions,

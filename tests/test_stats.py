@@ -22,6 +22,7 @@ from lattice_ml.stats import (
     jackknife,
     reweight,
     tau_int,
+    to_pyerrors,
 )
 from lattice_ml.stats.gamma import autocovariance
 
@@ -56,9 +57,7 @@ def binder_grad(a):
 
 def pe_obs(x: np.ndarray):
     """pyerrors Obs of an (N,) or (R, N) history (replicas named e|r0, e|r1, ...)."""
-    if x.ndim == 1:
-        return pe.Obs([x], ["e"])
-    return pe.Obs(list(x), [f"e|r{r}" for r in range(x.shape[0])])
+    return to_pyerrors(x, "e")
 
 
 def rel(a: float, b: float) -> float:
@@ -146,6 +145,41 @@ def test_pyerrors_primary_exact(rho, shape, S):
     o = pe_obs(x)
     o.gamma_method(S=S)
     _compare_pe(gamma_method(x, S=S, convention="pyerrors"), o, tol=1e-10)
+
+
+@needs_pyerrors
+def test_to_pyerrors_keeps_chains_as_replicas_and_the_measurement_numbers():
+    x = 0.3 + ar1(0.6, (3, 400), seed=5)
+    o = to_pyerrors(x, "run", discard=100, every=2)
+    assert o.names == ["run|r0", "run|r1", "run|r2"]
+    assert list(o.idl["run|r1"]) == list(range(201, 801, 2))
+    assert o.value == pytest.approx(x[:, 100:].mean(), rel=1e-14)
+    o.gamma_method(S=2.0)
+    res = gamma_method(x[:, 100:], S=2.0, convention="pyerrors")
+    assert o.dvalue == pytest.approx(res.error, rel=1e-10)
+    # a history with an observable axis (a correlator [chain, time, T]) gives one Obs per t
+    C = np.stack([x, 2 * x, x ** 2], axis=-1)
+    oc = to_pyerrors(C, "run")
+    assert oc.shape == (3,) and oc.dtype == object
+    for t in range(3):
+        assert oc[t].value == pytest.approx(C[..., t].mean(), rel=1e-14)
+    # observables measured on different schedules of the same chains combine in pyerrors:
+    # every second measurement of x is the same data as x on configurations 2, 4, ...
+    half = to_pyerrors(x[:, 1::2], "run", every=2, first=2)
+    d = to_pyerrors(x, "run") - half
+    d.gamma_method()
+    assert abs(d.value) < 4 * d.dvalue
+
+
+def test_to_pyerrors_refuses_bad_input_and_names_the_missing_package(monkeypatch):
+    import sys
+    with pytest.raises(ValueError, match="discard"):
+        to_pyerrors(np.zeros((2, 10)), "e", discard=10)
+    with pytest.raises(ValueError, match="replica separator"):
+        to_pyerrors(np.zeros((2, 10)), "a|b")
+    monkeypatch.setitem(sys.modules, "pyerrors", None)
+    with pytest.raises(ImportError, match="pip install pyerrors"):
+        to_pyerrors(np.zeros((2, 10)), "e")
 
 
 @needs_pyerrors

@@ -1,5 +1,5 @@
 """Statistics of Monte Carlo histories: Γ-method, jackknife, bootstrap, binning, reweighting,
-cosh fits of periodic correlators.
+cosh fits of periodic correlators, and the hand-over of histories to pyerrors.
 
 Histories are host data of shape ``(N,)`` (one chain) or ``(R, N)`` (replicas/chains first);
 any array type is accepted and converted to NumPy. See ``docs/statistics.md``.
@@ -17,6 +17,7 @@ from lattice_ml.stats.resampling import (
     jackknife,
 )
 from lattice_ml.stats.reweighting import effective_sample_size, reweight
+from lattice_ml.stats.export import to_pyerrors
 
 __all__ = [
     "GammaResult",
@@ -37,4 +38,5 @@ __all__ = [
     "folded_errors",
     "fit_cosh_mass",
     "choose_fit_range",
+    "to_pyerrors",
 ]
