@@ -1,12 +1,15 @@
 """Fermions: gamma matrices, Wilson (clover) and staggered Dirac operators with even/odd
 preconditioning, batch-aware Krylov solvers, two-flavour pseudofermions with their force,
-rational approximations (Remez), rooted staggered RHMC, the clover force, and the pion
-correlator and chiral condensate. Layout of fermion fields:
+rational approximations (Remez), rooted staggered RHMC, the clover force, the pion
+correlator and chiral condensate, and gauge-equivariant parallel-transport convolutions
+(preconditioners). Layout of fermion fields:
 ``[batch, *sites, spin, colour]`` complex."""
 
 from .clover import clover_force_matrix, clover_logdet, clover_logdet_force_matrix
 from .gamma import gamma5, gamma_matrices, n_spin, sigma_munu
 from .observables import chiral_condensate, effective_mass, pion_correlator, point_source
+from .ptc import (LocalPTC, ParallelTransport, PTC, PTCNetwork, ptc_paths,
+                  train_preconditioner)
 from .pseudofermion import WilsonPseudofermionAction, hopping_force_matrix, wilson_fermion_force
 from .rhmc import (StaggeredRationalAction, staggered_force_matrix, staggered_root_powers,
                    staggered_spectral_bounds)
@@ -28,4 +31,5 @@ __all__ = ["clover_force_matrix", "clover_logdet", "clover_logdet_force_matrix",
            "WilsonPseudofermionAction", "wilson_fermion_force",
            "hopping_force_matrix", "StaggeredRationalAction", "staggered_force_matrix",
            "staggered_root_powers", "staggered_spectral_bounds", "RationalApproximation",
-           "RemezRoundoffError", "remez", "zolotarev_inverse_sqrt"]
+           "RemezRoundoffError", "remez", "zolotarev_inverse_sqrt", "PTC", "LocalPTC",
+           "PTCNetwork", "ParallelTransport", "ptc_paths", "train_preconditioner"]
