@@ -56,7 +56,8 @@ class Job:
         ``delta_h`` (``[batch]``) for Metropolis samplers, neither for the heatbath
     measure : ``(field, rng) -> {name: [batch] or [batch, T] array}``, after every
         ``sampler.measure_every`` measured updates
-    summarize : ``{name: [chain, time, ...] host array} -> {name: summary entry}``
+    summarize : ``({name: [chain, time, ...] host array}, S=1.5) -> {name: summary entry}``
+        (``S``: the Γ-method's window parameter; ``lattice-ml analyse --S`` changes it)
     N : colours of the gauge links (1 for U(1)); ``None`` for a scalar field
     n_steps : outer integration steps of a sampler whose step count may be adapted
         (``None``: nothing to adapt)
@@ -91,15 +92,16 @@ def host(x) -> np.ndarray:
     return to_numpy(x).astype(np.float64)
 
 
-def summary_entry(data, f=None) -> dict | None:
+def summary_entry(data, f=None, S: float = 1.5) -> dict | None:
     """Γ-method summary entry with the key names of SPEC section 4 (``mean``, ``error``,
     ``tau_int``, ``tau_int_error``, ...); a warning of the analysis (window at its limit,
     anticorrelated history) is kept in the entry under ``warning``. ``None`` when the derived
-    quantity is undefined at the measured means (e.g. a correlation length with G(0) < G(p1))."""
+    quantity is undefined at the measured means (e.g. a correlation length with G(0) < G(p1)).
+    ``S``: the window parameter of :func:`~lattice_ml.stats.gamma_method`."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WindowWarning)
         try:
-            res = gamma_method(data, f=f)
+            res = gamma_method(data, f=f, S=S)
         except ValueError:
             if f is None:
                 raise
@@ -146,16 +148,17 @@ def _phi4_parts(config: dict):
                 "m2": M * M, "m4": (M * M) ** 2, "g0": g0, "g1": g1,
                 "two_point": two_point_function(phi)}
 
-    def summarize(hist: dict) -> dict:
+    def summarize(hist: dict, S: float = 1.5) -> dict:
         V, L = lat.volume, lat.shape[0]
-        obs = {key: summary_entry(hist[key])
+        obs = {key: summary_entry(hist[key], S=S)
                for key in ("phi2", "abs_magnetization", "magnetization")}
         obs["susceptibility"] = summary_entry([hist["m2"], hist["abs_magnetization"]],
-                                              f=lambda m: susceptibility(m[0], m[1], V))
+                                              f=lambda m: susceptibility(m[0], m[1], V), S=S)
         obs["binder_cumulant"] = summary_entry([hist["m2"], hist["m4"]],
-                                               f=lambda m: binder_cumulant(m[0], m[1]))
+                                               f=lambda m: binder_cumulant(m[0], m[1]), S=S)
         obs["correlation_length"] = summary_entry(
-            [hist["g0"], hist["g1"]], f=lambda m: second_moment_correlation_length(m[0], m[1], L))
+            [hist["g0"], hist["g1"]], f=lambda m: second_moment_correlation_length(m[0], m[1], L),
+            S=S)
         return obs
 
     description = {"theory": "phi4", "form": th["form"],
@@ -360,14 +363,14 @@ def _gauge_parts(config: dict):
             out["topological_charge"] = topological_charge_2d(U)
         return out
 
-    def summarize(hist: dict) -> dict:
-        obs = {"plaquette": summary_entry(hist["plaquette"]),
-               "polyakov_loop": summary_entry(hist["polyakov_loop"])}
+    def summarize(hist: dict, S: float = 1.5) -> dict:
+        obs = {"plaquette": summary_entry(hist["plaquette"], S=S),
+               "polyakov_loop": summary_entry(hist["polyakov_loop"], S=S)}
         if "topological_charge" in hist:
             obs["topological_susceptibility"] = summary_entry(
-                hist["topological_charge"] ** 2 / lat.volume)
-            obs["topological_charge"] = summary_entry(hist["topological_charge"])
-        obs.update(summarize_gauge_measurements(hist, config, lat))
+                hist["topological_charge"] ** 2 / lat.volume, S=S)
+            obs["topological_charge"] = summary_entry(hist["topological_charge"], S=S)
+        obs.update(summarize_gauge_measurements(hist, config, lat, S))
         return obs
 
     return lat, N, initial_field, measure, summarize
@@ -440,10 +443,10 @@ def fermion_job(config: dict) -> Job:
         out["pion_correlator"] = pion_correlator(D, tol=tol)
         return out
 
-    def summarize(hist: dict) -> dict:
-        obs = gauge_summarize(hist)
-        obs["chiral_condensate"] = summary_entry(hist["chiral_condensate"])
-        pion = pion_mass_entry(hist["pion_correlator"])
+    def summarize(hist: dict, S: float = 1.5) -> dict:
+        obs = gauge_summarize(hist, S)
+        obs["chiral_condensate"] = summary_entry(hist["chiral_condensate"], S=S)
+        pion = pion_mass_entry(hist["pion_correlator"], S)
         if pion is not None:
             obs["pion_mass"] = pion
         return obs
@@ -460,7 +463,7 @@ def fermion_job(config: dict) -> Job:
                extra={"fermions": fermions, "tol": tol}, **_adaptable(sampler, sm))
 
 
-def pion_mass_entry(C) -> dict | None:
+def pion_mass_entry(C, S: float = 1.5) -> dict | None:
     """The pion mass from the correlator histories ``C[chain, time, T]``: a folded, uncorrelated
     cosh fit (:func:`lattice_ml.stats.fit_cosh_mass`) over the plateau range of
     :func:`lattice_ml.stats.choose_fit_range` (chosen once from the data), its error from the
@@ -478,7 +481,7 @@ def pion_mass_entry(C) -> dict | None:
         except ValueError:
             return None
     entry = summary_entry([C[..., t] for t in range(T)],
-                          f=lambda c: fit_cosh_mass(np.asarray(c), t_range, sigma=sigma).mass)
+                          f=lambda c: fit_cosh_mass(np.asarray(c), t_range, sigma=sigma).mass, S=S)
     if entry is not None:
         entry["fit_range"] = [int(t_range[0]), int(t_range[1])]
         if caught and "warning" not in entry:
@@ -525,7 +528,8 @@ def gauge_measurements(config: dict) -> Callable | None:
     return measure
 
 
-def summarize_gauge_measurements(hist: dict, config: dict, lat: Lattice) -> dict:
+def summarize_gauge_measurements(hist: dict, config: dict, lat: Lattice,
+                                 S: float = 1.5) -> dict:
     """Summary entries of the ``[measure]`` histories (``measure.*`` names in ``hist``)."""
     from ..gauge.wilson_flow import t0 as t0_of, w0 as w0_of
 
@@ -534,26 +538,27 @@ def summarize_gauge_measurements(hist: dict, config: dict, lat: Lattice) -> dict
     if not h:
         return obs
     if "Q_clover" in h:
-        obs["topological_charge_clover"] = summary_entry(h["Q_clover"])
-        obs["topological_susceptibility_clover"] = summary_entry(h["Q_clover"] ** 2 / lat.volume)
+        obs["topological_charge_clover"] = summary_entry(h["Q_clover"], S=S)
+        obs["topological_susceptibility_clover"] = summary_entry(h["Q_clover"] ** 2 / lat.volume,
+                                                                 S=S)
     n = config["measure"]["wilson_loops"]
     loops = {}
     for R in range(1, n + 1):
         for T in range(1, n + 1):
             loops[(R, T)] = h[f"W_{R}_{T}"]
-            obs[f"wilson_loop_{R}x{T}"] = summary_entry(h[f"W_{R}_{T}"])
+            obs[f"wilson_loop_{R}x{T}"] = summary_entry(h[f"W_{R}_{T}"], S=S)
     for R in range(2, n + 1):
         for T in range(2, n + 1):
             obs[f"creutz_ratio_{R}x{T}"] = summary_entry(
                 [loops[(R, T)], loops[(R - 1, T - 1)], loops[(R, T - 1)], loops[(R - 1, T)]],
-                f=lambda w: creutz_ratio(*w))
+                f=lambda w: creutz_ratio(*w), S=S)
     if "flow_times" in h:
         t = h["flow_times"][0, 0]
         k = t.size
         t2E = [h[f"t2E_{i}"] for i in range(k)]
         W = [h[f"W0_{i}"] for i in range(k)]
-        obs["t0"] = summary_entry(t2E, f=lambda m: float(t0_of(t, np.asarray(m))))
-        obs["w0"] = summary_entry(W, f=lambda m: float(w0_of(t, np.asarray(m))))
+        obs["t0"] = summary_entry(t2E, f=lambda m: float(t0_of(t, np.asarray(m))), S=S)
+        obs["w0"] = summary_entry(W, f=lambda m: float(w0_of(t, np.asarray(m))), S=S)
     return {k: v for k, v in obs.items() if v is not None}
 
 
