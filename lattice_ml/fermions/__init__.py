@@ -16,7 +16,7 @@ from .rhmc import (StaggeredRationalAction, staggered_force_matrix, staggered_ro
 from .rational import (RationalApproximation, RemezRoundoffError, remez,
                        zolotarev_inverse_sqrt)
 from .solvers import (MixedInfo, MultiShiftInfo, SolverError, SolverInfo, bicgstab, cg, cg_mixed,
-                      cgne, multishift_cg)
+                      cgne, fgmres, multishift_cg)
 from .staggered import StaggeredDirac, staggered_epsilon, staggered_hop, staggered_phases
 from .wilson import (WilsonDirac, clover_field_strength, compress_links, decompress_links,
                      kappa_from_mass, mass_from_kappa, wilson_hop)
@@ -25,7 +25,7 @@ __all__ = ["clover_force_matrix", "clover_logdet", "clover_logdet_force_matrix",
            "gamma_matrices", "n_spin", "sigma_munu", "WilsonDirac", "wilson_hop",
            "compress_links", "decompress_links", "staggered_hop",
            "clover_field_strength", "kappa_from_mass", "mass_from_kappa", "StaggeredDirac",
-           "staggered_phases", "staggered_epsilon", "cg", "cgne", "bicgstab", "multishift_cg",
+           "staggered_phases", "staggered_epsilon", "cg", "cgne", "bicgstab", "fgmres", "multishift_cg",
            "cg_mixed", "SolverError", "SolverInfo", "MultiShiftInfo", "MixedInfo",
            "pion_correlator", "effective_mass", "chiral_condensate", "point_source",
            "WilsonPseudofermionAction", "wilson_fermion_force",

@@ -1,4 +1,5 @@
-"""Batch-aware Krylov solvers: CG, CGNR/CGNE, BiCGStab, multi-shift CG, mixed-precision CG.
+"""Batch-aware Krylov solvers: CG, CGNR/CGNE, BiCGStab, multi-shift CG, mixed-precision CG,
+flexible GMRES (right-preconditioned, restarted).
 
 Operators and layouts
 ---------------------
@@ -34,8 +35,9 @@ iteration to steer the loop; all vector work stays in the array namespace of ``b
 from ._common import MixedInfo, MultiShiftInfo, SolverError, SolverInfo, norm2, vdot
 from .bicgstab import bicgstab
 from .cg import cg, cgne
+from .fgmres import fgmres
 from .mixed import cg_mixed
 from .multishift import multishift_cg
 
 __all__ = ["SolverError", "SolverInfo", "MultiShiftInfo", "MixedInfo", "cg", "cgne", "bicgstab",
-           "multishift_cg", "cg_mixed", "vdot", "norm2"]
+           "multishift_cg", "cg_mixed", "fgmres", "vdot", "norm2"]

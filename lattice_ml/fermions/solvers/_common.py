@@ -57,6 +57,8 @@ class SolverInfo:
     breakdown : dict
         ``{entry: message}`` for entries stopped by a breakdown (only with
         ``raise_on_failure=False``).
+    precond_calls : int
+        Preconditioner applications to the whole batch (:func:`fgmres`; 0 for the others).
     """
 
     method: str
@@ -68,6 +70,7 @@ class SolverInfo:
     matvecs: int = 0
     restarts: np.ndarray | None = None
     breakdown: dict = field(default_factory=dict)
+    precond_calls: int = 0
 
     @property
     def all_converged(self) -> bool:
@@ -377,13 +380,14 @@ class _Run:
         self.active = redo.copy()
         return rt, redo
 
-    def finish(self, x):
-        """``(x, SolverInfo)`` from the last true residual; raises on failure if asked to."""
+    def finish(self, x, **extra):
+        """``(x, SolverInfo)`` from the last true residual (``extra``: further fields of the
+        record); raises on failure if asked to."""
         info = SolverInfo(method=self.name, tol=self.tol, iterations=self.iters,
                           converged=(self.rt2 <= self.target2) & ~self.failed,
                           residual=np.sqrt(self.rt2 / self.bb_safe),
                           history=_stack_history(self.history, self.nb), matvecs=self.matvecs,
-                          restarts=self.restarts, breakdown=self.breakdown)
+                          restarts=self.restarts, breakdown=self.breakdown, **extra)
         if self.raise_on_failure and not info.all_converged:
             _fail_nonconverged(self.name, info, self.maxiter)
         return x, info
