@@ -26,9 +26,10 @@ Checkpoint state (keys of the tree): ``config`` (the resolved configuration), ``
 (updates done), ``total_updates``, ``elapsed_s`` (wall time of all segments up to this
 checkpoint), ``segments`` (1 + the number of resumes that reached the run loop: a resumed run
 rewrites the checkpoint before its first update, so a segment killed before its first periodic
-checkpoint is counted too), ``field`` (host array in the field layout), ``rng`` (stream state)
-and ``history`` (name -> host array ``[n_recorded, n_chains, ...]``, in the order of first
-measurement).
+checkpoint is counted too), ``field`` (host array in the field layout), ``rng`` (stream state),
+``history`` (name -> host array ``[n_recorded, n_chains, ...]``, in the order of first
+measurement), and for flow Metropolis ``log_w`` (``[n_chains]``, the log-weight of the chains'
+configurations, which the next update needs).
 """
 
 from __future__ import annotations
@@ -426,6 +427,15 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
     sampler = job.sampler
     if state["n_steps"] != job.n_steps:
         sampler = job.with_n_steps(state["n_steps"])
+    # a sampler whose update returns the log-weight of the chains' new state (flow Metropolis:
+    # info.log_w) gets it back at the next update instead of recomputing it (for a gradient
+    # flow an inverse pass costs ~9 forward passes); it is checkpointed with the field, so a
+    # resumed run continues bit-identically. It is kept through a reunitarisation, which moves
+    # the links by round-off (max |U^dag U - 1| ~ 1e-15) and log w by as little.
+    log_w = None
+    if resume is not None and resume.get("log_w") is not None:
+        saved = resume["log_w"]
+        log_w = xp.asarray(saved, dtype=getattr(xp, saved.dtype.name))
 
     ck_path = Path(out_dir) / CHECKPOINT_NAME
     every_k, every_s = run.get("checkpoint_every", 0), run.get("checkpoint_seconds", 0.0)
@@ -446,6 +456,8 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                          "unstable": state["unstable"]}}
         if state["n_steps"] is None:
             ck["tuning"].pop("n_steps")
+        if log_w is not None:
+            ck["log_w"] = log_w
         try:
             save_checkpoint(ck_path, ck, kind="run")
         except OSError as exc:
@@ -466,7 +478,11 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
             save(k0)
         for k in range(k0, total):
             try:
-                field, info = sampler.step(field, rng)
+                if log_w is None:
+                    field, info = sampler.step(field, rng)
+                else:
+                    field, info = sampler.step(field, rng, log_w=log_w)
+                log_w = getattr(info, "log_w", None)
             except ValueError as exc:
                 off_group = "unitary" in str(exc) or "not in SU(" in str(exc)
                 fix = (f" (run.reunitarize_every = {reunit_every})" if job.N is not None
