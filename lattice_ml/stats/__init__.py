@@ -1,5 +1,6 @@
 """Statistics of Monte Carlo histories: Γ-method, jackknife, bootstrap, binning, reweighting,
-cosh fits of periodic correlators, and the hand-over of histories to pyerrors.
+cosh fits of periodic correlators, all-mode averaging (bias-corrected approximations), and the
+hand-over of histories to pyerrors.
 
 Histories are host data of shape ``(N,)`` (one chain) or ``(R, N)`` (replicas/chains first);
 any array type is accepted and converted to NumPy. See ``docs/statistics.md``.
@@ -18,6 +19,7 @@ from lattice_ml.stats.resampling import (
 )
 from lattice_ml.stats.reweighting import effective_sample_size, reweight
 from lattice_ml.stats.export import to_pyerrors
+from lattice_ml.stats.ama import AMAResult, RidgeRegression, ama, ama_regression
 
 __all__ = [
     "GammaResult",
@@ -39,4 +41,8 @@ __all__ = [
     "fit_cosh_mass",
     "choose_fit_range",
     "to_pyerrors",
+    "AMAResult",
+    "ama",
+    "ama_regression",
+    "RidgeRegression",
 ]
