@@ -24,8 +24,8 @@ from ..fermions import (StaggeredDirac, StaggeredRationalAction, WilsonDirac,
                         WilsonPseudofermionAction, chiral_condensate, pion_correlator,
                         staggered_root_powers)
 from ..gauge import GaugeAction
-from ..gauge.observables import (average_plaquette, creutz_ratio, polyakov_loop,
-                                 topological_charge_2d, wilson_loop)
+from ..gauge.observables import (average_plaquette, average_rectangle, creutz_ratio,
+                                 polyakov_loop, topological_charge_2d, wilson_loop)
 from ..groups import haar_random, identity_like
 from ..lattice import Lattice
 from ..samplers import HMC, EuclideanSpace, Heatbath, LieGroupSpace, Level, PseudofermionHMC
@@ -69,6 +69,9 @@ class Job:
     to_field : chain state -> the physical field (the flow's map for flow HMC; else identity)
     frozen_signals : observables whose zero variance over every chain and measurement means
         the chains never moved (the run then fails)
+    indexed_measure : ``measure`` takes the measurement's index ``i`` (0, 1, ...) as a third
+        argument (the AMA condensate solves exactly on ``i % measure.every == 0``, the
+        ``[measure]`` schedule); its ``measure.*`` entries are returned on those only
     """
 
     lattice: Lattice
@@ -85,6 +88,7 @@ class Job:
     to_field: Callable = _identity
     frozen_signals: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
+    indexed_measure: bool = False
 
 
 def host(x) -> np.ndarray:
@@ -436,16 +440,25 @@ def fermion_job(config: dict) -> Job:
             return WilsonDirac(U, mass, csw=csw, check=False)
         return StaggeredDirac(U, mass, check=False)
 
-    def measure(U, rng) -> dict:
+    m = config["measure"]
+    ama_on = m["ama_sloppy"] or m["ama_regression"]
+
+    def measure(U, rng, i_meas=0) -> dict:
         out = gauge_measure(U, rng)
         D = dirac(U)
-        out["chiral_condensate"] = chiral_condensate(D, rng, th["n_sources"], tol=tol)
+        if ama_on:
+            out.update(_ama_measure(U, D, rng, th["n_sources"], m, tol, i_meas % m["every"] == 0))
+        else:
+            out["chiral_condensate"] = chiral_condensate(D, rng, th["n_sources"], tol=tol)
         out["pion_correlator"] = pion_correlator(D, tol=tol)
         return out
 
     def summarize(hist: dict, S: float = 1.5) -> dict:
         obs = gauge_summarize(hist, S)
-        obs["chiral_condensate"] = summary_entry(hist["chiral_condensate"], S=S)
+        if ama_on:
+            obs.update(_ama_summary(hist, m, S))
+        else:
+            obs["chiral_condensate"] = summary_entry(hist["chiral_condensate"], S=S)
         pion = pion_mass_entry(hist["pion_correlator"], S)
         if pion is not None:
             obs["pion_mass"] = pion
@@ -460,7 +473,86 @@ def fermion_job(config: dict) -> Job:
         description["rooting"] = [f.power for f in fermions]
     return Job(lat, description, initial_field, sampler, measure, summarize, N=N,
                measure_gauge=gauge_measurements(config), frozen_signals=("plaquette",),
-               extra={"fermions": fermions, "tol": tol}, **_adaptable(sampler, sm))
+               extra={"fermions": fermions, "tol": tol}, indexed_measure=ama_on,
+               **_adaptable(sampler, sm))
+
+
+# ------------------------------------------------------------------------------------------
+# the chiral condensate by all-mode averaging (measure.ama_sloppy, measure.ama_regression)
+# ------------------------------------------------------------------------------------------
+def ama_features(U):
+    """``[batch, 5]``: the regression's features of a configuration, ``(P, R, Re L, |L|^2,
+    P^2)`` with P the average plaquette, R the average rectangle and L the Polyakov loop (all
+    normalised by N)."""
+    xp = namespace(U)
+    P, L = average_plaquette(U), polyakov_loop(U)
+    return xp.stack([P, average_rectangle(U), xp.real(L), xp.real(L * xp.conj(L)), P * P],
+                    axis=1)
+
+
+def _ama_measure(U, D, rng, n_sources: int, m: dict, tol: float, subset: bool) -> dict:
+    """The AMA measurements of one configuration: the truncated-solve condensate and/or the
+    features at every measurement, the exact condensate (and the approximations again, on the
+    ``[measure]`` axis) on the subset."""
+    from ..fermions.observables import chiral_condensate_ama
+
+    out = {}
+    exact = None
+    if m["ama_sloppy"]:
+        sloppy, exact = chiral_condensate_ama(D, rng, n_sources, m["sloppy_iterations"],
+                                              exact=subset, tol=tol)
+        out["chiral_condensate_sloppy"] = sloppy
+        if subset:
+            out[MEASURE_PREFIX + "chiral_condensate_sloppy"] = sloppy
+    elif subset:
+        exact = chiral_condensate(D, rng, n_sources, tol=tol)
+    if m["ama_regression"]:
+        feats = ama_features(U)
+        out["ama_features"] = feats
+        if subset:
+            out[MEASURE_PREFIX + "ama_features"] = feats
+    if subset:
+        out[MEASURE_PREFIX + "chiral_condensate"] = exact
+    return out
+
+
+def _ama_entry(res) -> dict:
+    """A summary entry (SPEC key names) of an :class:`~lattice_ml.stats.AMAResult`."""
+    d = res.to_dict()
+    d["mean"] = d.pop("value")
+    d["n"] = d["n_all"]
+    for part in ("approx", "correction", "exact"):
+        if part in d:
+            d[part]["mean"] = d[part].pop("value")
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in d.items()}
+
+
+def _ama_summary(hist: dict, m: dict, S: float) -> dict:
+    """``chiral_condensate`` (the exact solves alone, on the ``[measure]`` axis) and the AMA
+    estimates ``chiral_condensate_ama_sloppy`` / ``chiral_condensate_ama_regression``; an
+    estimate whose histories are too short (a large ``analyse --discard``) is left out."""
+    from ..stats import ama, ama_regression
+
+    exact = hist[MEASURE_PREFIX + "chiral_condensate"]
+    obs = {"chiral_condensate": summary_entry(exact, S=S)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WindowWarning)
+        if m["ama_sloppy"]:
+            try:
+                res = ama(hist["chiral_condensate_sloppy"], exact, every=m["every"],
+                          approx_subset=hist[MEASURE_PREFIX + "chiral_condensate_sloppy"], S=S)
+                obs["chiral_condensate_ama_sloppy"] = _ama_entry(res)
+            except ValueError:
+                pass
+        if m["ama_regression"]:
+            try:
+                res = ama_regression(hist["ama_features"], hist[MEASURE_PREFIX + "ama_features"],
+                                     exact, every=m["every"], n_train=m["ama_train"], S=S)
+                obs["chiral_condensate_ama_regression"] = _ama_entry(res)
+            except ValueError:
+                pass
+    return obs
 
 
 def pion_mass_entry(C, S: float = 1.5) -> dict | None:

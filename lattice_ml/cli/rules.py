@@ -134,6 +134,27 @@ def fermion_rules(c: dict) -> None:
                           f"(2^(D/2) tastes per field), not D = {D}")
 
 
+def measure_rules(c: dict) -> None:
+    """The all-mode-averaged chiral condensate (``measure.ama_sloppy``, ``ama_regression``)."""
+    m, sm = c["measure"], c["sampler"]
+    for key in ("ama_sloppy", "ama_regression"):
+        if m[key] and not has_fermions(c):
+            raise ConfigError(f"measure.{key}", "averages the chiral condensate: it needs "
+                              "dynamical fermions (theory.fermion = 'wilson' or 'staggered')")
+    if not (m["ama_sloppy"] or m["ama_regression"]):
+        return
+    blocks = sm["n_samples"] // m["every"]
+    left = blocks - (m["ama_train"] if m["ama_regression"] else 0)
+    if left < min_samples():
+        what = (f" less measure.ama_train = {m['ama_train']} for the regression"
+                if m["ama_regression"] else "")
+        raise ConfigError("measure.ama_train" if m["ama_regression"] and blocks >= min_samples()
+                          else "measure.every",
+                          f"{sm['n_samples']} measurements with measure.every = {m['every']} "
+                          f"give {blocks} exact condensate measurements per chain{what}: the "
+                          f"AMA average needs {min_samples()} blocks")
+
+
 def schwinger_rules(c: dict) -> None:
     shape = c["lattice"]["shape"]
     if len(shape) != 2:

@@ -518,7 +518,9 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                         sampler = job.with_n_steps(n_new)
             if measuring and (k - n_therm + 1) % every == 0:
                 i_meas = (k - n_therm + 1) // every - 1
-                for key, val in job.measure(field, rng).items():
+                measured = (job.measure(field, rng, i_meas) if job.indexed_measure
+                            else job.measure(field, rng))
+                for key, val in measured.items():
                     hist.setdefault(key, []).append(host(val))
                 if job.measure_gauge is not None and i_meas % measure_every == 0:
                     for key, val in job.measure_gauge(job.to_field(field)).items():

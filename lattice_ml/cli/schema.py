@@ -395,7 +395,21 @@ SCHEMA: dict[str, Table] = {
             "wilson_loops": Param("int", 0, minimum=0,
                                   doc="Wilson loops W(R, T) for R, T <= this, and Creutz ratios "
                                       "(0: none)"),
+            "ama_sloppy": Param("bool", False,
+                                doc="fermions: chiral condensate by AMA, truncated solves at every "
+                                    "measurement + exact solves of the same noise every "
+                                    "measure.every"),
+            "sloppy_iterations": Param("int", 10, minimum=1,
+                                       doc="CGNR iterations of each truncated solve "
+                                           "(ama_sloppy)"),
+            "ama_regression": Param("bool", False,
+                                    doc="fermions: chiral condensate by AMA with a ridge "
+                                        "regression from gauge loops, exact every measure.every"),
+            "ama_train": Param("int", 10, minimum=1,
+                               doc="exact measurements per chain that train the regression "
+                                   "(left out of its AMA average)"),
         },
+        checks=(rules.measure_rules,),
     ),
 }
 """The whole schema: table name → :class:`Table`."""
