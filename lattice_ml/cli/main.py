@@ -8,6 +8,7 @@
     lattice-ml convert IN OUT [--to FORMAT] [...]     (lattice_ml.cli.files)
     lattice-ml info FILE [--json]                     (lattice_ml.cli.files)
     lattice-ml analyse DIR [--discard N] [--bin B] [--S S] [--json]   (lattice_ml.cli.analyse)
+    lattice-ml plot DIR [--to PLOTS] [--discard N] [--format png svg]  (lattice_ml.cli.plot)
     lattice-ml --version
 
 Exit codes: 0 success; 1 the run failed (or its results could not be written); 2 bad usage: a
@@ -98,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="omit the one-line documentation after each key")
     from lattice_ml.cli.analyse import add_parser as add_analyse_parser
     from lattice_ml.cli.files import add_parsers as add_file_parsers
+    from lattice_ml.cli.plot import add_parser as add_plot_parser
 
     add_file_parsers(sub)  # convert, info
     add_analyse_parser(sub)
+    add_plot_parser(sub)
     return parser
 
 
@@ -308,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "config":
             return _cmd_config(args)
-        if getattr(args, "handler", None) is not None:  # convert, info, analyse
+        if getattr(args, "handler", None) is not None:  # convert, info, analyse, plot
             return args.handler(args)
         parser.print_usage(sys.stderr)  # pragma: no cover - argparse requires a command
         return EXIT_USAGE
