@@ -106,3 +106,23 @@ def test_refusals_are_one_line(tmp_path, phi4_run, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     assert main(["plot", str(phi4_run)]) == 2
     assert "pip install 'lattice-ml[plot]'" in capsys.readouterr().err
+
+
+def test_flow_training_history_is_saved_and_drawn(tmp_path):
+    out = _run(tmp_path, "flow", "sampler.name=flow", "lattice.shape=[4,4]",
+               "flow.train_steps=30", "flow.n_layers=2", "flow.channels=2",
+               "flow.hidden_layers=1", "flow.batch_size=8", "sampler.n_chains=2",
+               "sampler.n_therm=5", "sampler.n_samples=30", "sampler.min_acceptance=0")
+    summary = json.loads((out / "summary.json").read_text())
+    tr = np.load(out / "training.npz")
+    assert set(tr.files) >= {"loss", "ess", "grad_norm", "lr"} and tr["loss"].size == 30
+    assert summary["flow"]["final_loss"] == pytest.approx(tr["loss"][-50:].mean(), rel=1e-12)
+    fig = figures(out)["training"]
+    np.testing.assert_array_equal(fig.axes[0].lines[0].get_ydata(), tr["loss"])
+    np.testing.assert_array_equal(fig.axes[2].lines[0].get_ydata(), tr["grad_norm"])
+    # an --overwrite with a run that trains nothing leaves neither the old training history
+    # nor the old pictures looking like the new run's
+    assert main(["plot", str(out)]) == 0 and (out / "plots" / "training.png").exists()
+    assert main(["run", "--out", str(out), "--overwrite", "--set", "run.progress=never",
+                 "--set", "lattice.shape=[4,4]", "--set", "sampler.n_samples=20"]) == 0
+    assert not (out / "training.npz").exists() and not (out / "plots").exists()

@@ -327,6 +327,7 @@ def _train_flow(flow, action, fl: dict, run: dict, xp, progress, info: dict,
                 f"flow.max_grad_norm (now {fl['max_grad_norm']:g})")
         info["final_loss"] = loss
         info["skipped_steps"] = trainer.skipped
+        training = {k: np.asarray(v, dtype=np.float64) for k, v in trainer.history.items()}
     info["train_seconds"] = time.perf_counter() - t0
     lw = []
     chunk = min(512, ess_samples)
@@ -338,7 +339,15 @@ def _train_flow(flow, action, fl: dict, run: dict, xp, progress, info: dict,
     lw = np.concatenate(lw)
     info["ess"] = effective_sample_size(np.where(np.isnan(lw), -np.inf, lw))
     info["ess_samples"] = int(lw.size)
-    return {"flow": info, "ess": info["ess"], "train_seconds": info["train_seconds"]}
+    out = {"flow": info, "ess": info["ess"], "train_seconds": info["train_seconds"]}
+    if fl["train_steps"]:
+        out[TRAINING_HISTORY] = training    # the run loop writes it to training.npz
+    return out
+
+
+TRAINING_HISTORY = "training_history"
+"""Key of the training history (name -> ``[step]`` array) in the result of a job's ``prepare``;
+the run loop takes it out of the description and writes it to ``training.npz``."""
 
 
 class FlowTrainingError(RuntimeError):

@@ -34,6 +34,8 @@ __all__ = [
     "HISTORY_NAME",
     "CONFIG_NAME",
     "CHECKPOINT_NAME",
+    "TRAINING_NAME",
+    "PLOTS_NAME",
     "RUN_OUTPUTS",
     "json_default",
     "atomic_write_text",
@@ -56,9 +58,13 @@ CONFIG_NAME = "config.toml"
 """The resolved configuration of the run, written before it starts."""
 CHECKPOINT_NAME = "checkpoint.ckpt"
 """The state of an unfinished run (:mod:`lattice_ml.io.checkpoint`); ``run --resume`` reads it."""
+TRAINING_NAME = "training.npz"
+"""The flow's training history (loss, ESS, gradient norm, learning rate per step) of a flow run."""
 CONFIGS_NAME = "configs"
 """Folder of the configurations saved during a run (``[output]``)."""
-RUN_OUTPUTS = (SUMMARY_NAME, HISTORY_NAME, CHECKPOINT_NAME, CONFIG_NAME)
+PLOTS_NAME = "plots"
+"""Folder of ``lattice-ml plot``'s pictures of the run."""
+RUN_OUTPUTS = (SUMMARY_NAME, HISTORY_NAME, TRAINING_NAME, CHECKPOINT_NAME, CONFIG_NAME)
 """Files of a run, set aside (summary first) when a directory is overwritten."""
 
 
@@ -226,7 +232,7 @@ def set_aside(out: Path) -> Path | None:
     The new run then starts in a clean directory, and the old one is only deleted
     (:func:`discard_previous`) once the new summary is written, or put back
     (:func:`restore_previous`) when the new run fails."""
-    names = [n for n in (*RUN_OUTPUTS, CONFIGS_NAME) if (out / n).exists() or
+    names = [n for n in (*RUN_OUTPUTS, CONFIGS_NAME, PLOTS_NAME) if (out / n).exists() or
              (out / n).is_symlink()]
     if not names:
         return None

@@ -21,9 +21,10 @@ figure ``<name>.png`` / ``.svg`` with four panels:
 Also ``acceptance``: ΔH per update and chain, its histogram, and the running acceptance (for
 Metropolis samplers); ``correlator`` (runs with fermions): the pion correlator with its
 Γ-method errors on a log scale with the cosh fit over the summary's fit range, and the cosh
-effective mass (:func:`lattice_ml.fermions.effective_mass`) with the fitted mass. Figures are written atomically into ``DIR/plots/`` (or
-``--to``); nothing else in DIR changes. Flow-training curves need the training history, which
-runs do not save yet.
+effective mass (:func:`lattice_ml.fermions.effective_mass`) with the fitted mass; ``training``
+(flow runs that trained): loss, batch ESS and gradient norm per training step, from
+``DIR/training.npz``. Figures are written atomically into ``DIR/plots/`` (or ``--to``); nothing
+else in DIR changes.
 
 matplotlib is an optional dependency (``pip install 'lattice-ml[plot]'``); no global state of it
 is touched (figures are built with ``matplotlib.figure.Figure``, no ``pyplot``).
@@ -38,9 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_parser", "figures", "plot_run", "PlotError", "PLOTS_NAME"]
+__all__ = ["add_parser", "figures", "plot_run", "PlotError"]
 
-PLOTS_NAME = "plots"
 EXIT_OK = 0
 EXIT_USAGE = 2
 
@@ -190,6 +190,19 @@ def _correlator_figure(Figure, C: np.ndarray, entry: dict | None, discard: int):
     return fig
 
 
+def _training_figure(Figure, tr: dict):
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_ess, ax_g = fig.subplots(1, 3)
+    step = np.arange(1, tr["loss"].size + 1)
+    ax_loss.plot(step, tr["loss"], lw=0.8, color="C0")
+    ax_loss.set(xlabel="training step", ylabel="loss", title="reverse KL + const (loss)")
+    ax_ess.plot(step, tr["ess"], lw=0.8, color="C1")
+    ax_ess.set(xlabel="training step", ylabel="ESS of the batch", ylim=(0, 1.02), title="ESS")
+    ax_g.plot(step, tr["grad_norm"], lw=0.8, color="C2")
+    ax_g.set(xlabel="training step", ylabel="|gradient|", yscale="log", title="gradient norm")
+    return fig
+
+
 def figures(out_dir, discard: int = 0, max_chains: int = 8) -> dict:
     """``{file stem: matplotlib Figure}`` of the finished run in ``out_dir`` (see the module
     docstring); raises :class:`PlotError`."""
@@ -209,6 +222,12 @@ def figures(out_dir, discard: int = 0, max_chains: int = 8) -> dict:
             else 0, max_chains)
     if "delta_h" in hist and "accepted" in hist:
         figs["acceptance"] = _acceptance_figure(Figure, hist, discard, max_chains)
+    from .output import TRAINING_NAME
+
+    training = Path(out_dir) / TRAINING_NAME
+    if training.is_file():
+        with np.load(training) as f:
+            figs["training"] = _training_figure(Figure, {k: np.asarray(f[k]) for k in f.files})
     if "pion_correlator" in hist:
         figs["correlator"] = _correlator_figure(
             Figure, hist["pion_correlator"], summary.get("observables", {}).get("pion_mass"),
@@ -227,6 +246,8 @@ def plot_run(out_dir, to=None, formats=("png", "svg"), discard: int = 0,
              max_chains: int = 8) -> list[Path]:
     """Draw the run in ``out_dir`` into ``to`` (default ``out_dir/plots``); the written paths."""
     figs = figures(out_dir, discard, max_chains)
+    from .output import PLOTS_NAME
+
     dest = Path(to) if to is not None else Path(out_dir) / PLOTS_NAME
     dest.mkdir(parents=True, exist_ok=True)
     written = []

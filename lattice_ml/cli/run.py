@@ -53,10 +53,10 @@ from ..io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..groups import reunitarize, unitarity_deviation
 from ..samplers.tuning import adapted_n_steps
 from .config import ConfigError, load_config, parse_override
-from .jobs import build_job, host, summary_entry
+from .jobs import TRAINING_HISTORY, build_job, host, summary_entry
 from .rules import flow_kind, read_start_links
 from .output import (CHECKPOINT_NAME, CONFIG_NAME, CONFIGS_NAME, HISTORY_NAME, SUMMARY_NAME,
-                     atomic_save_npz)
+                     TRAINING_NAME, atomic_save_npz)
 from .progress import Progress
 
 __all__ = ["run_job", "RunError", "RunInterrupted", "ResumeError", "load_resume",
@@ -395,8 +395,10 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
     rng = RandomStreams(run["seed"], n_chains, xp, dtype=run["dtype"])
     job = build_job(config)
     bars = Progress(None, "", progress)
+    training = None
     if job.prepare is not None:
         job.description.update(job.prepare(bars))
+        training = job.description.pop(TRAINING_HISTORY, None)
     n_therm, n_samples, every = sm["n_therm"], sm["n_samples"], sm["measure_every"]
     total = n_therm + n_samples * every
     adapt = job.n_steps is not None and sm.get("adapt_steps", False)
@@ -546,6 +548,8 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         arrays = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in hist.items()}
         _check_failure_rules(job, config, arrays, state["n_steps"])
         atomic_save_npz(Path(out_dir) / HISTORY_NAME, **arrays)
+        if training is not None:
+            atomic_save_npz(Path(out_dir) / TRAINING_NAME, **training)
         observables = {k: v for k, v in job.summarize(arrays).items() if v is not None}
         if stop.signum is not None:
             save(total)
