@@ -91,7 +91,9 @@ def backend_name(xp) -> str:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Copy of ``x`` as a host NumPy array (no copy for NumPy input)."""
+    """``x`` as a host NumPy array: ``x`` itself for NumPy input, a view of the same memory
+    for a CPU DLPack producer (``numpy.from_dlpack``: a PyTorch CPU tensor, array-api-strict),
+    a device-to-host copy for a CuPy array."""
     if isinstance(x, np.ndarray):
         return x
     if np.isscalar(x):
