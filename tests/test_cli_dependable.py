@@ -504,3 +504,18 @@ def test_t0_and_w0_reach_the_summary(tmp_path):
     assert abs(obs["t0"]["mean"] - t0_hist) < 0.05 * t0_hist
     assert abs(obs["w0"]["mean"] - w0_hist) < 0.05 * w0_hist
     assert obs["w0"]["mean"] ** 2 < obs["t0"]["mean"]            # W passes 0.3 first
+
+
+def test_ctrl_c_during_start_up_is_one_line_not_a_traceback(monkeypatch, capsys):
+    """Ctrl-C before the run's own handler exists (importing, reading the configuration) exits
+    130 with one line on stderr."""
+    import lattice_ml.cli.main as cli_main
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli_main, "_cmd_run", interrupted)
+    capsys.readouterr()
+    assert cli_main.main(["run", "--set", "lattice.shape=[4,4]"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the run started" in err and "Traceback" not in err
+    assert err.strip().count("\n") <= 1
