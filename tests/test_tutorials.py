@@ -34,8 +34,19 @@ def _gauge_flow(ns):
     assert abs(ns["P"].value - ns["exact"]) < 4 * ns["P"].error
 
 
+def _gpu(ns):
+    import lattice_ml
+    from lattice_ml.backend import backend_name
+    assert backend_name(ns["xp"]) in ("numpy", "cupy")
+    P = ns["P"]
+    assert P.shape == (4,) and np.all((0 < P) & (P < 1))
+    results = Path(lattice_ml.__file__).resolve().parents[1] / "benchmarks" / "results"
+    if results.exists():                               # a checkout: the record was read
+        assert ns["records"] and 0 < ns["doc"]["results"][0]["frac_bw"] < 1
+
+
 CHECKS = {"first-plaquette": _first_plaquette, "schwinger": _schwinger,
-          "gauge-flow": _gauge_flow}
+          "gauge-flow": _gauge_flow, "gpu": _gpu}
 
 
 def test_every_tutorial_is_checked_and_listed():
@@ -50,7 +61,7 @@ def test_every_tutorial_is_checked_and_listed():
 
 
 @pytest.mark.parametrize("name", [
-    "first-plaquette", "gauge-flow",
+    "first-plaquette", "gauge-flow", "gpu",
     pytest.param("schwinger", marks=pytest.mark.slow),    # ~30 s CPU; the site build runs it too
 ])
 def test_tutorial_runs_and_its_numbers_hold(name, tmp_path, monkeypatch):
