@@ -84,7 +84,14 @@ def _multigrid(ns, text):
     assert np.all(info.iterations <= 22)
 
 
-CHECKS = {"docs/getting-started.md": _getting_started, "docs/fermions.md": _fermions,
+def _attention(ns, text):
+    # the CASK example: gauge covariance to round-off, beta = 0 is plain stout
+    assert ns["cov"] < 1e-12 and ns["same"] < 1e-14
+    assert ns["grad"].shape == (4,)
+
+
+CHECKS = {"docs/attention.md": _attention,
+          "docs/getting-started.md": _getting_started, "docs/fermions.md": _fermions,
           "docs/gauge.md": _gauge, "docs/flows.md": _flows, "docs/statistics.md": _statistics,
           "docs/multigrid.md": _multigrid}
 
@@ -93,7 +100,8 @@ CHECKS = {"docs/getting-started.md": _getting_started, "docs/fermions.md": _ferm
                                  "docs/training.md", "docs/fermions.md", "docs/gauge.md",
                                  "docs/flows.md", "docs/io.md", "docs/kernels.md",
                                  "docs/statistics.md", "docs/gauge_flows.md",
-                                 "docs/gauge_flows_coupling.md", "docs/interop.md", "docs/multigrid.md"])
+                                 "docs/gauge_flows_coupling.md", "docs/interop.md", "docs/multigrid.md",
+                                 "docs/attention.md"])
 def test_python_examples_run(doc, tmp_path, monkeypatch):
     path = ROOT / doc
     if not path.exists():
