@@ -45,8 +45,15 @@ def _gpu(ns):
         assert ns["records"] and 0 < ns["doc"]["results"][0]["frac_bw"] < 1
 
 
+def _phi4_flow(ns):
+    hmc, flow = ns["res_hmc"], ns["res_flow"]
+    assert abs(hmc.value) < 4 * hmc.error and abs(flow.value) < 4 * flow.error   # <M> = 0
+    assert flow.tau_int < hmc.tau_int / 5            # the text: the flow decorrelates M
+    assert ns["sampler"].summary(ns["hist"])["acceptance"] > 0.2
+
+
 CHECKS = {"first-plaquette": _first_plaquette, "schwinger": _schwinger,
-          "gauge-flow": _gauge_flow, "gpu": _gpu}
+          "gauge-flow": _gauge_flow, "gpu": _gpu, "phi4-flow": _phi4_flow}
 
 
 def test_every_tutorial_is_checked_and_listed():
@@ -63,6 +70,7 @@ def test_every_tutorial_is_checked_and_listed():
 @pytest.mark.parametrize("name", [
     "first-plaquette", "gauge-flow", "gpu",
     pytest.param("schwinger", marks=pytest.mark.slow),    # ~30 s CPU; the site build runs it too
+    pytest.param("phi4-flow", marks=pytest.mark.slow),    # ~25 s CPU
 ])
 def test_tutorial_runs_and_its_numbers_hold(name, tmp_path, monkeypatch):
     path = TUTORIALS / f"{name}.md"
