@@ -125,3 +125,11 @@ def test_ama_run_histories_and_summary(tmp_path):
             "error_uncorrelated"} <= set(entry)
     assert entry["mean"] == pytest.approx(entry["approx"]["mean"] + entry["correction"]["mean"],
                                           rel=1e-12)
+    # lattice-ml analyse recomputes it from the histories, also after a cut (2 measurements: one
+    # [measure] entry, the blocks stay aligned)
+    from lattice_ml.cli.analyse import analyse_run
+    again = analyse_run(out)["observables"]["chiral_condensate_ama_sloppy"]
+    assert again["mean"] == pytest.approx(entry["mean"], rel=1e-12)
+    assert again["error"] == pytest.approx(entry["error"], rel=1e-12)
+    cut = analyse_run(out, discard=2)["observables"]["chiral_condensate_ama_sloppy"]
+    assert cut["n_blocks"] == 5 and cut["n_subset"] == 10
