@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import device_of, namespace, real_dtype_of
+from ..backend import asarray, device_of, namespace, real_dtype_of
 from ..gauge.paths import link
 from ..groups import dagger, expm_algebra, project_algebra, trace
 from .expderiv import expm_pullback
@@ -233,7 +233,8 @@ class CASKSmearing:
     has ``n_types`` per layer).
 
     ``forward(U)`` returns the smeared links and keeps the layers' contexts; ``backward(F')``
-    returns ``(F, dL/dtheta)`` (a flat host NumPy array, the layout of :meth:`parameters`).
+    returns ``(F, dL/dtheta)`` (flat, the layout of :meth:`parameters`, an array of the
+    namespace and device of ``F'`` like :meth:`StoutSmearing.backward`'s).
     """
 
     def __init__(self, n_layers: int, loops="plaquette", *, D: int = 4, rho: float = 0.1,
@@ -292,8 +293,10 @@ class CASKSmearing:
 
         if self._ctx is None:
             raise RuntimeError("call forward(U) before backward(force)")
+        xp = namespace(force)
         grad = np.zeros(self.param_shape)
         for layer in range(self.n_layers - 1, -1, -1):
             force, g_rho, g_beta = cask_backward(self._ctx[layer], force)
             grad[layer, :, 0], grad[layer, :, 1] = g_rho, g_beta
-        return force, grad.reshape(-1)
+        return force, asarray(grad.reshape(-1), xp, dtype=real_dtype_of(xp, force.dtype),
+                              device=device_of(force))
