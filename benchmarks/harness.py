@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ["LATTICE_ML_BENCH_RESULTS"]) if os.environ.get(
+    "LATTICE_ML_BENCH_RESULTS") else Path(__file__).resolve().parent / "results"
+"""Where the JSON records go (``LATTICE_ML_BENCH_RESULTS`` overrides it, e.g. for the GPU check
+of benchmarks/gpu/run.sh, which keeps its records in its own folder)."""
 
 
 def versions() -> dict:
