@@ -1,0 +1,339 @@
+"""A two-level (aggregation) multigrid preconditioner for the Wilson(-clover) operator: block
+restriction and prolongation from near-null vectors, the Galerkin coarse operator with its own
+nearest-neighbour stencil, a coarse-grid correction and a smoother, for :func:`fgmres`.
+
+Blocks and the coarse space
+---------------------------
+The lattice ``sites`` is cut into blocks of ``block`` sites (each extent divisible); coarse site
+``y`` holds the block ``B(y)``. From ``n_vec`` near-null vectors ``v_i`` (:func:`near_null_vectors`:
+inverse iteration, ``v <- D^-1 v`` approximately, from random vectors) the basis is, on every
+block, the vectors restricted to it, split by chirality (``chiral=True``: ``P_+- v_i`` with
+``P_+- = (1 +- gamma_5)/2``, which keeps the coarse operator gamma_5-hermitian in the coarse
+sense) and orthonormalised there (QR): ``n_c = 2 n_vec`` (or ``n_vec``) coarse components per
+coarse site. With the basis ``V(y)`` ``[block dof, n_c]``::
+
+    restriction   (R phi)(y) = V(y)^dag phi|_B(y),      prolongation  P = R^dag,   R P = 1.
+
+Coarse operator
+---------------
+``D~ = R D P``. ``D`` couples nearest neighbours only, so ``D~`` does too::
+
+    (D~ c)(y) = A~(y) c(y) + sum_mu [ F~_mu(y) c(y + mu) + B~_mu(y) c(y - mu) ]
+
+(coarse extents periodic; the fermion time boundary sits in the fine hops). It is built from
+``n_c (1 + 2 D)`` fine operations: for each basis column ``k`` the prolonged field ``p_k``, its
+local term and its hops ``H_mu^+ p_k = (1 - gamma_mu)/2 U_mu(x) p_k(x + mu)``,
+``H_mu^- p_k = (1 + gamma_mu)/2 U_mu(x - mu)^dag p_k(x - mu)`` (``D = A - sum_mu (H_mu^+ +
+H_mu^-)``), the part of each hop that stays inside a block going to ``A~`` and the part that
+crosses into the next block to ``F~_mu`` / ``B~_mu``. Layouts: coarse fields
+``[batch, *coarse_sites, n_c]``; stencil matrices ``[batch, *coarse_sites, n_c, n_c]``.
+
+Two-level preconditioner
+------------------------
+``M v``: coarse correction, then ``n_smooth`` smoothing steps on the residual::
+
+    x = P D~^-1 R v,     x <- x + S(v - D x)
+
+with ``S`` minimal-residual steps (``smoother="mr"``) or any callable (a trained PTC network,
+:mod:`lattice_ml.fermions.ptc`). ``D~^-1``: a dense inverse (``coarse_solver="direct"``, for
+small coarse grids) or GMRES on the stencil to ``coarse_tol`` (``"gmres"``; then ``M`` is not
+exactly linear, which :func:`fgmres` allows).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..backend import device_of, namespace, real_dtype_of, to_numpy
+from ..lattice import shift
+from .gamma import gamma5
+from .ptc import ParallelTransport
+from .solvers import bicgstab, fgmres, norm2, vdot
+
+__all__ = ["Blocking", "near_null_vectors", "CoarseOperator", "TwoLevelMultigrid",
+           "mr_smoother"]
+
+
+class Blocking:
+    """Cut ``sites`` into blocks of ``block`` sites; fields ``[batch, *sites, s, N]`` <->
+    blocked ``[batch, *coarse_sites, prod(block) * s * N]`` (the block's dof, site-major)."""
+
+    def __init__(self, sites: Sequence[int], block: Sequence[int], n_spin: int, N: int):
+        self.sites, self.block = tuple(sites), tuple(int(b) for b in block)
+        if len(self.block) != len(self.sites):
+            raise ValueError(f"block {self.block} must have one extent per direction of the "
+                             f"lattice {self.sites}")
+        for L, b in zip(self.sites, self.block):
+            if b < 1 or L % b:
+                raise ValueError(f"block {self.block} does not tile the lattice {self.sites}")
+        self.D = len(self.sites)
+        self.coarse = tuple(L // b for L, b in zip(self.sites, self.block))
+        self.n_spin, self.N = n_spin, N
+        self.block_dof = math.prod(self.block) * n_spin * N
+
+    def to_blocks(self, phi):
+        xp = namespace(phi)
+        B, D = phi.shape[0], self.D
+        sh = [B]
+        for c, b in zip(self.coarse, self.block):
+            sh += [c, b]
+        z = xp.reshape(phi, tuple(sh) + (self.n_spin * self.N,))
+        perm = (0,) + tuple(1 + 2 * k for k in range(D)) + tuple(2 + 2 * k for k in range(D)) \
+            + (2 * D + 1,)
+        return xp.reshape(xp.permute_dims(z, perm), (B,) + self.coarse + (self.block_dof,))
+
+    def from_blocks(self, z):
+        xp = namespace(z)
+        B, D = z.shape[0], self.D
+        z = xp.reshape(z, (B,) + self.coarse + self.block + (self.n_spin * self.N,))
+        perm = [0]
+        for k in range(D):
+            perm += [1 + k, 1 + D + k]
+        perm.append(2 * D + 1)
+        z = xp.permute_dims(z, tuple(perm))
+        return xp.reshape(z, (B,) + self.sites + (self.n_spin, self.N))
+
+    def block_coordinate(self, mu: int):
+        """Host ``[*sites]`` array: the position ``x_mu mod block_mu`` inside the block."""
+        grid = np.indices(self.sites)[mu]
+        return grid % self.block[mu]
+
+
+# ------------------------------------------------------------------------------------------
+def near_null_vectors(W, n_vec: int, n_iter: int = 3, inner_iter: int = 20, seed: int = 0):
+    """``n_vec`` near-null vectors of the Wilson operator ``W`` by inverse iteration: complex
+    Gaussian start (host ``default_rng(seed)``), then ``n_iter`` times ``v <- BiCGStab(D, v)``
+    with ``inner_iter`` iterations (an approximate ``D^-1 v``, which amplifies the low modes),
+    normalised. Returns a list of ``n_vec`` fields ``[batch, *sites, spin, colour]``."""
+    xp = W.xp
+    B = W.U.shape[0]
+    rng = np.random.default_rng(seed)
+    shape = (n_vec * B,) + tuple(W.sites) + (W.n_spin, W.N)
+    h = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    v = xp.asarray(h, dtype=W.dtype, device=W.device)
+
+    def solve(x):
+        if B == 1:                                   # all vectors in one batched solve
+            y, _ = bicgstab(W.apply, x, maxiter=inner_iter, raise_on_failure=False)
+            return y
+        parts = [bicgstab(W.apply, x[k * B:(k + 1) * B, ...], maxiter=inner_iter,
+                          raise_on_failure=False)[0] for k in range(n_vec)]
+        return xp.concat(parts, axis=0)
+
+    for _ in range(n_iter):
+        v = solve(v)
+        nrm = xp.sqrt(norm2(v))
+        v = v / xp.reshape(xp.astype(nrm, v.dtype), (v.shape[0],) + (1,) * (v.ndim - 1))
+    return [v[k * B:(k + 1) * B, ...] for k in range(n_vec)]
+
+
+# ------------------------------------------------------------------------------------------
+class CoarseOperator:
+    """The stencil ``(A~, F~_mu, B~_mu)`` of ``D~`` (module docstring), applied to coarse fields
+    ``[batch, *coarse_sites, n_c]``."""
+
+    def __init__(self, A, F, Bk):
+        self.A, self.F, self.B = A, list(F), list(Bk)
+        self.xp = namespace(A)
+        self.D = len(self.F)
+        self.coarse = tuple(A.shape[1:1 + self.D])
+        self.n_c = A.shape[-1]
+        self._inv = None
+
+    def apply(self, c):
+        xp = self.xp
+        z = c[..., None]
+        out = self.A @ z
+        for mu in range(self.D):
+            out = out + self.F[mu] @ shift(z, mu, +1) + self.B[mu] @ shift(z, mu, -1)
+        return out[..., 0]
+
+    __call__ = apply
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.coarse) * self.n_c
+
+    def dense(self):
+        """``[batch, n, n]`` matrices of ``D~`` (``n = coarse volume * n_c``), column by
+        column from unit vectors (chunks of 256)."""
+        xp, n, Bt = self.xp, self.dim, self.A.shape[0]
+        eye = np.eye(n, dtype=complex)
+        mats = []
+        for b in range(Bt):
+            sub = CoarseOperator(self.A[b:b + 1, ...], [f[b:b + 1, ...] for f in self.F],
+                                 [g[b:b + 1, ...] for g in self.B])
+            cols = []
+            for j0 in range(0, n, 256):
+                e = xp.asarray(eye[j0:j0 + 256].reshape((-1,) + self.coarse + (self.n_c,)),
+                               dtype=self.A.dtype, device=device_of(self.A))
+                cols.append(xp.reshape(sub.apply(e), (e.shape[0], n)))
+            mats.append(xp.matrix_transpose(xp.concat(cols, axis=0)))
+        return xp.stack(mats, axis=0)
+
+    def solve_direct(self, c):
+        """``D~^-1 c`` with the dense inverse (built on the first call)."""
+        xp = self.xp
+        if self._inv is None:
+            self._inv = xp.linalg.inv(self.dense())
+        sh = tuple(c.shape)
+        return xp.reshape(self._inv @ xp.reshape(c, (sh[0], self.dim, 1)), sh)
+
+
+def mr_smoother(D: Callable, n_steps: int) -> Callable:
+    """``r -> y`` after ``n_steps`` minimal-residual steps on ``D y = r`` from ``y = 0``:
+    ``q = D rho, omega = <q, rho>/<q, q>, y += omega rho, rho -= omega q`` (per entry)."""
+    def smooth(r):
+        xp = namespace(r)
+        y = xp.zeros_like(r)
+        rho = r
+        for _ in range(n_steps):
+            q = D(rho)
+            qq = norm2(q)
+            om = vdot(q, rho) / xp.astype(xp.where(qq > 0, qq, xp.ones_like(qq)), r.dtype)
+            om = xp.reshape(om, (om.shape[0],) + (1,) * (r.ndim - 1))
+            y = y + om * rho
+            rho = rho - om * q
+        return y
+    return smooth
+
+
+class TwoLevelMultigrid:
+    """Two-level preconditioner for the Wilson operator ``W`` (module docstring).
+
+    Parameters
+    ----------
+    W : :class:`lattice_ml.fermions.WilsonDirac`
+    block : sequence of int
+        Block extents (must tile the lattice).
+    vectors : list of fields, optional
+        Near-null vectors ``[batch, *sites, spin, colour]``; default
+        ``near_null_vectors(W, n_vec, n_iter, inner_iter, seed)``.
+    chiral : bool
+        Split every vector by chirality (D = 2, 4).
+    smoother : ``"mr"`` or callable ``r -> y``
+        Post-smoother (``n_smooth`` MR steps, or e.g. a trained PTC network's operator).
+    coarse_solver : ``"direct"`` or ``"gmres"`` (``coarse_tol``, ``coarse_restart``)
+
+    ``setup_seconds`` records the wall time of the setup (vectors, basis, coarse operator,
+    dense inverse).
+    """
+
+    def __init__(self, W, block: Sequence[int], *, n_vec: int = 8, vectors=None,
+                 n_iter: int = 3, inner_iter: int = 20, seed: int = 0, chiral: bool = True,
+                 smoother="mr", n_smooth: int = 4, coarse_solver: str = "direct",
+                 coarse_tol: float = 0.05, coarse_restart: int = 30):
+        t0 = time.perf_counter()
+        if coarse_solver not in ("direct", "gmres"):
+            raise ValueError(f"coarse_solver must be 'direct' or 'gmres', not {coarse_solver!r}")
+        self.W, self.xp = W, W.xp
+        self.blocking = Blocking(W.sites, block, W.n_spin, W.N)
+        if vectors is None:
+            vectors = near_null_vectors(W, n_vec, n_iter, inner_iter, seed)
+        self.vectors = list(vectors)
+        self.chiral = bool(chiral)
+        self.V = self._basis(self.vectors)           # [B, *coarse, block_dof, n_c]
+        self.n_c = self.V.shape[-1]
+        self.coarse_op = self._galerkin()
+        self.coarse_solver, self.coarse_tol, self.coarse_restart = (coarse_solver, coarse_tol,
+                                                                   coarse_restart)
+        if coarse_solver == "direct":
+            self.coarse_op.solve_direct(self.xp.zeros((W.U.shape[0],) + self.blocking.coarse
+                                                      + (self.n_c,), dtype=W.dtype))
+        self.smoother = mr_smoother(W.apply, n_smooth) if smoother == "mr" else smoother
+        self.coarse_iterations = 0
+        self.setup_seconds = time.perf_counter() - t0
+
+    # -- basis --------------------------------------------------------------------------------
+    def _chirality_masks(self):
+        xp, W = self.xp, self.W
+        g5 = np.real(np.diag(to_numpy(gamma5(W.D, np))))      # diagonal in both bases
+        out = []
+        for sgn in (1.0, -1.0):
+            m = (g5 == sgn).astype(np.float64)
+            out.append(xp.asarray(m.reshape((1,) * (1 + W.D) + (W.n_spin, 1)),
+                                  dtype=real_dtype_of(xp, W.dtype), device=W.device))
+        return out
+
+    def _basis(self, vectors):
+        xp, bl = self.xp, self.blocking
+        groups = [vectors]
+        if self.chiral:
+            masks = self._chirality_masks()
+            groups = [[v * m for v in vectors] for m in masks]
+        Qs = []
+        for grp in groups:
+            Vb = xp.stack([bl.to_blocks(v) for v in grp], axis=-1)   # [B, *coarse, dof, n_vec]
+            Q, _ = xp.linalg.qr(Vb)
+            Qs.append(Q)
+        return xp.concat(Qs, axis=-1)
+
+    # -- transfer -------------------------------------------------------------------------------
+    def restrict(self, phi):
+        """``R phi``: ``[batch, *sites, s, N] -> [batch, *coarse_sites, n_c]``."""
+        xp = self.xp
+        z = self.blocking.to_blocks(phi)
+        return (xp.matrix_transpose(xp.conj(self.V)) @ z[..., None])[..., 0]
+
+    def prolong(self, c):
+        """``P c = R^dag c``: ``[batch, *coarse_sites, n_c] -> [batch, *sites, s, N]``."""
+        return self.blocking.from_blocks((self.V @ c[..., None])[..., 0])
+
+    # -- Galerkin operator --------------------------------------------------------------------
+    def _galerkin(self):
+        xp, W, bl = self.xp, self.W, self.blocking
+        T = ParallelTransport(W.U, W.boundary)
+        g = W.gammas
+        eye = xp.eye(W.n_spin, dtype=W.dtype, device=W.device)
+        proj = {(mu, s): 0.5 * (eye - s * g[mu, ...]) for mu in range(W.D) for s in (1, -1)}
+        rdt = real_dtype_of(xp, W.dtype)
+        masks = {}
+        for mu in range(W.D):
+            pos = bl.block_coordinate(mu)
+            for s, edge in ((1, bl.block[mu] - 1), (-1, 0)):
+                inside = (pos != edge).astype(np.float64).reshape((1,) + W.sites + (1, 1))
+                m_in = xp.asarray(inside, dtype=rdt, device=W.device)
+                masks[(mu, s)] = (m_in, 1.0 - m_in)
+        A_cols, F_cols, B_cols = [], [[] for _ in range(W.D)], [[] for _ in range(W.D)]
+        shape = (W.U.shape[0],) + bl.coarse + (self.n_c,)
+        for k in range(self.n_c):
+            e = np.zeros(self.n_c)
+            e[k] = 1.0
+            ek = xp.zeros(shape, dtype=W.dtype, device=W.device) + xp.asarray(
+                e, dtype=W.dtype, device=W.device)
+            p = self.prolong(ek)
+            a = W._local(p)
+            for mu in range(W.D):
+                for s in (1, -1):
+                    h = proj[(mu, s)] @ xp.matrix_transpose(
+                        T.hop(xp.matrix_transpose(p), (mu, s)))
+                    m_in, m_cross = masks[(mu, s)]
+                    a = a - m_in * h
+                    (F_cols if s > 0 else B_cols)[mu].append(-self.restrict(m_cross * h))
+            A_cols.append(self.restrict(a))
+        A = xp.stack(A_cols, axis=-1)
+        F = [xp.stack(c, axis=-1) for c in F_cols]
+        Bm = [xp.stack(c, axis=-1) for c in B_cols]
+        return CoarseOperator(A, F, Bm)
+
+    # -- the preconditioner ---------------------------------------------------------------------
+    def coarse_solve(self, c):
+        if self.coarse_solver == "direct":
+            return self.coarse_op.solve_direct(c)
+        y, info = fgmres(self.coarse_op.apply, c, restart=self.coarse_restart,
+                         tol=self.coarse_tol, raise_on_failure=False)
+        self.coarse_iterations += int(info.iterations.max())
+        return y
+
+    def coarse_correction(self, v):
+        """``P D~^-1 R v``."""
+        return self.prolong(self.coarse_solve(self.restrict(v)))
+
+    def __call__(self, v):
+        """``M v = x + S(v - D x)`` with ``x = P D~^-1 R v``."""
+        x = self.coarse_correction(v)
+        return x + self.smoother(v - self.W.apply(x))
