@@ -1,6 +1,6 @@
 """Fermions: gamma matrices, Wilson (clover) and staggered Dirac operators with even/odd
 preconditioning, batch-aware Krylov solvers, two-flavour pseudofermions with their force,
-rational approximations (Remez), rooted staggered RHMC, the clover force, the pion
+rational approximations (Remez), rooted staggered RHMC and unrooted staggered pseudofermions, the clover force, the pion
 correlator and chiral condensate, and gauge-equivariant parallel-transport convolutions
 (preconditioners). Layout of fermion fields:
 ``[batch, *sites, spin, colour]`` complex."""
@@ -18,6 +18,7 @@ from .rational import (RationalApproximation, RemezRoundoffError, remez,
 from .solvers import (MixedInfo, MultiShiftInfo, SolverError, SolverInfo, bicgstab, cg, cg_mixed,
                       cgne, fgmres, multishift_cg)
 from .staggered import StaggeredDirac, staggered_epsilon, staggered_hop, staggered_phases
+from .staggered_pseudofermion import StaggeredPseudofermionAction
 from .wilson import (WilsonDirac, clover_field_strength, compress_links, decompress_links,
                      kappa_from_mass, mass_from_kappa, wilson_hop)
 
@@ -29,7 +30,7 @@ __all__ = ["clover_force_matrix", "clover_logdet", "clover_logdet_force_matrix",
            "cg_mixed", "SolverError", "SolverInfo", "MultiShiftInfo", "MixedInfo",
            "pion_correlator", "effective_mass", "chiral_condensate", "point_source",
            "WilsonPseudofermionAction", "wilson_fermion_force",
-           "hopping_force_matrix", "StaggeredRationalAction", "staggered_force_matrix",
+           "hopping_force_matrix", "StaggeredRationalAction", "StaggeredPseudofermionAction", "staggered_force_matrix",
            "staggered_root_powers", "staggered_spectral_bounds", "RationalApproximation",
            "RemezRoundoffError", "remez", "zolotarev_inverse_sqrt", "PTC", "LocalPTC",
            "PTCNetwork", "ParallelTransport", "ptc_paths", "train_preconditioner"]
