@@ -179,8 +179,11 @@ def _log_det_normal(U, mass):
     return 2.0 * logabs
 
 
-def schwinger_comparison(n_chains, n_quenched, n_hmc, n_therm=12, seed=21):
-    """Returns (quenched, reweighted, dynamical) GammaResults of the plaquette."""
+def schwinger_reweighted(n_chains, n_quenched, seed):
+    """``(quenched, reweighted, U_start, rng)``: Γ-method results of the plaquette of quenched
+    heatbath configurations and of the same reweighted by det(D^dag D) (exact, dense), the
+    thermalised quenched start links and the random streams (advanced), for a dynamical run
+    to compare with (also tests/test_slhmc.py)."""
     from lattice_ml.samplers import Heatbath
     from lattice_ml.stats import gamma_method, reweight
 
@@ -198,9 +201,15 @@ def schwinger_comparison(n_chains, n_quenched, n_hmc, n_therm=12, seed=21):
         plaq.append(_plaquette(U, beta))
         logw.append(_log_det_normal(U, mass))
     plaq, logw = np.array(plaq).T, np.array(logw).T
-    quenched = gamma_method(plaq)
-    reweighted = reweight(plaq, logw)
+    return gamma_method(plaq), reweight(plaq, logw), U_start, rng
 
+
+def schwinger_comparison(n_chains, n_quenched, n_hmc, n_therm=12, seed=21):
+    """Returns (quenched, reweighted, dynamical) GammaResults of the plaquette."""
+    from lattice_ml.stats import gamma_method
+
+    beta, mass = SCHWINGER["beta"], SCHWINGER["mass"]
+    quenched, reweighted, U_start, rng = schwinger_reweighted(n_chains, n_quenched, seed)
     gauge = GaugeAction(beta, 1)
     ferm = WilsonPseudofermionAction(mass, 1, tol=1e-10)
     hmc = PseudofermionHMC([Level([ferm], 2, "omelyan"), Level([gauge], 2, "omelyan")],

@@ -6,7 +6,8 @@ One HMC update of every chain b of a batch (Duane, Kennedy, Pendleton & Roweth, 
 2. integrate the molecular dynamics of H = K(p) + S(field) for a time tau with the
    (possibly multi-level) integrator of :mod:`lattice_ml.samplers.integrators`;
 3. accept the end point with probability min(1, exp(-dH_b)), chain by chain
-   (:func:`metropolis`); a rejected chain keeps its old field.
+   (:func:`metropolis`); a rejected chain keeps its old field. ``dH`` is that of the levels'
+   action, or of a ``target`` action when one is given (the MD is then only the proposal).
 
 dH is computed in the field's dtype; a non-finite dH is always rejected.
 
@@ -72,12 +73,20 @@ class HMC:
     tau_jitter : float
         Relative half-width j in [0, 1) of the uniform randomisation of each chain's trajectory
         length (0: fixed length).
+    target : sequence of actions, optional
+        The actions of the Hamiltonian in the Metropolis test (default: those of the levels).
+        With other actions than the levels' the molecular dynamics of the levels is still a
+        reversible, volume-preserving map, so it is an exact proposal for ``exp(-K -
+        S_target)``: the chain samples the target action whatever the levels integrate
+        (self-learning HMC, :mod:`lattice_ml.samplers.slhmc`); only the acceptance suffers when
+        the two differ.
 
     The object holds only this configuration; the field and the random streams are passed to
     :meth:`step` and returned, so there is no hidden state.
     """
 
-    def __init__(self, levels: Sequence[Level], space, tau: float = 1.0, tau_jitter: float = 0.0):
+    def __init__(self, levels: Sequence[Level], space, tau: float = 1.0, tau_jitter: float = 0.0,
+                 target: Sequence | None = None):
         if not levels:
             raise ValueError("HMC needs at least one integrator level")
         if not tau > 0:
@@ -91,23 +100,28 @@ class HMC:
         self.actions = tuple(a for lv in self.levels for a in lv.actions)
         if not self.actions:
             raise ValueError("HMC levels hold no action")
+        self.target = None if target is None else tuple(target)
+        if self.target is not None and not self.target:
+            raise ValueError("the target of the Metropolis test holds no action")
 
     def with_n_steps(self, n_steps: int) -> "HMC":
         """The same HMC with ``n_steps`` steps on the outermost level (step size ``tau /
         n_steps``); the inner levels keep their steps per outer step. For step-size tuning."""
         outer = Level(self.levels[0].actions, int(n_steps), self.levels[0].integrator)
-        return HMC((outer, *self.levels[1:]), self.space, self.tau, self.tau_jitter)
+        return HMC((outer, *self.levels[1:]), self.space, self.tau, self.tau_jitter, self.target)
 
     def action(self, field):
-        """Total action per chain, ``[batch]``."""
+        """Total action per chain, ``[batch]``: of the ``target`` if given, else of the
+        levels."""
         total = None
-        for a in self.actions:
+        for a in self.actions if self.target is None else self.target:
             s = a.action(field)
             total = s if total is None else total + s
         return total
 
     def hamiltonian(self, field, p):
-        """H = K(p) + S(field) per chain, ``[batch]``."""
+        """H = K(p) + S(field) per chain, ``[batch]`` (S: :meth:`action`, the Metropolis
+        test's)."""
         return self.space.kinetic_energy(p) + self.action(field)
 
     def trajectory(self, field, p, tau=None):

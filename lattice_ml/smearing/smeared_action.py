@@ -17,6 +17,8 @@ caller's business, with ``grad``).
 
 from __future__ import annotations
 
+from ..backend import asarray, device_of, namespace
+
 __all__ = ["SmearedAction"]
 
 
@@ -39,3 +41,19 @@ class SmearedAction:
         smeared = self.smearing.forward(U)
         force, _ = self.smearing.backward(self.inner.force(smeared))
         return force
+
+    def parameter_gradient(self, U, weights=None):
+        """``sum_b w_b dS_b/dtheta``: the gradient of the action with respect to the smearing's
+        parameters (flat, the layout of ``smearing.parameters()``), with per-configuration
+        weights ``w`` (``[batch]`` real; default 1). The backward pass is linear in the force
+        at the smeared links, so the weights scale that force: one forward and one backward
+        pass for any weights (``w_b = S_b - S_ref,b`` is the gradient of ``(1/2) sum_b (S_b -
+        S_ref,b)^2``, the self-learning loss of :mod:`lattice_ml.samplers.slhmc`)."""
+        smeared = self.smearing.forward(U)
+        force = self.inner.force(smeared)
+        if weights is not None:
+            xp = namespace(force)
+            w = xp.astype(asarray(weights, xp, device=device_of(force)), force.dtype)
+            force = force * xp.reshape(w, (force.shape[0],) + (1,) * (force.ndim - 1))
+        _, grad = self.smearing.backward(force)
+        return grad
