@@ -1,0 +1,231 @@
+"""Learned and multigrid preconditioners against the existing Wilson solvers, 2D U(1)
+(Schwinger-model gauge fields), as the mass approaches its critical value.
+
+    python benchmarks/bench_preconditioners.py [--L 32] [--betas 2 4 6]
+        [--deltas 0.1 0.03 0.01 0.003] [--sweeps 300] [--transfer-L 64] [--transfer-beta 4]
+        [--skip-ptc]
+
+Configurations: heatbath + 2 over-relaxation sweeps from the unit field (``--sweeps``, seeded),
+two per beta (config 0 for the scan, config 1 for transfer). Critical mass per configuration:
+``m_c = -min Re lambda`` over the **real** eigenvalues of ``D_W(m = 0)`` (dense
+``numpy.linalg.eig``, so ``D_W(m_c + delta)`` has the eigenvalue ``delta``). Masses
+``m = m_c + delta``.
+
+Every solver solves ``D psi = eta`` (one Gaussian source, seed 7) to a **true full-system**
+relative residual below 1e-10 (for the even/odd solvers the Schur tolerance is scaled by
+``|eta| / |prepared source|``, and the reconstructed solution is checked):
+
+* ``cgnr_eo``: CG on the normal equations of the even/odd Schur operator (``cgne``, ``cgnr``);
+* ``bicgstab_eo``, ``bicgstab``: BiCGStab on the Schur operator and on D;
+* ``fgmres_ptc``: FGMRES(30) with a 1 -> 2 -> 1, 1-hop PTC network trained once per configuration
+  (200 Adam steps, batch 4, lr 0.02, at ``delta = 0.1``) and reused at every mass;
+* ``fgmres_mg``: FGMRES(30) with the two-level multigrid (blocks 4x4, 8 near-null vectors from
+  3 inverse iterations of 20 BiCGStab steps, chiral split: 16 coarse dof per block, direct coarse
+  solve, 4 MR post-smoothing steps), set up at each mass (setup time reported apart).
+
+``matvecs`` counts applications of D (or of the Schur operator, which costs about one D) by the
+solver, not by the preconditioner. Transfer: the PTC network trained on config 0 is used on
+config 1 of the same ensemble and on a ``--transfer-L`` lattice at the same beta, against no
+network and a network retrained there; the retraining cost is the Adam steps from the transferred
+weights until the cost is within 5% of the fully trained network's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy  # noqa: E402
+from lattice_ml.fermions import WilsonDirac  # noqa: E402
+from lattice_ml.fermions.multigrid import TwoLevelMultigrid  # noqa: E402
+from lattice_ml.fermions.ptc import (PTCNetwork, ParallelTransport,  # noqa: E402
+                                     preconditioner_cost, train_preconditioner)
+from lattice_ml.fermions.solvers import bicgstab, cgne, fgmres, norm2  # noqa: E402
+from lattice_ml.groups import identity  # noqa: E402
+from lattice_ml.samplers.heatbath import Heatbath  # noqa: E402
+
+TOL = 1e-10
+xp = namespace_by_name("numpy")
+
+
+def thermalise(beta, L, sweeps, seed):
+    rng = RandomStreams(seed=seed, n_chains=2, xp=xp)
+    U = identity(1, (2, 2, L, L), xp, dtype=xp.complex128)
+    hb = Heatbath(beta, 1, n_or=2)
+    for _ in range(sweeps):
+        U, _ = hb.step(U, rng)
+    return U
+
+
+def plaquette(U):
+    u = to_numpy(U)[..., 0, 0]
+    p = u[:, 0] * np.roll(u[:, 1], -1, axis=1) * np.conj(np.roll(u[:, 0], -1, axis=2)) \
+        * np.conj(u[:, 1])
+    return p.real.mean(axis=(1, 2))
+
+
+def critical_mass(U1):
+    """-min Re over the real eigenvalues of D(m = 0), dense."""
+    W = WilsonDirac(U1, mass=0.0)
+    L = U1.shape[2:4]
+    n = L[0] * L[1] * 2
+    e = np.eye(n, dtype=complex)
+    cols = []
+    for j0 in range(0, n, 256):
+        blk = xp.asarray(e[j0:j0 + 256].reshape((-1,) + tuple(L) + (2, 1)))
+        cols.append(to_numpy(W.apply(blk)).reshape(-1, n))
+    Dm = np.concatenate(cols).T
+    lam = np.linalg.eigvals(Dm)
+    real = lam[np.abs(lam.imag) < 1e-8]
+    return float(-real.real.min()), float(np.abs(lam).min())
+
+
+def rel_res(W, x, b):
+    return float(np.sqrt(to_numpy(norm2(b - W.apply(x))[0]) / to_numpy(norm2(b))[0]))
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def run_solvers(W, eta, net, rows, tag):
+    prep = W.prepare_source(eta)
+    tol_eo = TOL * float(np.sqrt(to_numpy(norm2(eta))[0] / to_numpy(norm2(prep))[0])) * 0.999
+
+    def eo(solver):
+        def f():
+            if solver == "cgnr":
+                y, info = cgne(W.apply_eo, W.apply_eo_dagger, prep, tol=tol_eo, maxiter=100000)
+            else:
+                y, info = bicgstab(W.apply_eo, prep, tol=tol_eo, maxiter=100000)
+            return W.reconstruct(y, eta), info
+        return f
+
+    cases = {"cgnr_eo": eo("cgnr"), "bicgstab_eo": eo("bicgstab"),
+             "bicgstab": lambda: bicgstab(W.apply, eta, tol=TOL, maxiter=100000)}
+    if net is not None:
+        M = net.operator(W.U)
+        cases["fgmres_ptc"] = lambda: fgmres(W.apply, eta, M=M, restart=30, tol=TOL,
+                                             maxiter=100000)
+    out = {}
+    for name, fn in cases.items():
+        (x, info), dt = timed(fn)
+        out[name] = dict(tag, solver=name, iterations=int(info.iterations[0]),
+                         matvecs=int(info.matvecs), seconds=dt, residual=rel_res(W, x, eta))
+    mg, t_setup = timed(lambda: TwoLevelMultigrid(W, (4, 4), n_vec=8))
+    (x, info), dt = timed(lambda: fgmres(W.apply, eta, M=mg, restart=30, tol=TOL,
+                                         maxiter=100000))
+    out["fgmres_mg"] = dict(tag, solver="fgmres_mg", iterations=int(info.iterations[0]),
+                            matvecs=int(info.matvecs), seconds=dt, setup_seconds=t_setup,
+                            residual=rel_res(W, x, eta))
+    best = min(("cgnr_eo", "bicgstab_eo", "bicgstab"), key=lambda k: out[k]["seconds"])
+    for r in out.values():
+        r["best_existing"] = best
+        r["speedup_vs_best"] = out[best]["seconds"] / r["seconds"]
+        if "setup_seconds" in r:
+            r["speedup_vs_best_with_setup"] = out[best]["seconds"] / (r["seconds"]
+                                                                       + r["setup_seconds"])
+    rows.extend(out.values())
+    return out
+
+
+def trained_net(U1, mass, steps=200, seed=0):
+    W = WilsonDirac(U1, mass=mass)
+    net = PTCNetwork.build(2, [1, 2, 1], hops=1, xp=xp, identity=1.0 / (mass + 2.0))
+    rec = train_preconditioner(net, U1, W.apply, steps=steps, batch=4, lr=0.02, seed=seed)
+    return net, rec
+
+
+def eval_cost(net, U1, W, seed=99):
+    v = RandomStreams(seed=seed, n_chains=8, xp=xp).complex_normal(tuple(U1.shape[2:4]) + (2, 1))
+    return preconditioner_cost(net, ParallelTransport(U1), W.apply, v, need_grad=False)[0]
+
+
+def fgmres_iters(W, eta, net):
+    M = None if net is None else net.operator(W.U)
+    (x, info), dt = timed(lambda: fgmres(W.apply, eta, M=M, restart=30, tol=TOL,
+                                         maxiter=100000))
+    return int(info.iterations[0]), dt
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--L", type=int, default=32)
+    ap.add_argument("--betas", type=float, nargs="+", default=[2.0, 4.0, 6.0])
+    ap.add_argument("--deltas", type=float, nargs="+", default=[0.1, 0.03, 0.01, 0.003])
+    ap.add_argument("--sweeps", type=int, default=300)
+    ap.add_argument("--transfer-L", type=int, default=64)
+    ap.add_argument("--transfer-beta", type=float, default=4.0)
+    ap.add_argument("--skip-ptc", action="store_true",
+                    help="no FGMRES + PTC rows (it stagnates at very light masses)")
+    args = ap.parse_args()
+    rows, configs, transfer = [], [], []
+    for beta in args.betas:
+        U = thermalise(beta, args.L, args.sweeps, seed=int(10 * beta))
+        U0 = U[0:1, ...]
+        mc, lam_min = critical_mass(U0)
+        plaq = plaquette(U)
+        configs.append(dict(beta=beta, L=args.L, plaquette=plaq.tolist(), m_c=mc))
+        print(f"beta {beta}: plaquette {plaq}, m_c = {mc:.5f}", flush=True)
+        net, rec = trained_net(U0, mc + 0.1)
+        configs[-1].update(ptc_train_seconds=rec.seconds, ptc_cost=[float(rec.cost[0]),
+                                                                    float(rec.cost[-1])])
+        eta = RandomStreams(seed=7, n_chains=1, xp=xp).complex_normal((args.L, args.L, 2, 1))
+        for d in args.deltas:
+            W = WilsonDirac(U0, mass=mc + d)
+            out = run_solvers(W, eta, None if args.skip_ptc else net, rows,
+                              dict(beta=beta, L=args.L, delta=d, mass=mc + d))
+            harness.print_table(list(out.values()), ["beta", "delta", "solver", "iterations",
+                                                     "matvecs", "seconds", "residual",
+                                                     "speedup_vs_best"])
+        if beta == args.transfer_beta:
+            transfer = run_transfer(U, net, mc, args)
+    if transfer:
+        harness.print_table(transfer, ["target", "network", "iterations", "seconds",
+                                       "cost", "retrain_steps"])
+    path = harness.record("preconditioners-u1", rows, "numpy",
+                          {"configs": configs, "transfer": transfer, "tol": TOL})
+    print(path)
+
+
+def run_transfer(U, net, mc, args):
+    """net (trained on config 0) on config 1 and on a larger lattice."""
+    out = []
+    U1 = U[1:2, ...]
+    big = thermalise(args.transfer_beta, args.transfer_L, args.sweeps, seed=991)[0:1, ...]
+    for target, Ut in (("config 1", U1), (f"{args.transfer_L}^2", big)):
+        W = WilsonDirac(Ut, mass=mc + 0.1)
+        L = Ut.shape[2]
+        eta = RandomStreams(seed=8, n_chains=1, xp=xp).complex_normal((L, L, 2, 1))
+        it0, t0 = fgmres_iters(W, eta, None)
+        out.append(dict(target=target, network="none", iterations=it0, seconds=t0))
+        it1, t1 = fgmres_iters(W, eta, net)
+        c_tr = eval_cost(net, Ut, W)
+        fresh, rec = trained_net(Ut, mc + 0.1)
+        c_fresh = eval_cost(fresh, Ut, W)
+        it2, t2 = fgmres_iters(W, eta, fresh)
+        # retraining from the transferred weights until within 5% of the fresh network's cost
+        re = net.copy()
+        steps = 0
+        while eval_cost(re, Ut, W) > 1.05 * c_fresh and steps < 200:
+            train_preconditioner(re, Ut, W.apply, steps=10, batch=4, lr=0.02, seed=1000 + steps)
+            steps += 10
+        out.append(dict(target=target, network="transferred", iterations=it1, seconds=t1,
+                        cost=c_tr, retrain_steps=steps))
+        out.append(dict(target=target, network="trained here (200 steps)", iterations=it2,
+                        seconds=t2, cost=c_fresh, train_seconds=rec.seconds))
+    return out
+
+
+if __name__ == "__main__":
+    main()
