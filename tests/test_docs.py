@@ -101,7 +101,7 @@ CHECKS = {"docs/attention.md": _attention,
                                  "docs/flows.md", "docs/io.md", "docs/kernels.md",
                                  "docs/statistics.md", "docs/gauge_flows.md",
                                  "docs/gauge_flows_coupling.md", "docs/interop.md", "docs/multigrid.md",
-                                 "docs/attention.md"])
+                                 "docs/attention.md", "docs/slhmc.md"])
 def test_python_examples_run(doc, tmp_path, monkeypatch):
     path = ROOT / doc
     if not path.exists():
