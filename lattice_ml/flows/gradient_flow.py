@@ -81,8 +81,8 @@ from ..backend import asarray, device_of, namespace, real_dtype_of, to_numpy
 from ..gauge.paths import link
 from ..groups import dagger, expm_algebra, haar_random, project_algebra, trace
 from ..smearing.expderiv import expm_pullback
-from ..smearing.stout import (custom_loops, polyakov_loops, resolve_loops, stout_generator,
-                              stout_generator_pullback)
+from ..smearing.loop_sets import custom_loops, polyakov_loops, resolve_loops
+from ..smearing.stout import stout_generator, stout_generator_pullback
 
 __all__ = ["GradientFlow", "SCHEMES", "casimir", "loop_lengths", "legendre_basis"]
 
@@ -131,7 +131,7 @@ def _links_of(path, shape):
 
 def loop_lengths(loopsets, shape) -> list[int]:
     """The length ``n_i`` of the loops of every type (a loop set from
-    :func:`~lattice_ml.smearing.stout.resolve_loops`); refuses a type with loops of different
+    :func:`~lattice_ml.smearing.loop_sets.resolve_loops`); refuses a type with loops of different
     lengths or a loop that passes through a link twice (then (*) of the module docstring does
     not hold)."""
     out = []

@@ -63,7 +63,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..backend import device_of, namespace, real_dtype_of, to_numpy
-from ..smearing.stout import StoutSmearing, polyakov_loops
+from ..smearing import StoutSmearing, polyakov_loops
 from .hmc import HMC
 
 __all__ = ["SelfLearningHMC", "effective_network", "network_parameter_names",

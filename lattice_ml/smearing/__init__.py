@@ -4,10 +4,11 @@ kernel (CASK); actions on smeared links."""
 
 from .ape import ape_smear, project_max_trace
 from .expderiv import expm_frechet_block, expm_pullback, su3_b_coefficients, xi1
-from .stout import (StoutContext, StoutSmearing, chair_shapes, custom_loops, direction_weights,
-                    polyakov_loops, resolve_loops, restrict_loops, stout_backward, stout_smear,
+from .loop_sets import chair_shapes, custom_loops, polyakov_loops, resolve_loops, restrict_loops
+from .stout import (StoutContext, direction_weights, stout_backward, stout_smear,
                     stout_generator, stout_generator_pullback,
                     stout_plaquette_layer, stout_plaquette_layer_backward)
+from .stout_network import StoutSmearing
 from .smeared_action import SmearedAction
 from .cask import CASKContext, CASKSmearing, cask_backward, cask_smear
 

@@ -53,8 +53,8 @@ from ..backend import asarray, device_of, namespace, real_dtype_of
 from ..gauge.paths import link
 from ..groups import dagger, expm_algebra, project_algebra, trace
 from .expderiv import expm_pullback
-from .stout import (_as_by_mu, _check_closed, _exp_methods, _generator_pullback, _staple,
-                    resolve_loops)
+from .loop_sets import _as_by_mu, _check_closed, resolve_loops
+from .stout import _exp_methods, _generator_pullback, _staple
 
 __all__ = ["CASKContext", "cask_smear", "cask_backward", "CASKSmearing"]
 
