@@ -177,6 +177,7 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=120)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch", type=int, default=32, help="configurations per training step")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--target", choices=("action", "ape"), default="action",
                    help="action: the SLHMC action-matching loss; ape: fit the links after "
@@ -238,12 +239,13 @@ def main(argv=None) -> None:
         t1 = time.process_time()
         steps = 0 if name.startswith("none") else a.steps
         if a.target == "ape":
-            hist = train(net, train_set, a.mass, a.m_eff, steps, a.lr, seed=a.seed,
-                         target=tr_target)
+            hist = train(net, train_set, a.mass, a.m_eff, steps, a.lr, batch=a.batch,
+                         seed=a.seed, target=tr_target)
             L = ape_loss_and_grad(net, te_flat, te_target, want_grad=False)[0]
             row = {"model": name, "heldout_loss": L}
         else:
-            hist = train(net, train_set, a.mass, a.m_eff, steps, a.lr, seed=a.seed)
+            hist = train(net, train_set, a.mass, a.m_eff, steps, a.lr, batch=a.batch,
+                         seed=a.seed)
             sd, acc, acc_err = evaluate(net, test_set, a.mass, a.m_eff)
             row = {"model": name, "heldout_std_delta": sd, "acceptance": acc,
                    "acceptance_err": acc_err}
@@ -258,7 +260,7 @@ def main(argv=None) -> None:
     print("# written", harness.record(f"cask-{a.target}", rows, "numpy", extra={
         "theory": a.theory, "target": a.target, "ape_alpha": a.ape_alpha, "ape_steps": a.ape_steps,
         "L": a.L, "beta": a.beta, "mass": a.mass, "m_eff": a.m_eff, "chains": a.chains,
-        "samples": a.samples, "steps": a.steps, "lr": a.lr, "seed": a.seed,
+        "samples": a.samples, "steps": a.steps, "lr": a.lr, "batch": a.batch, "seed": a.seed,
         "train_configs": int(train_set.shape[0]), "test_configs": int(np.prod(test_set.shape[:2])),
         "ensemble_cpu_s": t_ens, "force_fd_deviation": dev}))
 
