@@ -54,7 +54,8 @@ def analyse_run(out_dir, discard: int = 0, bin_size: int = 1, S: float = 1.5) ->
     ``discard`` measurements, bins of ``bin_size`` and window parameter ``S``; see the module
     docstring. Raises :class:`AnalysisError`."""
     from .config import ConfigError, load_config
-    from .jobs import build_job, summary_entry
+    from .jobs import build_job
+    from .measurements import summary_entry
     from .output import CONFIG_NAME, HISTORY_NAME, SUMMARY_NAME
     from .rules import min_samples
 

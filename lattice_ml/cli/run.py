@@ -53,7 +53,8 @@ from ..io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..groups import reunitarize, unitarity_deviation
 from ..samplers.tuning import adapted_n_steps
 from .config import ConfigError, load_config, parse_override
-from .jobs import TRAINING_HISTORY, build_job, host, summary_entry
+from .jobs import TRAINING_HISTORY, build_job
+from .measurements import host, summary_entry
 from .rules import flow_kind, read_start_links
 from .output import (CHECKPOINT_NAME, CONFIG_NAME, CONFIGS_NAME, HISTORY_NAME, SUMMARY_NAME,
                      TRAINING_NAME, atomic_save_npz)
