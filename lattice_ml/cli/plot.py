@@ -215,11 +215,13 @@ def figures(out_dir, discard: int = 0, max_chains: int = 8) -> dict:
         raise PlotError(f"--discard {discard} leaves fewer than 2 measurements of the shortest "
                         f"history ({shortest})")
     figs = {}
+    n_full = max(x.shape[1] for x in hist.values())
     for name in _primaries(summary, hist):
         h = hist[name]
-        figs[name.replace("measure.", "")], _ = _observable_figure(
-            Figure, name, h, discard if h.shape[1] == max(x.shape[1] for x in hist.values())
-            else 0, max_chains)
+        # a [measure] history (every measure.every-th measurement) loses its share of the cut
+        cut = discard if h.shape[1] == n_full else -(-discard * h.shape[1] // n_full)
+        figs[name.replace("measure.", "")], _ = _observable_figure(Figure, name, h, cut,
+                                                                    max_chains)
     if "delta_h" in hist and "accepted" in hist:
         figs["acceptance"] = _acceptance_figure(Figure, hist, discard, max_chains)
     from .output import TRAINING_NAME
