@@ -1,7 +1,8 @@
 """Self-learning HMC against HMC on the reference point of Nagai & Tomiya (arXiv:2103.11965).
 
-    python benchmarks/bench_slhmc.py [--chains 8] [--therm 20] [--train 40] [--samples 40]
-                                     [--lr 0.002] [--centered] [--n-steps 6] [--sources 2]
+    python benchmarks/bench_slhmc.py [--chains 4] [--therm 100] [--train 100] [--samples 300]
+                                     [--samples-extra 200] [--lr 0.002] [--n-steps 6]
+                                     [--sources 2] [--variants paper,centered,untrained]
 
 SU(2), 4^4, beta = 2.7, staggered fermions at m = 0.3, antiperiodic in time, with the UNROOTED
 four-taste weight det D_st (:class:`lattice_ml.fermions.StaggeredPseudofermionAction`, even/odd
@@ -10,15 +11,22 @@ and a 2-layer stout network with 6 weights (plaquette, temporal and spatial Poly
 layer; :func:`lattice_ml.samplers.effective_network`).
 
 One run, in this order and from one set of random streams: ``--therm`` HMC trajectories of the
-true action from unit links; ``--train`` HMC trajectories with online training (Adam, cosine
-decay from ``--lr`` to lr/10); ``--samples`` measured HMC trajectories; then, from the same
-configurations, ``--samples`` measured SLHMC trajectories with the weights fixed (and, for
-comparison, ``--samples`` SLHMC trajectories of the untrained network, rho = 0). Measured per
+true action from unit links; ``--train`` HMC trajectories with online training of the paper's
+loss (Adam, cosine decay from ``--lr`` to lr/10); ``--samples`` measured HMC trajectories; then,
+from the same configurations, ``--samples`` measured SLHMC trajectories with the weights fixed;
+then (``--variants``) the network trained again from those configurations with the centered
+loss and ``--samples-extra`` SLHMC trajectories with it, and ``--samples-extra`` SLHMC
+trajectories of the untrained network (rho = 0). For every SLHMC chain: the spread (std over
+chains and trajectories) of d = S_theta - S at the start of each trajectory and of
+dH_true - dH_eff (:class:`lattice_ml.samplers.slhmc.SLHMCStep`), and on the start
+configurations the part of the spread of d that is pseudofermion noise at fixed U (8 heatbath
+draws per chain: the within-configuration std against the std of the per-configuration
+means). Measured per
 trajectory: plaquette, Polyakov loop in the source's normalisation |(1/N_s) sum_x Tr P| (no 1/N)
 and the library's |Re L| = |(1/N_s) sum_x Tr P| / N, the condensate (1/V) Tr D^-1 (stochastic,
 ``--sources`` Z2 sources, all tastes, colour traced), acceptance, CPU time per trajectory
 (process time), tau_int of the plaquette (Γ-method) and the cost per independent sample
-(CPU s per trajectory x 2 tau_int). Published: plaquette 0.7025(1) (HMC) / 0.7023(2) (SLHMC),
+(CPU s per trajectory x 2 tau_int, for the plaquette and for the slowest observable). Published: plaquette 0.7025(1) (HMC) / 0.7023(2) (SLHMC),
 Polyakov loop 0.82(1) / 0.83(1), condensate 0.4245(5) / 0.4241(5).
 """
 
@@ -47,6 +55,7 @@ from lattice_ml.optim import Adam, cosine_decay  # noqa: E402
 from lattice_ml.samplers import (Level, LieGroupSpace, PseudofermionHMC,  # noqa: E402
                                  SelfLearningHMC, effective_network, network_parameter_names,
                                  train_effective_action)
+from lattice_ml.samplers.slhmc import SLHMCStep  # noqa: E402
 from lattice_ml.stats import gamma_method  # noqa: E402
 
 SHAPE, N, BETA, MASS, M_H = (4, 4, 4, 4), 2, 2.7, 0.3, 0.4
@@ -64,8 +73,8 @@ def _measure(U, rng, sources):
             "chiral_condensate": to_numpy(cond)}
 
 
-def _chain(sampler, U, rng, n, sources):
-    hist, acc = {}, []
+def _chain(sampler, U, rng, n, sources, label=""):
+    hist, acc, diag = {}, [], {"d": [], "dh_diff": [], "dh": []}
     t0 = time.process_time()
     cpu_md = 0.0
     for k in range(n):
@@ -73,35 +82,86 @@ def _chain(sampler, U, rng, n, sources):
         U, info = sampler.step(U, rng)
         cpu_md += time.process_time() - t
         acc.append(to_numpy(info.accepted).astype(float))
+        diag["dh"].append(to_numpy(info.delta_h))
+        if isinstance(info, SLHMCStep):
+            diag["d"].append(to_numpy(info.action_difference))
+            diag["dh_diff"].append(to_numpy(info.delta_h - info.delta_h_effective))
         if (k + 1) % 10 == 0:
             U = reunitarize(U)
         for key, v in _measure(U, rng, sources).items():
             hist.setdefault(key, []).append(v)
+        if (k + 1) % 50 == 0:
+            print(f"  {label} {k + 1}/{n} acc {np.mean(acc):.3f} plaq "
+                  f"{np.mean(hist['plaquette']):.4f} cpu {time.process_time() - t0:.0f} s",
+                  flush=True)
     out = {"acceptance": float(np.mean(acc)), "trajectories_per_chain": n,
-           "cpu_s_per_trajectory": cpu_md / n, "cpu_s_total": time.process_time() - t0}
+           "cpu_s_per_trajectory": cpu_md / n, "cpu_s_total": time.process_time() - t0,
+           "mean_delta_h": float(np.mean(diag["dh"])),
+           "mean_exp_minus_delta_h": float(np.mean(np.exp(-np.array(diag["dh"])))),
+           "std_delta_h": float(np.std(diag["dh"]))}
+    if diag["d"]:
+        out["spread_S_theta_minus_S_run"] = float(np.std(diag["d"]))
+        out["mean_S_theta_minus_S_run"] = float(np.mean(diag["d"]))
+        out["std_dH_true_minus_dH_eff"] = float(np.std(diag["dh_diff"]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for key, v in hist.items():
             res = gamma_method(np.array(v).T)
-            out[key] = {"mean": res.value, "error": res.error, "tau_int": res.tau_int}
+            out[key] = {"mean": res.value, "error": res.error, "tau_int": res.tau_int,
+                        "tau_int_error": getattr(res, "tau_int_error", None)}
     out["warnings"] = sorted({str(w.message)[:80] for w in caught})
     tau = max(out["plaquette"]["tau_int"], 0.5)
     out["cpu_s_per_independent_sample"] = out["cpu_s_per_trajectory"] * 2 * tau
+    slow = max(max(out[key]["tau_int"], 0.5) for key in hist)
+    out["cpu_s_per_independent_sample_slowest"] = out["cpu_s_per_trajectory"] * 2 * slow
     return U, out
+
+
+def _noise_split(slhmc, U, rng, draws=8):
+    """The spread of d = S_theta - S on the configurations U: within a configuration (over
+    ``draws`` heatbath draws of phi; pseudofermion noise) and between configurations (the std of
+    the per-configuration means)."""
+    d = []
+    for _ in range(draws):
+        slhmc.refresh(U, rng)
+        d.append(to_numpy(slhmc.action_difference(U)))
+    d = np.array(d)                                   # [draw, chain]
+    return {"mean": float(np.mean(d)), "std_total": float(np.std(d)),
+            "std_within_configuration": float(np.sqrt(np.mean(np.var(d, axis=0, ddof=1)))),
+            "std_between_configurations": float(np.std(np.mean(d, axis=0), ddof=1)),
+            "draws": draws}
+
+
+def _train(slhmc, hmc, net, U, rng, n, lr, centered):
+    t0 = time.process_time()
+    net.set_parameters(np.zeros(len(net.parameters())))
+    opt = Adam(cosine_decay(lr, max(n, 1), lr / 10))
+    U, th = train_effective_action(slhmc, hmc, net, U, rng, n, opt, centered=centered)
+    rec = {"trajectories": n, "lr": lr, "centered": centered, "cpu_s": time.process_time() - t0}
+    if n:
+        for key in ("loss", "spread", "mean"):
+            rec[f"{key}_first10"] = float(np.mean(th[key][:10]))
+            rec[f"{key}_last10"] = float(np.mean(th[key][-10:]))
+        rec["training_acceptance"] = float(np.mean(th["acceptance"]))
+    rec["theta"] = dict(zip(network_parameter_names(net), map(float, net.parameters())))
+    print("  trained", {k: v for k, v in rec.items() if k != "theta"}, flush=True)
+    return U, rec
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--chains", type=int, default=8)
-    ap.add_argument("--therm", type=int, default=20)
-    ap.add_argument("--train", type=int, default=40)
-    ap.add_argument("--samples", type=int, default=40)
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--therm", type=int, default=100)
+    ap.add_argument("--train", type=int, default=100)
+    ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--samples-extra", type=int, default=200)
+    ap.add_argument("--variants", default="paper,centered,untrained")
     ap.add_argument("--lr", type=float, default=0.002)
-    ap.add_argument("--centered", action="store_true")
     ap.add_argument("--n-steps", type=int, default=6)
     ap.add_argument("--sources", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
     xp = namespace_by_name("numpy")
     rng = RandomStreams(args.seed, args.chains, xp)
     U = identity_like(haar_random(rng, (4, *SHAPE), N))
@@ -114,46 +174,51 @@ def main(argv=None) -> None:
     slhmc = SelfLearningHMC([Level([eff, gauge], args.n_steps, "omelyan")], LieGroupSpace(N),
                             [gauge, true], tau=1.0, tau_jitter=0.1)
     t0 = time.process_time()
-    for _ in range(args.therm):
+    therm_plaq = []
+    for k in range(args.therm):
         U, _ = hmc.step(U, rng)
+        if (k + 1) % 10 == 0:
+            U = reunitarize(U)
+        therm_plaq.append(float(np.mean(to_numpy(average_plaquette(U)))))
     therm_cpu = time.process_time() - t0
-    t0 = time.process_time()
-    opt = Adam(cosine_decay(args.lr, max(args.train, 1), args.lr / 10))
-    U, th = train_effective_action(slhmc, hmc, net, U, rng, args.train, opt,
-                                   centered=args.centered)
-    train = {"trajectories": args.train, "lr": args.lr, "centered": args.centered,
-             "cpu_s": time.process_time() - t0,
-             "loss_first5": float(np.mean(th["loss"][:5])) if args.train else None,
-             "loss_last10": float(np.mean(th["loss"][-10:])) if args.train else None,
-             "spread_first5": float(np.mean(th["spread"][:5])) if args.train else None,
-             "spread_last10": float(np.mean(th["spread"][-10:])) if args.train else None,
-             "mean_d_last10": float(np.mean(th["mean"][-10:])) if args.train else None,
-             "theta": dict(zip(network_parameter_names(net), map(float, net.parameters())))}
+    print(f"thermalised: {args.therm} trajectories, {therm_cpu:.0f} s CPU, plaquette of the "
+          f"last 20 {np.mean(therm_plaq[-20:]):.4f}", flush=True)
+    U, train = _train(slhmc, hmc, net, U, rng, args.train, args.lr, False)
+    trainings = {"paper": train}
     theta = np.array(net.parameters()).copy()
     U_start = U
     rows = []
-    U, res = _chain(hmc, U_start, rng, args.samples, args.sources)
+    U_hmc, res = _chain(hmc, U_start, rng, args.samples, args.sources, "hmc")
     rows.append({"sampler": "hmc", **res})
-    for name, weights in (("slhmc", theta), ("slhmc_untrained", np.zeros_like(theta))):
+    print("hmc done", flush=True)
+    runs = [("slhmc", theta, args.samples, U_start)]
+    if "centered" in variants:
+        _, tc = _train(slhmc, hmc, net, U_start, rng, args.train, args.lr, True)
+        trainings["centered"] = tc
+        runs.append(("slhmc_centered", np.array(net.parameters()).copy(), args.samples_extra,
+                     U_start))
+    if "untrained" in variants:
+        runs.append(("slhmc_untrained", np.zeros_like(theta), args.samples_extra, U_start))
+    for name, weights, n, U0 in runs:
         net.set_parameters(weights)
-        # spread of S_theta - S on the HMC ensemble's last configurations, fresh phi
-        slhmc.refresh(U, rng)
-        d = to_numpy(slhmc.action_difference(U))
-        _, res = _chain(slhmc, U_start, rng, args.samples, args.sources)
-        rows.append({"sampler": name, "spread_S_theta_minus_S": float(np.std(d)),
-                     "mean_S_theta_minus_S": float(np.mean(d)), **res})
+        split = _noise_split(slhmc, U_hmc, rng)
+        _, res = _chain(slhmc, U0, rng, n, args.sources, name)
+        rows.append({"sampler": name, "d_on_hmc_configurations": split, **res})
+        print(name, "done", flush=True)
     for r in rows:
-        print(r["sampler"], {k: (v if not isinstance(v, dict) else
+        print(r["sampler"], {k: (v if not isinstance(v, dict) or "mean" not in v or "error"
+                                 not in v else
                                  f"{v['mean']:.4f}({v['error']:.4f}) tau {v['tau_int']:.1f}")
                              for k, v in r.items() if k != "sampler"})
-    print("training", train)
     path = harness.record("slhmc", rows, "numpy",
                           {"setup": {"shape": SHAPE, "N": N, "beta": BETA, "mass": MASS,
                                      "m_h": M_H, "weight": "det D_st (unrooted, 4 tastes)",
+                                     "boundary": "antiperiodic in time",
                                      "chains": args.chains, "therm": args.therm,
                                      "n_steps": args.n_steps, "sources": args.sources,
-                                     "therm_cpu_s": therm_cpu},
-                           "training": train, "published": PUBLISHED})
+                                     "therm_cpu_s": therm_cpu,
+                                     "therm_plaquette_last20": float(np.mean(therm_plaq[-20:]))},
+                           "training": trainings, "published": PUBLISHED})
     print("wrote", path)
 
 

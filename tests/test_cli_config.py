@@ -100,7 +100,8 @@ def error_of(*args, **kwargs) -> ConfigError:
 
 def test_defaults_load_and_validate():
     c = load_config(None, [])
-    assert list(c) == ["lattice", "theory", "sampler", "flow", "run", "output", "measure"]
+    assert list(c) == ["lattice", "theory", "sampler", "flow", "slhmc", "run", "output",
+                       "measure"]
     assert c["lattice"]["shape"] == [32, 32]
     assert c["theory"] == {"name": "phi4", "form": "hopping", "beta": 0.64, "lam": 1.0}
     s = c["sampler"]
@@ -236,7 +237,7 @@ BAD_FILES = [
     ("lattice = 3\n", "lattice", ["table"]),
     ("[theory]\nname = \"phi5\"\n", "theory.name", ["unknown theory", "phi4"]),
     ("[theory]\nname = \"schwingr\"\n", "theory.name", ["schwinger"]),
-    ("[sampler]\nname = \"slhmc\"\n", "sampler.name", ["not implemented yet", "hmc"]),
+    ("[sampler]\nname = \"slhmc\"\n", "sampler.name", ["dynamical fermions", "'hmc'"]),
     ("[sampler]\nname = \"metropolis\"\n", "sampler.name", ["unknown sampler", "hmc"]),
     ("[run]\nbackend = \"torch\"\n", "run.backend", ["unknown backend", "numpy, cupy"]),
     ("[run]\ndtype = \"float16\"\n", "run.dtype", ["unknown dtype", "float32"]),

@@ -427,9 +427,11 @@ GAUGE_FLOWS = [(t, s, f) for t, f in [("u1", None), ("su2", "none"), ("su3", "no
 """Pure-gauge flow pairs: out of the box they train a gradient flow (100 steps of 16; 90 s of CPU
 for 2D SU(3) on 4x4), so they are in the `long` tier (tests/test_cli_gauge_flows.py runs them
 small, against exact plaquettes, in the fast one)."""
-SLOW_PAIRS = [(t, "hmc", f) for t in ("su3", "suN") for f in ("wilson", "staggered")]
+SLOW_PAIRS = [(t, s, f) for t in ("su3", "suN") for f in ("wilson", "staggered")
+              for s in ("hmc", "slhmc")] + [("su2", "slhmc", f) for f in ("wilson", "staggered")]
 """SU(3)/SU(N) with fermions: 13-22 s of CPU each on 4x4, in the slow tier (SU(2) and the
-Schwinger model keep both fermions in the fast tier)."""
+Schwinger model keep both fermions in the fast tier for HMC, the Schwinger model for self-learning
+HMC, whose 50 training trajectories come on top)."""
 
 
 def _tier(pair):
@@ -442,11 +444,13 @@ def test_the_accepted_pairs_are_the_documented_ones():
     """The table below is what docs/cli.md promises; a rule that starts refusing (or accepting)
     a pair shows up here."""
     gauge = [(t, s, f) for t in ("su2", "su3", "suN") for s, f in
-             [("hmc", "none"), ("heatbath", "none"), ("hmc", "wilson"), ("hmc", "staggered")]]
+             [("hmc", "none"), ("heatbath", "none"), ("hmc", "wilson"), ("hmc", "staggered"),
+              ("slhmc", "wilson"), ("slhmc", "staggered")]]
     assert sorted(PAIRS, key=str) == sorted(
         [("phi4", "hmc", None), ("phi4", "flow", None), ("phi4", "flow_hmc", None),
          ("u1", "hmc", None), ("u1", "heatbath", None), *GAUGE_FLOWS,
-         ("schwinger", "hmc", "wilson"), ("schwinger", "hmc", "staggered"), *gauge], key=str)
+         ("schwinger", "hmc", "wilson"), ("schwinger", "hmc", "staggered"),
+         ("schwinger", "slhmc", "wilson"), ("schwinger", "slhmc", "staggered"), *gauge], key=str)
 
 
 @pytest.mark.parametrize("theory,sampler,fermion", [_tier(pair) for pair in PAIRS],

@@ -11,7 +11,8 @@ import pytest
 from lattice_ml.cli.config import ConfigError, load_config
 from lattice_ml.cli.jobs import build_job, fermion_job, gauge_job
 from lattice_ml.cli.main import main
-from lattice_ml.fermions import StaggeredRationalAction, WilsonPseudofermionAction
+from lattice_ml.fermions import (StaggeredPseudofermionAction, StaggeredRationalAction,
+                                 WilsonPseudofermionAction)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cli_replica import assert_same_histories, schwinger_replica  # noqa: E402
@@ -34,8 +35,9 @@ def job(*sets):
 
 
 def test_schwinger_staggered_run(tmp_path):
-    """Rooted staggered Schwinger model through the CLI is the library's RHMC (one field of
-    det(D^dag D)^(1/2)) at the same seed, bit for bit (tests/cli_replica.py)."""
+    """Staggered Schwinger model (nf = 2 in 2D: det D, one unrooted field) through the CLI is the
+    library's pseudofermion HMC with the unrooted even/odd CG field at the same seed, bit for
+    bit (tests/cli_replica.py)."""
     code, out = run(tmp_path, "st", "theory.name=schwinger", "theory.fermion=staggered",
                     "lattice.shape=[4,4]", "sampler.fine_steps=2", "theory.beta=2.0",
                     "theory.mass=0.1", "run.seed=5", "sampler.adapt_steps=false",
@@ -45,11 +47,14 @@ def test_schwinger_staggered_run(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["fermion"] == "staggered" and summary["nf"] == 2
     assert summary["rooting"] == [0.5]          # det(D^dag D)^(1/2) = det D_st: 2 tastes in 2D
+    assert summary["staggered"] == {"tastes_per_field": 2, "power_of_det_D": 1.0,
+                                    "weight": "det D^(2/2) = det(D†D)^(2/4)",
+                                    "fields": ["det D (unrooted, CG)"]}
     obs = summary["observables"]
     assert {"plaquette", "chiral_condensate", "topological_susceptibility"} <= set(obs)
     hist = np.load(out / "history.npz")
     assert hist["pion_correlator"].shape == (2, 6, 4)
-    fermions = [StaggeredRationalAction(0.1, 1, 0.5, tol=1e-10)]
+    fermions = [StaggeredPseudofermionAction(0.1, 1, tol=1e-10)]
     assert_same_histories(hist, schwinger_replica(
         fermions, 2.0, 0.1, "staggered", 1, 2, 4, seed=5, n_chains=2, n_therm=2, n_samples=6))
 
@@ -92,9 +97,21 @@ def test_jobs_and_rooting():
     assert all(isinstance(f, StaggeredRationalAction) for f in _fermions(j))
     j = job("theory.name=suN", "theory.N=4", "theory.fermion=staggered", "theory.nf=8",
             "lattice.shape=[4,4,4,4]")
-    assert [f.power for f in _fermions(j)] == [0.5, 0.5]          # det(D^dag D)^1 in two fields
+    assert [f.power for f in _fermions(j)] == [0.5, 0.5]          # det D^2: two unrooted fields
+    assert all(isinstance(f, StaggeredPseudofermionAction) for f in _fermions(j))
+    # 4D: nf = 4 is det D (one unrooted field of four tastes), nf = 2 det D^(1/2) (RHMC),
+    # nf = 6 det D^(3/2) (one of each)
+    j = job("theory.name=su2", "theory.fermion=staggered", "theory.nf=4", "lattice.shape=[4,4,4,4]")
+    assert [type(f) for f in _fermions(j)] == [StaggeredPseudofermionAction]
+    assert j.description["staggered"]["power_of_det_D"] == 1.0
+    j = job("theory.name=su2", "theory.fermion=staggered", "theory.nf=6", "lattice.shape=[4,4,4,4]")
+    assert [type(f) for f in _fermions(j)] == [StaggeredPseudofermionAction,
+                                               StaggeredRationalAction]
+    assert [f.power for f in _fermions(j)] == [0.5, 0.25]
+    assert j.description["staggered"]["fields"] == ["det D (unrooted, CG)", "det(D†D)^0.25 (RHMC)"]
     j = job("theory.name=schwinger", "theory.fermion=staggered", "theory.nf=1", "lattice.shape=[4,4]")
     assert j.N == 1 and [f.power for f in _fermions(j)] == [0.25]
+    assert isinstance(_fermions(j)[0], StaggeredRationalAction)
     j = job("theory.name=schwinger", "theory.nf=6", "lattice.shape=[4,4]")
     assert j.extra["tol"] == 1e-10
     assert len(_fermions(j)) == 3 and all(isinstance(f, WilsonPseudofermionAction) and f.even_odd

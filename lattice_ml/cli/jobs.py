@@ -19,9 +19,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..backend import namespace
-from ..fermions import (StaggeredDirac, StaggeredRationalAction, WilsonDirac,
-                        WilsonPseudofermionAction, chiral_condensate, pion_correlator,
-                        staggered_root_powers)
+from ..fermions import (StaggeredDirac, StaggeredPseudofermionAction, StaggeredRationalAction,
+                        WilsonDirac, WilsonPseudofermionAction, chiral_condensate,
+                        pion_correlator)
 from ..gauge import GaugeAction
 from ..gauge.observables import average_plaquette, polyakov_loop, topological_charge_2d
 from ..groups import haar_random, identity_like
@@ -70,6 +70,15 @@ class Job:
     indexed_measure : ``measure`` takes the measurement's index ``i`` (0, 1, ...) as a third
         argument (the AMA condensate solves exactly on ``i % measure.every == 0``, the
         ``[measure]`` schedule); its ``measure.*`` entries are returned on those only
+    n_train : updates of a training phase between the thermalisation and the measurements
+        (self-learning HMC), part of the run: it makes ``n_therm + n_train + n_samples ×
+        measure_every`` updates
+    stateful : an object with ``state() -> dict`` and ``set_state(dict)``, the sampler's state
+        across updates (SLHMC: weights, optimiser, training records); checkpointed as
+        ``sampler_state`` and restored on resume (``None``: the sampler keeps none)
+    finish : ``arrays -> dict`` of summary items at the end of the run (``arrays``: the
+        histories ``[chain, time, ...]``); a :data:`TRAINING_HISTORY` item goes to
+        ``training.npz``
     """
 
     lattice: Lattice
@@ -87,6 +96,9 @@ class Job:
     frozen_signals: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
     indexed_measure: bool = False
+    n_train: int = 0
+    stateful: Any = None
+    finish: Callable | None = None
 
 
 
@@ -381,41 +393,76 @@ def gauge_job(config: dict) -> Job:
                measure_gauge=gauge_measurements(config), frozen_signals=("plaquette",), **extra)
 
 
-def fermion_actions(th: dict, D: int, N: int, tol: float) -> list:
-    """The pseudofermion actions of ``theory.fermion`` (``"wilson"`` or ``"staggered"``).
+def fermion_actions(th: dict, D: int, N: int, tol: float, mass: float | None = None) -> list:
+    """The pseudofermion actions of ``theory.fermion`` (``"wilson"`` or ``"staggered"``) at
+    ``theory.mass`` (or at ``mass``: the effective actions of self-learning HMC).
 
     Wilson: ``det(D†D)^(nf/2)`` as ``nf/2`` two-flavour fields (``nf`` even), even/odd
-    preconditioned (with clover: plus ``-2 sum_odd log|det A(x)|``). Staggered:
-    ``det(D†D)^P``, ``P = nf / 2^(D/2 + 1)`` (one staggered field has ``2^(D/2)`` tastes and
-    ``det D = det(D†D)^(1/2)``), as RHMC fields with the powers of
-    :func:`lattice_ml.fermions.staggered_root_powers` (each < 1).
+    preconditioned (with clover: plus ``-2 sum_odd log|det A(x)|``). Staggered: one field has
+    ``2^(D/2)`` tastes and ``det D = det(D†D)^(1/2)``, so ``nf`` flavours are ``det D^(nf /
+    2^(D/2))`` (:func:`staggered_weight`): ``nf // 2^(D/2)`` unrooted fields of ``det D``
+    (:class:`~lattice_ml.fermions.StaggeredPseudofermionAction`, even/odd CG, no rational
+    approximation; 4D ``nf = 4``, 2D ``nf = 2``) and, for the remainder ``r = nf mod 2^(D/2)``,
+    one rooted RHMC field of ``det(D†D)^(r / 2^(D/2+1))`` (4D ``nf = 2``: ``det D^(1/2)``).
     """
-    kind, nf, mass = th["fermion"], th["nf"], th["mass"]
+    kind, nf = th["fermion"], th["nf"]
+    mass = th["mass"] if mass is None else mass
     if kind == "wilson":
         return [WilsonPseudofermionAction(mass, N, tol=tol, csw=th["csw"], even_odd=True)
                 for _ in range(nf // 2)]
-    return [StaggeredRationalAction(mass, N, p, tol=tol) for p in staggered_root_powers(nf, D)]
+    tastes = 2 ** (D // 2)
+    fields = [StaggeredPseudofermionAction(mass, N, tol=tol) for _ in range(nf // tastes)]
+    if nf % tastes:
+        fields.append(StaggeredRationalAction(mass, N, (nf % tastes) / (2 * tastes), tol=tol))
+    return fields
 
 
-def fermion_job(config: dict) -> Job:
-    """U(1) or SU(N) gauge theory (the Schwinger model: 2D U(1)) with ``nf`` dynamical Wilson
-    (-clover) or rooted staggered fermions: pseudofermion HMC / RHMC (fermion forces on the outer
-    level, the gauge force on an inner level when ``fine_steps`` > 0). Measures the chiral
-    condensate (stochastic, ``n_sources`` sources) and the point-source pion correlator, whose
-    mass is fitted in the summary."""
+def staggered_weight(nf: int, D: int, fermions) -> dict:
+    """The ``staggered`` summary entry: what ``nf`` staggered flavours mean in ``D``
+    dimensions (``2^(D/2)`` tastes per field, the power of ``det D``) and how the fields of
+    :func:`fermion_actions` simulate it."""
+    tastes = 2 ** (D // 2)
+    return {"tastes_per_field": tastes, "power_of_det_D": nf / tastes,
+            "weight": f"det D^({nf}/{tastes}) = det(D†D)^({nf}/{2 * tastes})",
+            "fields": ["det D (unrooted, CG)" if isinstance(f, StaggeredPseudofermionAction)
+                       else f"det(D†D)^{f.power:g} (RHMC)" for f in fermions]}
+
+
+def fermion_levels(sm: dict, fermions, gauge) -> list[Level]:
+    """The levels of a pseudofermion HMC: the fermion actions outer and the gauge action inner
+    with ``fine_steps`` > 0, else all on one level."""
+    if sm["fine_steps"]:
+        return [Level(list(fermions), sm["n_steps"], sm["integrator"]),
+                Level([gauge], sm["fine_steps"], sm["integrator"])]
+    return [Level([*fermions, gauge], sm["n_steps"], sm["integrator"])]
+
+
+@dataclass
+class FermionParts:
+    """The pieces of a run with dynamical fermions that every sampler of it shares
+    (:func:`fermion_parts`): the true pseudofermion actions and gauge action, the measurements
+    (gauge observables, condensate, pion correlator) and their summary."""
+
+    lat: Lattice
+    N: int
+    initial_field: Callable
+    measure: Callable
+    summarize: Callable
+    description: dict
+    fermions: list
+    gauge: Any
+    tol: float
+    indexed_measure: bool
+
+
+def fermion_parts(config: dict) -> FermionParts:
+    """The :class:`FermionParts` of a validated configuration with fermions."""
     lat, N, initial_field, gauge_measure, gauge_summarize = _gauge_parts(config)
-    th, sm = config["theory"], config["sampler"]
+    th = config["theory"]
     kind, mass, csw = th["fermion"], th["mass"], th.get("csw", 0.0)
     tol = 1e-10 if config["run"]["dtype"] == "float64" else 1e-5
     fermions = fermion_actions(th, lat.dim, N, tol)
     gauge = GaugeAction(th["beta"], N, th.get("action", "wilson"))
-    if sm["fine_steps"]:
-        levels = [Level(list(fermions), sm["n_steps"], sm["integrator"]),
-                  Level([gauge], sm["fine_steps"], sm["integrator"])]
-    else:
-        levels = [Level([*fermions, gauge], sm["n_steps"], sm["integrator"])]
-    sampler = PseudofermionHMC(levels, LieGroupSpace(N), tau=sm["tau"],
-                               tau_jitter=sm["tau_jitter"])
 
     def dirac(U):
         if kind == "wilson":
@@ -441,9 +488,7 @@ def fermion_job(config: dict) -> Job:
             obs.update(_ama_summary(hist, m, S))
         else:
             obs["chiral_condensate"] = summary_entry(hist["chiral_condensate"], S=S)
-        pion = pion_mass_entry(hist["pion_correlator"], S)
-        if pion is not None:
-            obs["pion_mass"] = pion
+        obs["pion_mass"] = pion_mass_entry(hist["pion_correlator"], S)
         return obs
 
     couplings = {"beta": th["beta"], "mass": mass}
@@ -453,9 +498,24 @@ def fermion_job(config: dict) -> Job:
                    "fermion": kind, "nf": th["nf"], "couplings": couplings}
     if kind == "staggered":
         description["rooting"] = [f.power for f in fermions]
-    return Job(lat, description, initial_field, sampler, measure, summarize, N=N,
+        description["staggered"] = staggered_weight(th["nf"], lat.dim, fermions)
+    return FermionParts(lat, N, initial_field, measure, summarize, description, fermions, gauge,
+                        tol, ama_on)
+
+
+def fermion_job(config: dict) -> Job:
+    """U(1) or SU(N) gauge theory (the Schwinger model: 2D U(1)) with ``nf`` dynamical Wilson
+    (-clover) or staggered fermions: pseudofermion HMC / RHMC (fermion forces on the outer
+    level, the gauge force on an inner level when ``fine_steps`` > 0). Measures the chiral
+    condensate (stochastic, ``n_sources`` sources) and the point-source pion correlator, whose
+    mass is fitted in the summary."""
+    p = fermion_parts(config)
+    sm = config["sampler"]
+    sampler = PseudofermionHMC(fermion_levels(sm, p.fermions, p.gauge), LieGroupSpace(p.N),
+                               tau=sm["tau"], tau_jitter=sm["tau_jitter"])
+    return Job(p.lat, p.description, p.initial_field, sampler, p.measure, p.summarize, N=p.N,
                measure_gauge=gauge_measurements(config), frozen_signals=("plaquette",),
-               extra={"fermions": fermions, "tol": tol}, indexed_measure=ama_on,
+               extra={"fermions": p.fermions, "tol": p.tol}, indexed_measure=p.indexed_measure,
                **_adaptable(sampler, sm))
 
 
@@ -465,12 +525,17 @@ BUILDERS: dict[str, Callable[[dict], Job]] = {
     "schwinger": fermion_job,
 }
 """Builder of each ``theory.name`` (φ⁴ with a flow sampler: :func:`phi4_flow_job`; a gauge
-theory with ``fermion != "none"``: :func:`fermion_job`)."""
+theory with ``fermion != "none"``: :func:`fermion_job`, or with ``sampler.name = "slhmc"``
+:func:`lattice_ml.cli.slhmc.slhmc_job`)."""
 
 
 def build_job(config: dict) -> Job:
     """The :class:`Job` of a validated configuration."""
     name = config["theory"]["name"]
+    if config["sampler"]["name"] == "slhmc":
+        from .slhmc import slhmc_job
+
+        return slhmc_job(config)
     if config["sampler"]["name"] in FLOW_SAMPLERS:
         return phi4_flow_job(config) if name == "phi4" else gauge_flow_job(config)
     if has_fermions(config):

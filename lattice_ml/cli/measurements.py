@@ -130,13 +130,14 @@ def _ama_summary(hist: dict, m: dict, S: float) -> dict:
     return obs
 
 
-def pion_mass_entry(C, S: float = 1.5) -> dict | None:
+def pion_mass_entry(C, S: float = 1.5) -> dict:
     """The pion mass from the correlator histories ``C[chain, time, T]``: a folded, uncorrelated
     cosh fit (:func:`lattice_ml.stats.fit_cosh_mass`) over the plateau range of
     :func:`lattice_ml.stats.choose_fit_range` (chosen once from the data), its error from the
     Γ-method with the whole fit as a derived quantity of the T time slices. The entry carries
-    ``fit_range`` [t_min, t_max]; ``None`` (no entry) when no range or fit exists, e.g. on a
-    correlator without signal."""
+    ``fit_range`` [t_min, t_max]. When no range or fit exists (a correlator without signal, or
+    no effective-mass plateau within the errors) the entry is ``{"unavailable": reason}``, the
+    reason in words (e.g. choose_fit_range's), so that a summary without a mass says why."""
     from ..stats import choose_fit_range, fit_cosh_mass, folded_errors
 
     T = C.shape[-1]
@@ -145,14 +146,16 @@ def pion_mass_entry(C, S: float = 1.5) -> dict | None:
         try:
             t_range = choose_fit_range(C)
             sigma = folded_errors(C)
-        except ValueError:
-            return None
+        except ValueError as exc:
+            return {"unavailable": f"no fit range for the pion correlator: {exc}"}
     entry = summary_entry([C[..., t] for t in range(T)],
                           f=lambda c: fit_cosh_mass(np.asarray(c), t_range, sigma=sigma).mass, S=S)
-    if entry is not None:
-        entry["fit_range"] = [int(t_range[0]), int(t_range[1])]
-        if caught and "warning" not in entry:
-            entry["warning"] = "fit range and weights: " + str(caught[0].message)
+    if entry is None:
+        return {"unavailable": f"the cosh fit over t = {int(t_range[0])} ... {int(t_range[1])} "
+                               "has no solution at the measured means"}
+    entry["fit_range"] = [int(t_range[0]), int(t_range[1])]
+    if caught and "warning" not in entry:
+        entry["warning"] = "fit range and weights: " + str(caught[0].message)
     return entry
 
 

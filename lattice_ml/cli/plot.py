@@ -22,8 +22,9 @@ Also ``acceptance``: ΔH per update and chain, its histogram, and the running ac
 Metropolis samplers); ``correlator`` (runs with fermions): the pion correlator with its
 Γ-method errors on a log scale with the cosh fit over the summary's fit range, and the cosh
 effective mass (:func:`lattice_ml.fermions.effective_mass`) with the fitted mass; ``training``
-(flow runs that trained): loss, batch ESS and gradient norm per training step, from
-``DIR/training.npz``. Figures are written atomically into ``DIR/plots/`` (or ``--to``); nothing
+(flow runs that trained: loss, batch ESS and gradient norm per training step; SLHMC runs: loss,
+spread of S_θ − S and the weights per training trajectory), from ``DIR/training.npz``.
+Figures are written atomically into ``DIR/plots/`` (or ``--to``); nothing
 else in DIR changes.
 
 matplotlib is an optional dependency (``pip install 'lattice-ml[plot]'``); no global state of it
@@ -194,6 +195,16 @@ def _training_figure(Figure, tr: dict):
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_loss, ax_ess, ax_g = fig.subplots(1, 3)
     step = np.arange(1, tr["loss"].size + 1)
+    if "spread" in tr:          # self-learning HMC: one Adam step per HMC trajectory
+        ax_loss.plot(step, tr["loss"], lw=0.8, color="C0")
+        ax_loss.set(xlabel="training trajectory", ylabel="loss", yscale="log",
+                    title="self-learning loss")
+        ax_ess.plot(step, tr["spread"], lw=0.8, color="C1")
+        ax_ess.set(xlabel="training trajectory", ylabel="std over chains",
+                   title="spread of S_θ − S")
+        ax_g.plot(step, tr["theta"], lw=0.8)
+        ax_g.set(xlabel="training trajectory", ylabel="weight", title="network weights")
+        return fig
     ax_loss.plot(step, tr["loss"], lw=0.8, color="C0")
     ax_loss.set(xlabel="training step", ylabel="loss", title="reverse KL + const (loss)")
     ax_ess.plot(step, tr["ess"], lw=0.8, color="C1")

@@ -21,7 +21,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["GAUGE_N", "gauge_N", "dimension", "has_fermions", "min_samples", "check_backend",
-           "check_kernel_mode", "read_start_links", "flow_kind", "flow_loops",
+           "check_kernel_mode", "read_start_links", "flow_kind", "flow_loops", "slhmc_rules",
            "GRADIENT_FLOW_LOOPS"]
 
 GAUGE_N = {"u1": 1, "su2": 2, "su3": 3, "schwinger": 1}
@@ -82,12 +82,12 @@ def gauge_rules(c: dict) -> None:
                           f"{th['fermion']!r}); use 'hmc'")
     if sm["name"] == "heatbath":
         if fermions:
-            raise ConfigError("sampler.name", "dynamical fermions need sampler.name = 'hmc' "
-                              "(the heatbath samples the pure gauge action)")
+            raise ConfigError("sampler.name", "dynamical fermions need sampler.name = 'hmc' or "
+                              "'slhmc' (the heatbath samples the pure gauge action)")
         if th.get("action", "wilson") != "wilson":
             raise ConfigError("theory.action", "the heatbath needs theory.action = 'wilson' "
                               f"(rectangles couple links of one parity), not {th['action']!r}")
-    if sm["name"] == "hmc" and sm["fine_steps"] and not fermions \
+    if sm["name"] in ("hmc", "slhmc") and sm["fine_steps"] and not fermions \
             and th.get("action", "wilson") == "wilson":
         raise ConfigError("sampler.fine_steps", "two time scales split the improved action into "
                           "rectangles (outer) and plaquettes (inner), or fermions (outer) and "
@@ -187,18 +187,40 @@ def flow_kind(config: dict) -> str:
     return kind
 
 
-def flow_loops(config: dict) -> tuple[str, ...]:
-    """The loop types of ``flow.loops`` (comma- or space-separated names)."""
-    words = config["flow"]["loops"].replace(",", " ").split()
+def flow_loops(config: dict, table: str = "flow") -> tuple[str, ...]:
+    """The loop types of ``flow.loops`` (or ``<table>.loops``, e.g. ``slhmc.loops``: the same
+    names), comma- or space-separated."""
+    text = config[table]["loops"]
+    key = f"{table}.loops"
+    words = text.replace(",", " ").split()
     bad = [w for w in words if w not in GRADIENT_FLOW_LOOPS]
     if bad or not words:
-        raise ConfigError("flow.loops", f"loop types are {', '.join(GRADIENT_FLOW_LOOPS)} "
-                          f"(comma-separated), got {config['flow']['loops']!r}")
+        raise ConfigError(key, f"loop types are {', '.join(GRADIENT_FLOW_LOOPS)} "
+                          f"(comma-separated), got {text!r}")
     if "chair" in words and dimension(config) < 3:
-        raise ConfigError("flow.loops", "chair loops need at least three dimensions")
+        raise ConfigError(key, "chair loops need at least three dimensions")
     if len(set(words)) != len(words):
-        raise ConfigError("flow.loops", f"a loop type is named twice: {config['flow']['loops']!r}")
+        raise ConfigError(key, f"a loop type is named twice: {text!r}")
     return tuple(words)
+
+
+def slhmc_rules(c: dict) -> None:
+    """``sampler.name = "slhmc"`` and its ``[slhmc]`` table."""
+    if c["sampler"]["name"] != "slhmc":
+        return
+    if not has_fermions(c):
+        what = "φ⁴" if c["theory"]["name"] == "phi4" else f"{c['theory']['name']!r} without fermions"
+        raise ConfigError("sampler.name", f"self-learning HMC smears the links of the fermion "
+                          f"action, so it needs dynamical fermions ({what} has none): set "
+                          "theory.fermion = 'wilson' or 'staggered', or use sampler.name = 'hmc'")
+    sl = c["slhmc"]
+    if c["theory"]["fermion"] == "staggered" and not sl["m_eff"] > 0:
+        raise ConfigError("slhmc.m_eff", f"the staggered effective action needs a mass > 0, got "
+                          f"{sl['m_eff']:g}")
+    if sl["loss"] == "centered" and c["sampler"]["n_chains"] < 2:
+        raise ConfigError("slhmc.loss", "the centered loss subtracts the mean over the chains: "
+                          "it needs sampler.n_chains >= 2 (or slhmc.loss = 'paper')")
+    flow_loops(c, "slhmc")
 
 
 def flow_rules(c: dict) -> None:

@@ -28,8 +28,14 @@ checkpoint), ``segments`` (1 + the number of resumes that reached the run loop: 
 rewrites the checkpoint before its first update, so a segment killed before its first periodic
 checkpoint is counted too), ``field`` (host array in the field layout), ``rng`` (stream state),
 ``history`` (name -> host array ``[n_recorded, n_chains, ...]``, in the order of first
-measurement), and for flow Metropolis ``log_w`` (``[n_chains]``, the log-weight of the chains'
-configurations, which the next update needs).
+measurement), for flow Metropolis ``log_w`` (``[n_chains]``, the log-weight of the chains'
+configurations, which the next update needs), and for a sampler that keeps a state across updates
+(``Job.stateful``; self-learning HMC: the network's weights, the Adam moments and the training
+records) ``sampler_state``.
+
+A job with a training phase (``Job.n_train``, self-learning HMC) makes ``n_train`` more updates
+between the thermalisation and the measurements; they are counted in ``total_updates`` and
+checkpointed like every other update, so a run stopped during its training resumes there.
 """
 
 from __future__ import annotations
@@ -174,6 +180,13 @@ def load_resume(out_dir: str | Path, config: dict, extending: bool = False) -> d
     if missing:
         raise ResumeError(f"checkpoint {path} lacks {sorted(missing)}")
     saved, wanted = _comparable(state["config"]), _comparable(config)
+    from .config import _schema_defaults
+    defaults = _schema_defaults()
+    for section, values in wanted.items():
+        # a table added to the schema after the checkpoint was written (e.g. [slhmc]) that
+        # this configuration leaves at its defaults changes nothing the run did
+        if section not in saved and values == defaults.get(section):
+            saved[section] = values
     if extending:
         n_old, n_new = saved["sampler"].pop("n_samples"), wanted["sampler"].pop("n_samples")
         if n_new < n_old:
@@ -309,6 +322,12 @@ def _check_failure_rules(job, config: dict, arrays: dict, n_steps) -> None:
         if acc < floor:
             if sm["name"] == "flow":
                 fix = _flow_fix(config)
+            elif sm["name"] == "slhmc":
+                fix = (f"make the effective action closer to the true one: train longer "
+                       f"(slhmc.train_trajectories = {config['slhmc']['train_trajectories']}), "
+                       f"try slhmc.loss = 'centered', bring slhmc.m_eff "
+                       f"({config['slhmc']['m_eff']:g}) closer to theory.mass, or raise "
+                       f"sampler.n_steps (the run used {n_steps})")
             else:
                 fix = (f"raise sampler.n_steps (the run used {n_steps}) or lower sampler.tau, or "
                        "give "
@@ -338,6 +357,8 @@ def force_evaluations(config: dict) -> float:
     if config["theory"]["name"] != "phi4":
         sites *= len(shape)
     updates = sm["n_therm"] + sm["n_samples"] * sm["measure_every"]
+    if sm["name"] == "slhmc":
+        updates += config["slhmc"]["train_trajectories"]
     per_update = 1.0
     if "n_steps" in sm:
         per_update = sm["n_steps"] * max(1, sm.get("fine_steps", 0)) * (
@@ -401,7 +422,8 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         job.description.update(job.prepare(bars))
         training = job.description.pop(TRAINING_HISTORY, None)
     n_therm, n_samples, every = sm["n_therm"], sm["n_samples"], sm["measure_every"]
-    total = n_therm + n_samples * every
+    n_pre = n_therm + job.n_train          # updates before the first measured one
+    total = n_pre + n_samples * every
     adapt = job.n_steps is not None and sm.get("adapt_steps", False)
     adapt_until = int(ADAPT_FRACTION * n_therm)
     reunit_every = run["reunitarize_every"] if job.N is not None else 0
@@ -427,6 +449,13 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         state["window"] = [np.asarray(w) for w in tuned.get("window", [])]
         state["max_dev"] = float(tuned.get("max_unitarity_deviation", 0.0))
         state["unstable"] = int(tuned.get("unstable", 0))
+        if job.stateful is not None:
+            if "sampler_state" not in resume:
+                raise ResumeError("the checkpoint lacks the sampler's state (sampler_state)")
+            job.stateful.set_state(resume["sampler_state"])
+            if getattr(job.stateful, "updates", k0) != k0:
+                raise ResumeError(f"the checkpoint's sampler state is at update "
+                                  f"{job.stateful.updates}, its field at {k0}")
     sampler = job.sampler
     if state["n_steps"] != job.n_steps:
         sampler = job.with_n_steps(state["n_steps"])
@@ -461,6 +490,8 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
             ck["tuning"].pop("n_steps")
         if log_w is not None:
             ck["log_w"] = log_w
+        if job.stateful is not None:
+            ck["sampler_state"] = job.stateful.state()
         try:
             save_checkpoint(ck_path, ck, kind="run")
         except OSError as exc:
@@ -498,7 +529,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
             if reunit_every and (k + 1) % reunit_every == 0:
                 state["max_dev"] = max(state["max_dev"], unitarity_deviation(field))
                 field = reunitarize(field)
-            measuring = k >= n_therm
+            measuring = k >= n_pre
             accepted = getattr(info, "accepted", None)
             if accepted is not None and measuring:
                 dh = host(info.delta_h)
@@ -509,6 +540,8 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                                    "sampler.tau)")
                 hist.setdefault("delta_h", []).append(dh)
                 hist.setdefault("accepted", []).append(host(accepted))
+                for key, val in getattr(info, "history", {}).items():
+                    hist.setdefault(key, []).append(host(val))
             elif adapt and k < adapt_until:
                 state["window"].append(host(info.delta_h))
                 if len(state["window"]) == ADAPT_WINDOW:
@@ -519,8 +552,8 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                     if n_new != state["n_steps"]:
                         state["n_steps"] = n_new
                         sampler = job.with_n_steps(n_new)
-            if measuring and (k - n_therm + 1) % every == 0:
-                i_meas = (k - n_therm + 1) // every - 1
+            if measuring and (k - n_pre + 1) % every == 0:
+                i_meas = (k - n_pre + 1) // every - 1
                 measured = (job.measure(field, rng, i_meas) if job.indexed_measure
                             else job.measure(field, rng))
                 for key, val in measured.items():
@@ -530,7 +563,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                         hist.setdefault(key, []).append(host(val))
                 if save_every and (i_meas + 1) % save_every == 0:
                     save_configuration(Path(out_dir), config, job.to_field(field), k + 1)
-            shown = {"phase": "meas" if measuring else "therm"}
+            shown = {"phase": "meas" if measuring else "therm" if k < n_therm else "train"}
             if accepted is not None:
                 shown["acc"] = f"{float(np.mean(host(accepted))):.2f}"
             if state["n_steps"] is not None:
@@ -548,6 +581,8 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         # [time, chain, ...] -> [chain, time, ...]
         arrays = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in hist.items()}
         _check_failure_rules(job, config, arrays, state["n_steps"])
+        finished = job.finish(arrays) if job.finish is not None else {}
+        training = finished.pop(TRAINING_HISTORY, training)
         atomic_save_npz(Path(out_dir) / HISTORY_NAME, **arrays)
         if training is not None:
             atomic_save_npz(Path(out_dir) / TRAINING_NAME, **training)
@@ -558,6 +593,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
 
     summary = {
         **job.description,
+        **finished,
         "lattice": list(job.lattice.shape),
         "sampler": sm["name"],
         "backend": backend_name(xp),

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 from . import rules
 
 __all__ = ["REQUIRED", "Param", "Table", "THEORIES", "PLANNED_THEORIES", "SAMPLERS",
-           "PLANNED_SAMPLERS", "SCHEMA", "THEORY_DEFAULTS", "RENAMED", "iter_schema", "resolved_params"]
+           "PLANNED_SAMPLERS", "SLHMC_NETWORKS", "SCHEMA", "THEORY_DEFAULTS", "RENAMED", "iter_schema", "resolved_params"]
 
 
 class _Required:
@@ -271,6 +271,38 @@ _FLOW_HMC = Table(
                                         "adapt_steps", "target_acceptance")},
 )
 
+_SLHMC = Table(
+    doc="self-learning HMC (gauge theories with fermions; see [slhmc])",
+    params=dict(_HMC.params),
+)
+
+SLHMC_NETWORKS = ("stout", "cask")
+_SLHMC_TABLE = Table(
+    doc="the effective action of sampler.name = slhmc; ignored by other samplers",
+    checks=(rules.slhmc_rules,),
+    params={
+        "network": Param("str", "stout", choices=SLHMC_NETWORKS, noun="SLHMC network",
+                         doc="stout (one weight ρ per loop type and layer) | cask (covariant "
+                             "attention: a weight ρ and an attention weight β per loop type and "
+                             "layer)"),
+        "n_layers": Param("int", 2, minimum=1, doc="layers of the gauge-covariant network"),
+        "loops": Param("str", "plaquette,polyakov",
+                       doc="loop types of every layer, comma-separated from plaquette, "
+                           "rectangle, chair (D >= 3), polyakov (a temporal and a spatial weight)"),
+        "m_eff": Param("float", 0.2,
+                       doc="fermion mass of the effective action (staggered: > 0); a heavier "
+                           "mass makes its solves cheaper"),
+        "train_trajectories": Param("int", 50, minimum=0,
+                                    doc="HMC trajectories of the true action with online "
+                                        "training, after thermalisation (0: untrained network)"),
+        "lr": Param("float", 0.002, minimum=0.0, exclusive_minimum=True,
+                    doc="initial Adam learning rate, cosine decay to lr/10 over the training"),
+        "loss": Param("str", "paper", choices=("paper", "centered"), noun="SLHMC loss",
+                      doc='"paper": ½<|S_θ − S|²>; "centered": ½<(S_θ − S − <S_θ − S>)²> over '
+                          'the chains (needs n_chains >= 2)'),
+    },
+)
+
 RENAMED: dict[str, str] = {
     "flow.layers": "flow.n_layers",
     "flow.batch": "flow.batch_size",
@@ -284,10 +316,10 @@ RENAMED: dict[str, str] = {
 naming the new one, never silently accepted or ignored."""
 
 SAMPLERS: dict[str, Table] = {"hmc": _HMC, "heatbath": _HEATBATH, "flow": _FLOW,
-                              "flow_hmc": _FLOW_HMC}
+                              "flow_hmc": _FLOW_HMC, "slhmc": _SLHMC}
 """Implemented samplers: ``name`` → variant table of ``[sampler]``."""
 
-PLANNED_SAMPLERS: tuple[str, ...] = ("slhmc",)
+PLANNED_SAMPLERS: tuple[str, ...] = ()
 
 def _planned(words: tuple[str, ...]) -> str:
     return f" (not implemented yet: {', '.join(words)})" if words else ""
@@ -336,6 +368,7 @@ SCHEMA: dict[str, Table] = {
         checks=(rules.sampler_rules,),
     ),
     "flow": _FLOW_TABLE,
+    "slhmc": _SLHMC_TABLE,
     "run": Table(
         doc="reproducibility, backend and display",
         params={

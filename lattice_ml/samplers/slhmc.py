@@ -58,16 +58,17 @@ sets the acceptance: ``dH_true - dH_theta = d(U') - d(U)``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..backend import device_of, namespace, real_dtype_of, to_numpy
 from ..smearing import StoutSmearing, polyakov_loops
-from .hmc import HMC
+from .hmc import HMC, metropolis, select_chains
 
-__all__ = ["SelfLearningHMC", "effective_network", "network_parameter_names",
-           "slhmc_loop_types", "train_effective_action", "SLHMC_LOOPS"]
+__all__ = ["SelfLearningHMC", "SLHMCStep", "effective_network", "network_parameter_names",
+           "slhmc_loop_types", "train_effective_action", "training_step", "SLHMC_LOOPS"]
 
 SLHMC_LOOPS = ("plaquette", "rectangle", "chair", "polyakov")
 """Loop names of :func:`effective_network` (``polyakov``: a temporal and a spatial weight)."""
@@ -117,6 +118,23 @@ def effective_network(shape: Sequence[int], n_layers: int = 2,
 def network_parameter_names(net: StoutSmearing) -> list[str]:
     """``"layer<l>/<label>"`` for every weight of :func:`effective_network`, in parameter order."""
     return [f"layer{layer}/{label}" for layer in range(net.n_layers) for label in net.labels]
+
+
+@dataclass(frozen=True)
+class SLHMCStep:
+    """What one SLHMC update did, per chain (``[batch]`` arrays): ``delta_h`` (of the true
+    Hamiltonian, the Metropolis test's), ``accepted``, ``force_evaluations`` per level (as
+    :class:`~lattice_ml.samplers.HMCStep`), and the diagnostics of the proposal:
+    ``delta_h_effective`` (``dH`` of the effective Hamiltonian ``K + S_theta`` that the
+    molecular dynamics conserves) and ``action_difference`` (``S_theta - S`` at the start of the
+    trajectory, at the refreshed pseudofermions). ``delta_h - delta_h_effective = d(U') - d(U)``
+    with ``d = S - S_theta``: the part of ``dH`` that the network does not capture."""
+
+    delta_h: Any
+    accepted: Any
+    force_evaluations: tuple[int, ...]
+    delta_h_effective: Any
+    action_difference: Any
 
 
 class SelfLearningHMC:
@@ -220,19 +238,88 @@ class SelfLearningHMC:
             grad = g if grad is None else grad + g
         return 0.5 * float(np.mean(r ** 2)), d_host, grad
 
+    def _actions(self, field):
+        """``(S_target, S_theta - S)`` per chain: every action evaluated once (those both on
+        the levels and in the target enter the first sum only)."""
+        target, eff_only, true_only = None, None, None
+        for a in self.hmc.target:
+            s = a.action(field)
+            target = s if target is None else target + s
+            if not any(a is o for o in self.hmc.actions):
+                true_only = s if true_only is None else true_only + s
+        for a in self.hmc.actions:
+            if not any(a is o for o in self.hmc.target):
+                s = a.action(field)
+                eff_only = s if eff_only is None else eff_only + s
+        zero = 0.0 * target
+        d = (zero if eff_only is None else eff_only) - (zero if true_only is None else true_only)
+        return target, d
+
     def step(self, field, rng):
         """True pseudofermion refresh, effective MD, true Metropolis test; returns ``(field,
-        HMCStep)`` with the true ``delta_h``."""
-        self.hmc.space.check(field)
+        SLHMCStep)`` with the true ``delta_h``. The random numbers are those of
+        :meth:`lattice_ml.samplers.HMC.step` after the refresh (momenta, trajectory length,
+        Metropolis); besides the true action at both ends the effective fermion actions are
+        evaluated there too (one solve at ``m_h`` each), for the diagnostics of
+        :class:`SLHMCStep`."""
+        hmc = self.hmc
+        hmc.space.check(field)
         self.refresh(field, rng)
-        return self.hmc.step(field, rng)
+        p = hmc.space.sample_momenta(field, rng)
+        tau = hmc.tau
+        if hmc.tau_jitter > 0:
+            tau = hmc.tau * (1.0 + hmc.tau_jitter * (2.0 * rng.uniform(()) - 1.0))
+        k0 = hmc.space.kinetic_energy(p)
+        s0, d0 = self._actions(field)
+        new, p_new, counts = hmc.trajectory(field, p, tau)
+        k1 = hmc.space.kinetic_energy(p_new)
+        s1, d1 = self._actions(new)
+        delta_h = (k1 + s1) - (k0 + s0)
+        accepted = metropolis(-delta_h, rng)
+        info = SLHMCStep(delta_h, accepted, counts, delta_h + (d1 - d0), d0)
+        return select_chains(accepted, new, field), info
+
+
+def training_step(slhmc: SelfLearningHMC, sampler, network, field, rng, optimizer,
+                  centered: bool = False):
+    """One trajectory of the online training (module docstring): true heatbath for ``phi``,
+    the loss and its gradient at the current weights, one optimiser step (skipped when the loss
+    or the gradient is not finite), then one HMC trajectory of the true action with the same
+    ``phi``. Returns ``(field, record)``; ``record`` holds ``loss`` (at the weights before the
+    step), ``mean``/``spread`` (mean and standard deviation of ``d = S_theta - S`` over the
+    chains), ``acceptance`` (of the true HMC), ``theta`` (the weights after the step, a host
+    array) and ``info`` (the HMC step). Arguments as for :func:`train_effective_action`."""
+    slhmc.space.check(field)
+    slhmc.refresh(field, rng)
+    loss, d_host, grad = slhmc.loss_and_gradient(field, centered)
+    theta = np.asarray(network.parameters(), dtype=np.float64).copy()
+    if grad is not None and math.isfinite(loss) and np.all(np.isfinite(grad)):
+        theta = np.asarray(optimizer.step(theta, grad), dtype=np.float64)
+        network.set_parameters(theta)
+    field, info = sampler.hmc.step(field, rng)
+    return field, {"loss": loss, "mean": float(np.mean(d_host)),
+                   "spread": float(np.std(d_host)),
+                   "acceptance": float(np.mean(to_numpy(info.accepted))),
+                   "theta": theta.copy(), "info": info}
+
+
+def _check_training(slhmc: SelfLearningHMC, sampler, network) -> None:
+    acts = [a for lv in sampler.hmc.levels for a in lv.actions]
+    for t in slhmc.true_fermions:
+        if not any(t is a for a in acts):
+            raise ValueError(f"the true fermion action {t!r} of the SLHMC sampler is not on the "
+                             "levels of the training sampler")
+    for e in slhmc.effective_fermions:
+        if getattr(e, "smearing", None) is not network:
+            raise ValueError(f"the effective action {e!r} is not smeared by the network being "
+                             "trained")
 
 
 def train_effective_action(slhmc: SelfLearningHMC, sampler, network, field, rng,
                            n_trajectories: int, optimizer, centered: bool = False,
                            callback: Callable | None = None):
     """Online training of ``network`` during ``n_trajectories`` HMC trajectories of the true
-    action (module docstring); returns ``(field, history)``.
+    action (module docstring; each one is :func:`training_step`); returns ``(field, history)``.
 
     Parameters
     ----------
@@ -257,27 +344,11 @@ def train_effective_action(slhmc: SelfLearningHMC, sampler, network, field, rng,
     ``mean``/``spread`` (mean and standard deviation of ``d`` over the chains), ``acceptance``
     (of the true HMC) and ``theta`` (the weights after the step).
     """
-    acts = [a for lv in sampler.hmc.levels for a in lv.actions]
-    for t in slhmc.true_fermions:
-        if not any(t is a for a in acts):
-            raise ValueError(f"the true fermion action {t!r} of the SLHMC sampler is not on the "
-                             "levels of the training sampler")
-    for e in slhmc.effective_fermions:
-        if getattr(e, "smearing", None) is not network:
-            raise ValueError(f"the effective action {e!r} is not smeared by the network being "
-                             "trained")
+    _check_training(slhmc, sampler, network)
     hist: dict[str, list] = {"loss": [], "mean": [], "spread": [], "acceptance": [], "theta": []}
-    theta = np.asarray(network.parameters(), dtype=np.float64).copy()
     for t in range(int(n_trajectories)):
-        slhmc.space.check(field)
-        slhmc.refresh(field, rng)
-        loss, d_host, grad = slhmc.loss_and_gradient(field, centered)
-        if grad is not None and math.isfinite(loss) and np.all(np.isfinite(grad)):
-            theta = np.asarray(optimizer.step(theta, grad), dtype=np.float64)
-            network.set_parameters(theta)
-        field, info = sampler.hmc.step(field, rng)
-        rec = {"loss": loss, "mean": float(np.mean(d_host)), "spread": float(np.std(d_host)),
-               "acceptance": float(np.mean(to_numpy(info.accepted))), "theta": theta.copy()}
+        field, rec = training_step(slhmc, sampler, network, field, rng, optimizer, centered)
+        rec.pop("info")
         for k, v in rec.items():
             hist[k].append(v)
         if callback is not None:
