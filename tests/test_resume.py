@@ -92,7 +92,7 @@ JOBS = {
                   "sampler.n_chains=1", "theory.n_sources=1", "sampler.n_therm=1",
                   "sampler.n_samples=5", "sampler.measure_every=1"],
 }
-JOBS["schwinger_staggered_rhmc"] = JOBS["schwinger"] + ["theory.fermion=staggered"]
+JOBS["schwinger_staggered_rhmc"] = JOBS["schwinger"] + ["theory.fermion=staggered", "theory.nf=1"]  # RHMC: nf = 2 is the unrooted CG field
 _FLOW = ["flow.n_layers=2", "flow.channels=2", "flow.hidden_layers=1",
          "flow.train_steps=5", "flow.batch_size=4", "sampler.min_acceptance=0"]  # a 5-step flow
 JOBS["phi4_flow_metropolis"] = ["sampler.name=flow", *_FLOW]  # the flow is retrained on resume
