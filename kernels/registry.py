@@ -5,7 +5,7 @@ compiles a kernel on its first call)."""
 import importlib
 
 # one module per operator family; a module missing from an install is simply not registered
-KERNEL_MODULES = ("phi4", "wilson", "staggered", "gauge", "stout")
+KERNEL_MODULES = ("phi4", "wilson", "staggered", "gauge", "stout", "flow_conv", "gauge_flow")
 
 for _name in KERNEL_MODULES:
     try:
