@@ -59,6 +59,9 @@ class SolverInfo:
         ``raise_on_failure=False``).
     precond_calls : int
         Preconditioner applications to the whole batch (:func:`fgmres`; 0 for the others).
+    host_syncs : int
+        Device-to-host transfers of the recursion's scalars (one per ``check_every``
+        iterations, plus the true-residual checks; :func:`cg` and :func:`cgne`).
     """
 
     method: str
@@ -71,6 +74,7 @@ class SolverInfo:
     restarts: np.ndarray | None = None
     breakdown: dict = field(default_factory=dict)
     precond_calls: int = 0
+    host_syncs: int = 0
 
     @property
     def all_converged(self) -> bool:
@@ -202,6 +206,33 @@ def _host(*arrays) -> list[np.ndarray]:
     return [np.asarray(to_numpy(a)) for a in arrays]
 
 
+HOST_NAMESPACES = ("numpy", "array_api_strict")
+"""Namespaces whose arrays live in host memory: reading a scalar back costs nothing there."""
+
+DEVICE_CHECK_EVERY = 10
+"""Default ``check_every`` of :func:`cg` and :func:`cgne` on a device (CuPy): the recursion's
+scalars come back to the host once per this many iterations (:func:`check_interval`)."""
+
+
+def check_interval(xp, check_every, callback=None, name: str = "solver") -> int:
+    """How many iterations run between two reads of the recursion's scalars on the host.
+
+    ``check_every=None`` gives 1 for arrays in host memory (``HOST_NAMESPACES``) and
+    ``DEVICE_CHECK_EVERY`` otherwise; a ``callback`` needs every iteration (1). The iterates and
+    the result record do not depend on it (an entry is frozen on the device at the iteration at
+    which it converges, and the host replays the buffered iterations); only ``matvecs`` counts
+    the up to ``check_every - 1`` idle iterations after the last entry has converged."""
+    from ...backend import backend_name
+    if callback is not None:
+        return 1
+    if check_every is None:
+        return 1 if backend_name(xp) in HOST_NAMESPACES else DEVICE_CHECK_EVERY
+    if isinstance(check_every, bool) or not isinstance(check_every, (int, np.integer)) \
+            or check_every < 1:
+        raise ValueError(f"{name}: check_every must be a positive integer, got {check_every!r}")
+    return int(check_every)
+
+
 def _check_rhs(xp, b, name: str, what: str = "right-hand side b"):
     if b.ndim < 1:
         raise ValueError(f"{name}: {what} must have a leading batch axis, got a 0-d array")
@@ -322,6 +353,8 @@ class _Run:
         self.rr = self.bb.copy()
         self.active = np.zeros(nb, dtype=bool)
         self.rt2 = None
+        self.host_syncs = 0
+        self._act_dev = self._iters_dev = self._t2_dev = None
 
     @classmethod
     def start(cls, xp, A, b, x0, tol, maxiter, raise_on_failure, name):
@@ -335,6 +368,41 @@ class _Run:
         """Start the recursion with squared residuals ``rr`` (host ``[batch]``)."""
         self.rr = rr
         self.active = (rr > self.target2) & ~self.zero_rhs
+
+    # -- the device side of the stopping rule (``check_every`` > 1) ---------------------------
+    def device_active(self):
+        """The host's ``active`` entries as a device mask, and the device copies of ``iters`` and
+        of the targets that :meth:`device_advance` needs, taken from the host state (after
+        :meth:`begin`, a restart or a sync)."""
+        self._act_dev = self.mask(self.active)
+        self._iters_dev = self.xp.asarray(self.iters, device=device_of(self.b))
+        if self._t2_dev is None:
+            self._t2_dev = self.xp.asarray(np.asarray(self.target2, dtype=np.float64),
+                                           device=device_of(self.b))
+        return self._act_dev
+
+    def device_advance(self, ok_dev, rr_dev, finite_dev):
+        """The stopping rule of :meth:`advance` evaluated on the device, so that no value leaves
+        it: entries ``ok_dev & finite_dev`` stay active while ``rr_dev`` (the recursion's
+        squared residual, compared in float64 as on the host) is above the target and the
+        iteration count below ``maxiter``. Returns the new device mask."""
+        xp = self.xp
+        self._iters_dev = self._iters_dev + xp.astype(self._act_dev, self._iters_dev.dtype)
+        self._act_dev = (ok_dev & finite_dev & (xp.astype(rr_dev, xp.float64) > self._t2_dev)
+                         & (self._iters_dev < self.maxiter))
+        return self._act_dev
+
+    def fetch(self, buffered):
+        """The buffered per-iteration device scalars ``[(s_1, s_2, ...), ...]`` (each ``[batch]``,
+        one real dtype) on the host in one transfer, as ``[iteration][scalar]`` host arrays."""
+        if not buffered:
+            return []
+        xp = self.xp
+        flat = xp.stack([v for it in buffered for v in it])
+        self.host_syncs += 1
+        host = _host(flat)[0]
+        m = len(buffered[0])
+        return [[host[i * m + j] for j in range(m)] for i in range(len(buffered))]
 
     def mask(self, host_bool):
         """A host ``[batch]`` bool as a device array."""
@@ -371,6 +439,7 @@ class _Run:
         rt = self.b - A(x)
         self.matvecs += 1
         self.rt2 = _host(norm2(rt))[0]
+        self.host_syncs += 1
         redo = ((self.rt2 > self.target2) & ~self.failed & (self.iters < self.maxiter)
                 & ~self.zero_rhs)
         if not (restart and np.any(redo)):
@@ -387,7 +456,8 @@ class _Run:
                           converged=(self.rt2 <= self.target2) & ~self.failed,
                           residual=np.sqrt(self.rt2 / self.bb_safe),
                           history=_stack_history(self.history, self.nb), matvecs=self.matvecs,
-                          restarts=self.restarts, breakdown=self.breakdown, **extra)
+                          restarts=self.restarts, breakdown=self.breakdown,
+                          host_syncs=self.host_syncs, **extra)
         if self.raise_on_failure and not info.all_converged:
             _fail_nonconverged(self.name, info, self.maxiter)
         return x, info

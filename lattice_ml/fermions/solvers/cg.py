@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ...backend import namespace
-from ._common import _cg_step, _host, _ratio, _Run, norm2
+from ._common import _cg_step, _host, _ratio, _Run, check_interval, norm2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -15,7 +15,7 @@ from ._common import _cg_step, _host, _ratio, _Run, norm2
 # ----------------------------------------------------------------------------------------------
 def cg(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
        raise_on_failure: bool = True, restart_on_true_residual: bool = True,
-       callback: Callable | None = None):
+       callback: Callable | None = None, check_every: int | None = None):
     """Conjugate gradients for hermitian positive-definite ``A``, every batch entry on its own.
 
     Parameters
@@ -37,6 +37,13 @@ def cg(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
         ``tol`` from the true residual (default). Otherwise only report it.
     callback : callable ``callback(k, x, rel_res)``, optional
         Called after each iteration with the iterate and the ``[batch]`` host relative residuals.
+    check_every : int, optional
+        Iterations between two reads of the recursion's scalars on the host (one transfer for
+        all of them). Default: 1 for NumPy and array-api-strict, ``DEVICE_CHECK_EVERY`` (10) on a
+        device, so that a CuPy solve does not wait for the GPU at every iteration. The iterates
+        and the record do not depend on it (an entry stops on the device at the iteration at
+        which it converges); ``info.matvecs`` counts the up to ``check_every - 1`` idle
+        iterations at the end, ``info.host_syncs`` the transfers.
 
     Returns
     -------
@@ -48,36 +55,48 @@ def cg(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
     ``beta = <r',r'>/<r,r>``, ``p = r' + beta p``.
     """
     return _cg(A, b, x0, tol, maxiter, raise_on_failure, restart_on_true_residual, callback,
-               "cg")
+               "cg", check_every)
 
 
-def _cg(A, b, x0, tol, maxiter, raise_on_failure, restart, callback, name):
+def _cg(A, b, x0, tol, maxiter, raise_on_failure, restart, callback, name, check_every=None):
     xp = namespace(b)
     x, r, run = _Run.start(xp, A, b, x0, tol, maxiter, raise_on_failure, name)
+    every = check_interval(xp, check_every, callback, name)
     rr_dev = norm2(r)
     run.begin(_host(rr_dev)[0])
     p = r
     k = 0
     while True:
+        act = run.device_active()
         while np.any(run.active):
-            Ap = A(p)
-            run.matvecs += 1
-            pAp_dev, ok_dev, alpha = _cg_step(xp, p, Ap, rr_dev, run.mask(run.active))
-            okc = run.col(ok_dev)
-            x = xp.where(okc, x + run.col(alpha) * p, x)
-            r = xp.where(okc, r - run.col(alpha) * Ap, r)
-            rr_new_dev = norm2(r)
-            beta = _ratio(xp, ok_dev, rr_new_dev, rr_dev)
-            p = xp.where(okc, r + run.col(beta) * p, p)
-            rr_dev = xp.where(ok_dev, rr_new_dev, rr_dev)
-            pAp, rr_new = _host(pAp_dev, rr_new_dev)
-            k += 1
-            run.iters += run.active
-            bad = run.active & ~((pAp > 0) & np.isfinite(pAp) & np.isfinite(rr_new))
-            run.break_down(np.flatnonzero(bad), lambda e: _cg_breakdown(pAp[e], rr_new[e]))
-            rel = run.advance(run.active & ~bad, rr_new)
-            if callback is not None:
-                callback(k, x, rel)
+            buffered = []
+            for _ in range(every):
+                Ap = A(p)
+                run.matvecs += 1
+                pAp_dev, ok_dev, alpha = _cg_step(xp, p, Ap, rr_dev, act)
+                okc = run.col(ok_dev)
+                x = xp.where(okc, x + run.col(alpha) * p, x)
+                r = xp.where(okc, r - run.col(alpha) * Ap, r)
+                rr_new_dev = norm2(r)
+                beta = _ratio(xp, ok_dev, rr_new_dev, rr_dev)
+                p = xp.where(okc, r + run.col(beta) * p, p)
+                rr_dev = xp.where(ok_dev, rr_new_dev, rr_dev)
+                act = run.device_advance(ok_dev, rr_dev, xp.isfinite(rr_new_dev))
+                buffered.append((pAp_dev, rr_new_dev))
+            # the host replays the buffered iterations (one transfer): the same bookkeeping as
+            # reading them one at a time; iterations after the last active entry did nothing
+            for pAp, rr_new in run.fetch(buffered):
+                if not np.any(run.active):
+                    break
+                k += 1
+                run.iters += run.active
+                bad = run.active & ~((pAp > 0) & np.isfinite(pAp) & np.isfinite(rr_new))
+                run.break_down(np.flatnonzero(bad),
+                               lambda e: _cg_breakdown(pAp[e], rr_new[e]))
+                rel = run.advance(run.active & ~bad, rr_new)
+                if callback is not None:
+                    callback(k, x, rel)
+            act = run.device_active()
         restarted = run.restart(A, x, restart)
         if restarted is None:
             return run.finish(x)
@@ -99,7 +118,7 @@ def _cg_breakdown(pAp: float, rr: float) -> str:
 # ----------------------------------------------------------------------------------------------
 def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
          maxiter: int = 10000, method: str = "cgnr", raise_on_failure: bool = True,
-         restart_on_true_residual: bool = True):
+         restart_on_true_residual: bool = True, check_every: int | None = None):
     """Solve ``D x = b`` for a general (non-singular) ``D`` by CG on the normal equations.
 
     Parameters
@@ -116,8 +135,8 @@ def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
         ``||b_b - D x_b|| <= tol ||b_b||``; both variants update that residual in their
         recursion, and it is recomputed at the end.
 
-    Other parameters and the return value are as for :func:`cg`; ``info.matvecs`` counts
-    applications of ``D`` and ``D_dagger`` (two per iteration).
+    Other parameters (``check_every`` included) and the return value are as for :func:`cg`;
+    ``info.matvecs`` counts applications of ``D`` and ``D_dagger`` (two per iteration).
 
     Recursions (per entry), with ``r = b - D x``:
 
@@ -132,6 +151,7 @@ def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
     name = method
     xp = namespace(b)
     x, r, run = _Run.start(xp, D, b, x0, tol, maxiter, raise_on_failure, name)
+    every = check_interval(xp, check_every, None, name)
 
     def start(r):
         z = D_dagger(r)
@@ -143,30 +163,42 @@ def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
     run.matvecs += 1
     run.begin(_host(norm2(r))[0])
     while True:
+        act = run.device_active()
         while np.any(run.active):
-            Dp = D(p)
-            run.matvecs += 1
-            den_dev = norm2(Dp) if method == "cgnr" else norm2(p)
-            ok_dev = run.mask(run.active) & (den_dev > 0) & xp.isfinite(den_dev) & \
-                xp.isfinite(g_dev)
-            alpha = _ratio(xp, ok_dev, g_dev, den_dev)
-            okc = run.col(ok_dev)
-            x = xp.where(okc, x + run.col(alpha) * p, x)
-            r = xp.where(okc, r - run.col(alpha) * Dp, r)
-            Ddr = D_dagger(r)
-            run.matvecs += 1
-            g_new = norm2(Ddr) if method == "cgnr" else norm2(r)
-            beta = _ratio(xp, ok_dev, g_new, g_dev)
-            p = xp.where(okc, Ddr + run.col(beta) * p, p)
-            g_dev = xp.where(ok_dev, g_new, g_dev)
-            den, rr_new, g_h = _host(den_dev, norm2(r), g_new)
-            run.iters += run.active
-            bad = run.active & ~((den > 0) & np.isfinite(den) & np.isfinite(rr_new))
-            # CGNR: D^dagger r = 0 with r != 0 means D is singular (least-squares solution)
-            bad |= run.active & ~bad & (g_h == 0) & (rr_new > run.target2)
-            run.break_down(np.flatnonzero(bad),
-                           lambda e: _cgne_breakdown(method, den[e], rr_new[e]))
-            run.advance(run.active & ~bad, rr_new)
+            buffered = []
+            for _ in range(every):
+                Dp = D(p)
+                run.matvecs += 1
+                den_dev = norm2(Dp) if method == "cgnr" else norm2(p)
+                ok_dev = act & (den_dev > 0) & xp.isfinite(den_dev) & xp.isfinite(g_dev)
+                alpha = _ratio(xp, ok_dev, g_dev, den_dev)
+                okc = run.col(ok_dev)
+                x = xp.where(okc, x + run.col(alpha) * p, x)
+                r = xp.where(okc, r - run.col(alpha) * Dp, r)
+                Ddr = D_dagger(r)
+                run.matvecs += 1
+                g_new = norm2(Ddr) if method == "cgnr" else norm2(r)
+                beta = _ratio(xp, ok_dev, g_new, g_dev)
+                p = xp.where(okc, Ddr + run.col(beta) * p, p)
+                g_dev = xp.where(ok_dev, g_new, g_dev)
+                rr_new_dev = norm2(r)
+                # the host's breakdown rule below, on the device: an entry with a non-finite
+                # scalar or with D^dagger r = 0 above tolerance stops here
+                act = run.device_advance(ok_dev, rr_new_dev, xp.isfinite(rr_new_dev)
+                                         & xp.isfinite(g_new) & (g_new != 0))
+                buffered.append((den_dev, rr_new_dev, g_new))
+            for den, rr_new, g_h in run.fetch(buffered):
+                if not np.any(run.active):
+                    break
+                run.iters += run.active
+                bad = run.active & ~((den > 0) & np.isfinite(den) & np.isfinite(rr_new)
+                                     & np.isfinite(g_h))
+                # CGNR: D^dagger r = 0 with r != 0 means D is singular (least-squares solution)
+                bad |= run.active & ~bad & (g_h == 0) & (rr_new > run.target2)
+                run.break_down(np.flatnonzero(bad),
+                               lambda e: _cgne_breakdown(method, den[e], rr_new[e], g_h[e]))
+                run.advance(run.active & ~bad, rr_new)
+            act = run.device_active()
         restarted = run.restart(D, x, restart_on_true_residual)
         if restarted is None:
             return run.finish(x)
@@ -179,8 +211,8 @@ def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
         g_dev = xp.where(m1, g_new, g_dev)
 
 
-def _cgne_breakdown(method: str, den: float, rr: float) -> str:
-    if not (np.isfinite(den) and np.isfinite(rr)):
+def _cgne_breakdown(method: str, den: float, rr: float, g: float) -> str:
+    if not (np.isfinite(den) and np.isfinite(rr) and np.isfinite(g)):
         return "non-finite scalar (NaN or inf in the operator output?)"
     if den <= 0:
         return ("|D p|^2 = 0" if method == "cgnr" else "|p|^2 = 0") + " (is D singular?)"

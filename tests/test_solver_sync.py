@@ -1,0 +1,147 @@
+"""Host synchronisation of the CG solvers (``check_every``): reading the recursion's scalars
+back once per ``k`` iterations instead of every iteration must not change the solve.
+
+The claim under test (``lattice_ml.fermions.solvers._common.check_interval``): an entry stops on
+the device at the very iteration at which it converges or breaks down, and the host replays the
+buffered iterations with the bookkeeping it always had, so the iterates are bit-identical and
+the record (iterations, history, residuals, restarts, breakdowns) equal for every ``k``; only
+``matvecs`` grows, by at most ``k - 1`` idle iterations per recursion, and ``host_syncs``
+falls by about ``k``. Operators: a batched 2D Wilson-Dirac operator on random U(1) links with a
+different mass per entry (different iteration counts), a batch of dense hermitian positive
+matrices, and an indefinite one for the breakdown path.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from lattice_ml.backend import RandomStreams, to_numpy
+from lattice_ml.fermions import WilsonDirac
+from lattice_ml.fermions.solvers import SolverError, cg, cgne
+from lattice_ml.fermions.solvers._common import DEVICE_CHECK_EVERY, check_interval
+from lattice_ml.groups import haar_random
+
+EVERY = (1, 3, 7, 40)
+
+
+def _same_record(i1, ik):
+    np.testing.assert_array_equal(i1.iterations, ik.iterations)
+    np.testing.assert_array_equal(i1.converged, ik.converged)
+    np.testing.assert_array_equal(i1.residual, ik.residual)
+    np.testing.assert_array_equal(i1.history, ik.history)
+    np.testing.assert_array_equal(i1.restarts, ik.restarts)
+    assert i1.breakdown == ik.breakdown
+
+
+class _PerEntryMass:
+    """``D_b = D_W(U_b; m = 0) + m_b``: the Wilson operator with its own mass per entry."""
+
+    def __init__(self, Dw, m):
+        self.Dw, self.m = Dw, m
+
+    def __call__(self, v):
+        return self.Dw.apply(v) + self.m * v
+
+    def dagger(self, v):
+        return self.Dw.apply_dagger(v) + self.m * v
+
+
+def _wilson_system(xp, masses, shape=(6, 6), seed=3):
+    """Per entry its own random U(1) links and mass (so entries converge at different
+    iterations), a Gaussian source; returns the operator (with ``dagger``) and the source."""
+    rng = RandomStreams(seed, len(masses), xp)
+    U = haar_random(rng, (len(shape), *shape), 1)
+    m = xp.reshape(xp.asarray(np.asarray(masses, dtype=np.float64)), (-1, 1, 1, 1, 1))
+    Dw = _PerEntryMass(WilsonDirac(U, 0.0, check=False), m)
+    b_h = np.random.default_rng(seed).normal(size=(len(masses), *shape, 2, 1)) \
+        + 1j * np.random.default_rng(seed + 1).normal(size=(len(masses), *shape, 2, 1))
+    b = xp.asarray(b_h)
+    return Dw, b
+
+
+@pytest.mark.parametrize("method", ["cgnr", "cgne"])
+def test_cgne_is_independent_of_the_sync_interval(xp_cpu, method):
+    xp = xp_cpu
+    Dw, b = _wilson_system(xp, [0.05, 0.3, 1.0])
+    ref, i1 = cgne(Dw, Dw.dagger, b, tol=1e-10, method=method, check_every=1)
+    assert i1.all_converged and len(set(i1.iterations.tolist())) == 3
+    for k in EVERY[1:]:
+        x, ik = cgne(Dw, Dw.dagger, b, tol=1e-10, method=method, check_every=k)
+        assert bool(xp.all(x == ref)), f"check_every={k} changed the iterate"
+        _same_record(i1, ik)
+        # idle iterations only after the last entry has converged, two matvecs each
+        assert i1.matvecs <= ik.matvecs <= i1.matvecs + 2 * (k - 1) * (1 + int(ik.restarts.max()))
+        n = int(i1.iterations.max())
+        assert ik.host_syncs <= math.ceil(n / k) + 2 * (1 + int(ik.restarts.max()))
+    assert i1.host_syncs >= int(i1.iterations.max())
+
+
+def test_cg_is_independent_of_the_sync_interval_with_restarts_and_a_zero_rhs(xp_cpu):
+    xp = xp_cpu
+    Dw, b = _wilson_system(xp, [0.1, 0.4, 0.8, 0.2])
+    b = xp.where(xp.reshape(xp.asarray([True, True, False, True]), (-1, 1, 1, 1, 1)), b,
+                 xp.zeros_like(b))                       # entry 2: b = 0, x = 0 exactly
+
+    def A(v):
+        return Dw.dagger(Dw(v))
+
+    # a warm start and a tight tolerance: the true-residual restart path is exercised
+    x0 = 0.5 * b
+    ref, i1 = cg(A, b, x0, tol=1e-13, check_every=1, raise_on_failure=False)
+    assert i1.iterations[2] == 0 and bool(xp.all(ref[2, ...] == 0))
+    for k in EVERY[1:]:
+        x, ik = cg(A, b, x0, tol=1e-13, check_every=k, raise_on_failure=False)
+        assert bool(xp.all(x == ref))
+        _same_record(i1, ik)
+        assert ik.host_syncs < i1.host_syncs
+
+
+def test_breakdown_and_maxiter_at_the_same_iteration(xp_cpu):
+    """An indefinite 'hermitian positive' operator breaks CG down (p^H A p <= 0) in one entry,
+    another entry runs out of iterations: both are recorded at the same iteration for every
+    check_every, and the healthy entry converges to the same bits."""
+    xp = xp_cpu
+    rng = np.random.default_rng(0)
+    n = 24
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+    lam = [np.linspace(1, 30, n), np.linspace(-5, 30, n), np.geomspace(1, 1e7, n)]
+    M = xp.asarray(np.stack([(q * v) @ q.conj().T for v in lam]))
+    b = xp.asarray(rng.normal(size=(3, n)) + 0j)
+
+    def A(v):
+        return xp.matmul(M, v[..., None])[..., 0]
+
+    ref, i1 = cg(A, b, tol=1e-12, maxiter=15, check_every=1, raise_on_failure=False)
+    assert list(i1.breakdown) == [1] and not i1.converged[2] and i1.iterations[2] == 15
+    for k in EVERY[1:]:
+        x, ik = cg(A, b, tol=1e-12, maxiter=15, check_every=k, raise_on_failure=False)
+        assert bool(xp.all(x == ref))
+        _same_record(i1, ik)
+    with pytest.raises(SolverError, match="batch entry 1"):
+        cg(A, b, tol=1e-12, maxiter=15, check_every=4)
+
+
+def test_the_default_interval(xp_cpu):
+    xp = xp_cpu
+    assert check_interval(xp, None) == 1                  # host memory: reading is free
+    assert check_interval(xp, 5) == 5
+    assert check_interval(xp, 5, callback=print) == 1     # a callback sees every iteration
+
+    class _Device:                                        # a namespace that is not host memory
+        __name__ = "some_device_array_library"
+    assert check_interval(_Device(), None) == DEVICE_CHECK_EVERY
+    for bad in (0, -2, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="check_every"):
+            check_interval(xp, bad, name="cg")
+
+
+def test_callback_sees_every_iteration(xp_cpu):
+    xp = xp_cpu
+    Dw, b = _wilson_system(xp, [0.3, 0.6])
+    seen = []
+    x, info = cg(lambda v: Dw.dagger(Dw(v)), b, tol=1e-8, check_every=9,
+                 callback=lambda k, x, rel: seen.append((k, rel.copy())))
+    assert [k for k, _ in seen] == list(range(1, len(info.history) + 1))
+    np.testing.assert_array_equal(np.stack([r for _, r in seen]), info.history)
+    assert to_numpy(info.residual).max() <= 1e-8
