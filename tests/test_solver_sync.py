@@ -6,7 +6,7 @@ the device at the very iteration at which it converges or breaks down, and the h
 buffered iterations with the bookkeeping it always had, so the iterates are bit-identical and
 the record (iterations, history, residuals, restarts, breakdowns) equal for every ``k``; only
 ``matvecs`` grows, by at most ``k - 1`` idle iterations per recursion, and ``host_syncs``
-falls by about ``k``. Operators: a batched 2D Wilson-Dirac operator on random U(1) links with a
+falls by about ``k`` (also for multi-shift CG). Operators: a batched 2D Wilson-Dirac operator on random U(1) links with a
 different mass per entry (different iteration counts), a batch of dense hermitian positive
 matrices, and an indefinite one for the breakdown path.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from lattice_ml.backend import RandomStreams, to_numpy
 from lattice_ml.fermions import WilsonDirac
-from lattice_ml.fermions.solvers import SolverError, cg, cgne
+from lattice_ml.fermions.solvers import SolverError, cg, cgne, multishift_cg
 from lattice_ml.fermions.solvers._common import DEVICE_CHECK_EVERY, check_interval
 from lattice_ml.groups import haar_random
 
@@ -145,3 +145,24 @@ def test_callback_sees_every_iteration(xp_cpu):
     assert [k for k, _ in seen] == list(range(1, len(info.history) + 1))
     np.testing.assert_array_equal(np.stack([r for _, r in seen]), info.history)
     assert to_numpy(info.residual).max() <= 1e-8
+
+
+def test_multishift_is_independent_of_the_sync_interval(xp_cpu):
+    """Multi-shift CG (RHMC's solver): shifted solutions, per-shift iterations and history
+    bit-identical for every check_every, with shifts freezing at different iterations."""
+    xp = xp_cpu
+    Dw, b = _wilson_system(xp, [0.05, 0.5])
+
+    def A(v):
+        return Dw.dagger(Dw(v))
+
+    shifts = [0.0, 0.01, 0.3, 2.0]
+    ref, i1 = multishift_cg(A, b, shifts, tol=[1e-10, 1e-10, 1e-8, 1e-6], check_every=1)
+    assert len(set(i1.iterations.ravel().tolist())) >= 4
+    for k in EVERY[1:]:
+        x, ik = multishift_cg(A, b, shifts, tol=[1e-10, 1e-10, 1e-8, 1e-6], check_every=k)
+        assert bool(xp.all(x == ref))
+        for f in ("iterations", "converged", "residual", "history", "refine_iterations"):
+            np.testing.assert_array_equal(getattr(i1, f), getattr(ik, f))
+        assert ik.host_syncs <= math.ceil(i1.history.shape[0] / k)
+    assert i1.host_syncs == i1.history.shape[0]

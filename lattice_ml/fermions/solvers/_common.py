@@ -107,6 +107,9 @@ class MultiShiftInfo:
         Applications of ``A`` (shared iterations, refinement and the final residual checks).
     refine_iterations : int array ``[n_shift, batch]``
         Iterations of the plain-CG refinement (zero when the shifted solution was already good).
+    host_syncs : int
+        Reads of the shared recursion's scalars on the host (one per ``check_every``
+        iterations).
     """
 
     shifts: np.ndarray
@@ -117,6 +120,7 @@ class MultiShiftInfo:
     history: np.ndarray
     matvecs: int = 0
     refine_iterations: np.ndarray | None = None
+    host_syncs: int = 0
 
     @property
     def all_converged(self) -> bool:
