@@ -37,7 +37,7 @@ class _Fallback:
     def __init__(self, rng, seed_u, dtype, device):
         self.rng, self.seed_u, self.dtype, self.device = rng, seed_u, dtype, device
         self._seeds = None
-        self.streams: dict[int, RandomStreams] = {}
+        self.streams: dict[int, RandomStreams] = {}    # or the main streams' own kind
         self.rounds = 0  # chain-rounds drawn from fallback streams
 
     def draw(self, pending_chains: np.ndarray, shape: tuple[int, ...]):
@@ -49,7 +49,7 @@ class _Fallback:
         for b, pending in enumerate(pending_chains):
             if pending:
                 if b not in self.streams:
-                    self.streams[b] = RandomStreams(
+                    self.streams[b] = type(self.rng)(
                         int(float(self._seeds[b]) * 2.0 ** 53), 1, xp, self.rng.dtype_name,
                         self.device, first_chain=self.rng.first_chain + b)
                 blocks.append(self.streams[b].uniform(shape))
