@@ -61,8 +61,7 @@ def _wilson_system(xp, masses, shape=(6, 6), seed=3):
 
 
 @pytest.mark.parametrize("method", ["cgnr", "cgne"])
-def test_cgne_is_independent_of_the_sync_interval(xp_cpu, method):
-    xp = xp_cpu
+def test_cgne_is_independent_of_the_sync_interval(xp, method):
     Dw, b = _wilson_system(xp, [0.05, 0.3, 1.0])
     ref, i1 = cgne(Dw, Dw.dagger, b, tol=1e-10, method=method, check_every=1)
     assert i1.all_converged and len(set(i1.iterations.tolist())) == 3
@@ -147,10 +146,9 @@ def test_callback_sees_every_iteration(xp_cpu):
     assert to_numpy(info.residual).max() <= 1e-8
 
 
-def test_multishift_is_independent_of_the_sync_interval(xp_cpu):
+def test_multishift_is_independent_of_the_sync_interval(xp):
     """Multi-shift CG (RHMC's solver): shifted solutions, per-shift iterations and history
     bit-identical for every check_every, with shifts freezing at different iterations."""
-    xp = xp_cpu
     Dw, b = _wilson_system(xp, [0.05, 0.5])
 
     def A(v):
