@@ -33,6 +33,7 @@ last bit.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Sequence
 
@@ -54,6 +55,8 @@ __all__ = [
     "RandomStreams",
     "CounterRandomStreams",
     "philox4x32",
+    "count_host_transfers",
+    "device_constant",
 ]
 
 _BACKENDS = ("numpy", "cupy", "array_api_strict")
@@ -426,6 +429,91 @@ class CounterRandomStreams:
                 raise ValueError(f"RNG state has {key} {state[key]}, this stream "
                                  f"{getattr(self, key)}")
         self.draws = int(state["draws"])
+
+
+_DEVICE_CONSTANTS: dict = {}
+_DEVICE_CONSTANTS_MAX = 256
+
+
+def device_constant(xp, host: np.ndarray, dtype=None, device=None):
+    """The small host array ``host`` (gamma matrices, boundary signs) as an array of namespace
+    ``xp`` with ``dtype`` on ``device``, copied there once and then reused: a Dirac operator
+    applied thousands of times per trajectory would otherwise copy its constants to the GPU at
+    every application (each copy a host-device synchronisation). Keyed by the values, dtype and
+    shape of ``host`` and by the namespace, ``dtype`` and device, so a cached array is never
+    a different constant; the cache holds at most 256 entries (then starts afresh). The result
+    is shared: never write into it."""
+    host = np.asarray(host)
+    key = (host.tobytes(), host.shape, host.dtype.str, backend_name(xp), str(dtype), str(device))
+    out = _DEVICE_CONSTANTS.get(key)
+    if out is None:
+        if len(_DEVICE_CONSTANTS) >= _DEVICE_CONSTANTS_MAX:
+            _DEVICE_CONSTANTS.clear()
+        out = xp.asarray(np.array(host), dtype=dtype, device=device)
+        _DEVICE_CONSTANTS[key] = out
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# does it stay on the device?
+# ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def count_host_transfers():
+    """Count the traffic between the host and array-api-strict's non-CPU devices, the stand-in
+    for a GPU that needs no GPU: ``with count_host_transfers() as n: ...`` fills the dict ``n``.
+
+    * ``reads`` / ``read_bytes``: values that came back to the host: a Python scalar taken from
+      a device array (``bool``, ``int``, ``float``, ``complex``, ``index``: on a GPU each one
+      waits for the device) and DLPack exports to the host (:func:`to_numpy`);
+    * ``writes`` / ``write_bytes``: host data (NumPy arrays, Python sequences) put on a non-CPU
+      device by ``asarray``.
+
+    Arrays on array-api-strict's CPU device and other libraries are not counted; Python scalars
+    used as operands (``x * 0.5``) are kernel arguments, not transfers. The counting patches
+    array-api-strict's array class and ``asarray`` for the duration of the block only (a
+    testing and benchmarking aid; not thread-safe).
+    """
+    import array_api_strict as strict
+    from array_api_strict._array_object import Array
+
+    n = {"reads": 0, "read_bytes": 0, "writes": 0, "write_bytes": 0}
+
+    def on_device(a) -> bool:
+        return "CPU_DEVICE" not in str(a.device)
+
+    def itemsize(a) -> int:
+        return np.dtype(str(a.dtype).rsplit(".", 1)[-1]).itemsize
+
+    def counted(name):
+        orig = getattr(Array, name)
+
+        def method(self, *args, **kwargs):
+            if on_device(self):
+                n["reads"] += 1
+                n["read_bytes"] += itemsize(self) * (self.size if name == "__dlpack__" else 1)
+            return orig(self, *args, **kwargs)
+        return orig, method
+
+    names = ("__bool__", "__int__", "__float__", "__complex__", "__index__", "__dlpack__")
+    saved = {name: counted(name) for name in names}
+    orig_asarray = strict.asarray
+
+    def asarray(obj, *args, **kwargs):
+        out = orig_asarray(obj, *args, **kwargs)
+        if not isinstance(obj, Array) and on_device(out):
+            n["writes"] += 1
+            n["write_bytes"] += out.size * itemsize(out)
+        return out
+
+    try:
+        for name, (_, method) in saved.items():
+            setattr(Array, name, method)
+        strict.asarray = asarray
+        yield n
+    finally:
+        for name, (orig, _) in saved.items():
+            setattr(Array, name, orig)
+        strict.asarray = orig_asarray
 
 
 def _jsonable(obj):

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .backend import device_of, namespace, real_dtype_of
+from .backend import device_constant, device_of, namespace, real_dtype_of
 
 __all__ = ["Lattice", "shift", "site_axes"]
 
@@ -62,8 +62,8 @@ def shift(field, mu: int, step: int = 1, site_axis: int = 1, antiperiodic: bool 
         sign_host = np.where(wraps % 2 == 0, 1.0, -1.0)
         shape = [1] * field.ndim
         shape[axis] = L
-        sign = xp.reshape(xp.asarray(sign_host, dtype=real_dtype_of(xp, field.dtype),
-                                     device=device_of(field)), tuple(shape))
+        sign = xp.reshape(device_constant(xp, sign_host, real_dtype_of(xp, field.dtype),
+                                          device_of(field)), tuple(shape))
         out = out * sign
     return out
 

@@ -36,6 +36,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..backend import device_constant
+
 __all__ = ["n_spin", "gamma_matrices", "gamma5", "sigma_munu"]
 
 
@@ -86,7 +88,7 @@ def _gamma5_host(D: int) -> np.ndarray:
 
 
 def _as(xp, host, dtype, device):
-    return xp.asarray(np.array(host), dtype=dtype or xp.complex128, device=device)
+    return device_constant(xp, host, dtype or xp.complex128, device)
 
 
 def gamma_matrices(D: int, xp, dtype=None, device=None):

@@ -210,27 +210,37 @@ def _host(*arrays) -> list[np.ndarray]:
     return [np.asarray(to_numpy(a)) for a in arrays]
 
 
-HOST_NAMESPACES = ("numpy", "array_api_strict")
-"""Namespaces whose arrays live in host memory: reading a scalar back costs nothing there."""
-
 DEVICE_CHECK_EVERY = 10
-"""Default ``check_every`` of :func:`cg` and :func:`cgne` on a device (CuPy): the recursion's
-scalars come back to the host once per this many iterations (:func:`check_interval`)."""
+"""Default ``check_every`` of :func:`cg`, :func:`cgne` and :func:`multishift_cg` for arrays on a
+device (CuPy, or array-api-strict's non-CPU devices that stand in for one in tests): the
+recursion's scalars come back to the host once per this many iterations
+(:func:`check_interval`)."""
 
 
-def check_interval(xp, check_every, callback=None, name: str = "solver") -> int:
-    """How many iterations run between two reads of the recursion's scalars on the host.
+def in_host_memory(x) -> bool:
+    """Whether the array ``x`` lives in host memory, where reading a scalar back costs nothing:
+    NumPy arrays, and array-api-strict arrays on its CPU device."""
+    if isinstance(x, np.ndarray):
+        return True
+    from ...backend import backend_name
+    if backend_name(namespace(x)) == "array_api_strict":
+        return "CPU_DEVICE" in str(device_of(x))
+    return False
 
-    ``check_every=None`` gives 1 for arrays in host memory (``HOST_NAMESPACES``) and
+
+def check_interval(b, check_every, callback=None, name: str = "solver") -> int:
+    """How many iterations run between two reads of the recursion's scalars on the host, for
+    the right-hand side ``b``.
+
+    ``check_every=None`` gives 1 for arrays in host memory (:func:`in_host_memory`) and
     ``DEVICE_CHECK_EVERY`` otherwise; a ``callback`` needs every iteration (1). The iterates and
     the result record do not depend on it (an entry is frozen on the device at the iteration at
     which it converges, and the host replays the buffered iterations); only ``matvecs`` counts
     the up to ``check_every - 1`` idle iterations after the last entry has converged."""
-    from ...backend import backend_name
     if callback is not None:
         return 1
     if check_every is None:
-        return 1 if backend_name(xp) in HOST_NAMESPACES else DEVICE_CHECK_EVERY
+        return 1 if in_host_memory(b) else DEVICE_CHECK_EVERY
     if isinstance(check_every, bool) or not isinstance(check_every, (int, np.integer)) \
             or check_every < 1:
         raise ValueError(f"{name}: check_every must be a positive integer, got {check_every!r}")
@@ -377,7 +387,8 @@ class _Run:
     def device_active(self):
         """The host's ``active`` entries as a device mask, and the device copies of ``iters`` and
         of the targets that :meth:`device_advance` needs, taken from the host state (after
-        :meth:`begin`, a restart or a sync)."""
+        :meth:`begin` or a restart; after a sync the device state already equals the host's
+        replay, so nothing is uploaded)."""
         self._act_dev = self.mask(self.active)
         self._iters_dev = self.xp.asarray(self.iters, device=device_of(self.b))
         if self._t2_dev is None:

@@ -39,8 +39,8 @@ def cg(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
         Called after each iteration with the iterate and the ``[batch]`` host relative residuals.
     check_every : int, optional
         Iterations between two reads of the recursion's scalars on the host (one transfer for
-        all of them). Default: 1 for NumPy and array-api-strict, ``DEVICE_CHECK_EVERY`` (10) on a
-        device, so that a CuPy solve does not wait for the GPU at every iteration. The iterates
+        all of them). Default: 1 for arrays in host memory, ``DEVICE_CHECK_EVERY`` (10) on a
+        device (``_common.in_host_memory``), so that a CuPy solve does not wait for the GPU at every iteration. The iterates
         and the record do not depend on it (an entry stops on the device at the iteration at
         which it converges); ``info.matvecs`` counts the up to ``check_every - 1`` idle
         iterations at the end, ``info.host_syncs`` the transfers.
@@ -61,7 +61,7 @@ def cg(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
 def _cg(A, b, x0, tol, maxiter, raise_on_failure, restart, callback, name, check_every=None):
     xp = namespace(b)
     x, r, run = _Run.start(xp, A, b, x0, tol, maxiter, raise_on_failure, name)
-    every = check_interval(xp, check_every, callback, name)
+    every = check_interval(b, check_every, callback, name)
     rr_dev = norm2(r)
     run.begin(_host(rr_dev)[0])
     p = r
@@ -96,7 +96,6 @@ def _cg(A, b, x0, tol, maxiter, raise_on_failure, restart, callback, name, check
                 rel = run.advance(run.active & ~bad, rr_new)
                 if callback is not None:
                     callback(k, x, rel)
-            act = run.device_active()
         restarted = run.restart(A, x, restart)
         if restarted is None:
             return run.finish(x)
@@ -151,7 +150,7 @@ def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
     name = method
     xp = namespace(b)
     x, r, run = _Run.start(xp, D, b, x0, tol, maxiter, raise_on_failure, name)
-    every = check_interval(xp, check_every, None, name)
+    every = check_interval(b, check_every, None, name)
 
     def start(r):
         z = D_dagger(r)
@@ -198,7 +197,6 @@ def cgne(D: Callable, D_dagger: Callable, b, x0=None, *, tol: float = 1e-10,
                 run.break_down(np.flatnonzero(bad),
                                lambda e: _cgne_breakdown(method, den[e], rr_new[e], g_h[e]))
                 run.advance(run.active & ~bad, rr_new)
-            act = run.device_active()
         restarted = run.restart(D, x, restart_on_true_residual)
         if restarted is None:
             return run.finish(x)

@@ -67,7 +67,7 @@ def multishift_cg(A: Callable, b, shifts: Sequence[float], *, tol: float | Seque
     zero_rhs = bb == 0.0
     bb_safe = np.where(zero_rhs, 1.0, bb)
     target2 = (tols[:, None] ** 2) * bb[None, :]          # [n_shift, batch]
-    every = check_interval(xp, check_every, None, name)
+    every = check_interval(b, check_every, None, name)
     xs, iters, iters_k, history, matvecs, syncs = _shifted_cg(xp, A, b, sig, bb, target2,
                                                               maxiter, raise_on_failure, name,
                                                               every)
@@ -196,8 +196,7 @@ def _shifted_cg(xp, A, b, sig, bb, target2, maxiter, raise_on_failure, name, eve
             res2_k = np.where(act_k & ~bad[None, :], (zeta_h ** 2) * rr[None, :], res2_k)
             act_k = act_k & ~bad[None, :] & (res2_k > target2) & (iters[None, :] < maxiter)
             history.append(np.sqrt(res2_k / bb_safe[None, :]))
-        act_dev = _mask(xp, act_k, b)
-        iters_dev = xp.asarray(iters, device=dev)
+        # the device masks already equal the host's: nothing goes back to the device
     return xs, iters, iters_k, history, matvecs, host_syncs
 
 
