@@ -52,8 +52,20 @@ def _phi4_flow(ns):
     assert ns["sampler"].summary(ns["hist"])["acceptance"] > 0.2
 
 
+def _train_stout(ns):
+    # the backward's gradient is the central difference's (float64, h = 1e-5: O(h^2) ~ 1e-10)
+    assert ns["fd_rel"] < 1e-7
+    # training recovers the teacher's weights, and the loss falls by many orders of magnitude
+    np.testing.assert_allclose(ns["theta"], ns["rho_true"], rtol=0, atol=1e-4)
+    assert ns["L_final"] < 1e-8 * ns["losses"][0]
+    # what the text says: the smeared action of the student is the teacher's, the thin one not
+    np.testing.assert_allclose(ns["S_student"], ns["S_teacher"], rtol=1e-6)
+    assert np.all(np.abs(ns["S_thin"] - ns["S_teacher"]) > 1.0)
+
+
 CHECKS = {"first-plaquette": _first_plaquette, "schwinger": _schwinger,
-          "gauge-flow": _gauge_flow, "gpu": _gpu, "phi4-flow": _phi4_flow}
+          "gauge-flow": _gauge_flow, "gpu": _gpu, "phi4-flow": _phi4_flow,
+          "train-stout": _train_stout}
 
 
 def test_every_tutorial_is_checked_and_listed():
@@ -68,7 +80,7 @@ def test_every_tutorial_is_checked_and_listed():
 
 
 @pytest.mark.parametrize("name", [
-    "first-plaquette", "gauge-flow", "gpu",
+    "first-plaquette", "gauge-flow", "gpu", "train-stout",
     pytest.param("schwinger", marks=pytest.mark.slow),    # ~30 s CPU; the site build runs it too
     pytest.param("phi4-flow", marks=pytest.mark.slow),    # ~25 s CPU
 ])
@@ -83,6 +95,8 @@ def test_tutorial_runs_and_its_numbers_hold(name, tmp_path, monkeypatch):
     CHECKS[name](ns)
     if name == "first-plaquette":
         assert (tmp_path / "history.png").stat().st_size > 10_000     # the picture it draws
+    if name == "train-stout":
+        assert (tmp_path / "training.png").stat().st_size > 10_000
 
 
 def test_the_site_hook_puts_outputs_and_pictures_under_the_cells(tmp_path):
