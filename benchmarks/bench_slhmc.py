@@ -28,6 +28,15 @@ and the library's |Re L| = |(1/N_s) sum_x Tr P| / N, the condensate (1/V) Tr D^-
 (process time), tau_int of the plaquette (Γ-method) and the cost per independent sample
 (CPU s per trajectory x 2 tau_int, for the plaquette and for the slowest observable). Published: plaquette 0.7025(1) (HMC) / 0.7023(2) (SLHMC),
 Polyakov loop 0.82(1) / 0.83(1), condensate 0.4245(5) / 0.4241(5).
+
+``--networks stout:2,cask:1,...`` compares networks instead (record ``slhmc-networks``): after the
+thermalisation and ``--train`` trajectories of online training of the default stout network
+(which only moves the chains on), each network ``kind:layers`` (``stout``:
+:func:`~lattice_ml.samplers.effective_network`, one weight per loop type and layer;
+``cask``: :class:`~lattice_ml.smearing.CASKSmearing`, a weight rho and an attention beta per loop
+type and layer, so ``cask:1`` has the parameter count of ``stout:2``) is trained from the same
+configurations with ``--loss`` for ``--train`` trajectories, then runs ``--samples`` SLHMC
+trajectories with its weights fixed, from the same configurations.
 """
 
 from __future__ import annotations
@@ -52,9 +61,11 @@ from lattice_ml.gauge import GaugeAction  # noqa: E402
 from lattice_ml.gauge.observables import average_plaquette, polyakov_loop  # noqa: E402
 from lattice_ml.groups import identity_like, haar_random, reunitarize  # noqa: E402
 from lattice_ml.optim import Adam, cosine_decay  # noqa: E402
+from lattice_ml.smearing import CASKSmearing  # noqa: E402
 from lattice_ml.samplers import (Level, LieGroupSpace, PseudofermionHMC,  # noqa: E402
                                  SelfLearningHMC, effective_network, network_parameter_names,
                                  train_effective_action)
+from lattice_ml.samplers.slhmc import slhmc_loop_types  # noqa: E402
 from lattice_ml.samplers.slhmc import SLHMCStep  # noqa: E402
 from lattice_ml.stats import gamma_method  # noqa: E402
 
@@ -132,7 +143,42 @@ def _noise_split(slhmc, U, rng, draws=8):
             "draws": draws}
 
 
-def _train(slhmc, hmc, net, U, rng, n, lr, centered):
+def _network(kind, layers):
+    """``(network, parameter names)`` of ``--networks`` entry ``kind:layers`` (module docstring)."""
+    if kind == "stout":
+        net = effective_network(SHAPE, layers)
+        return net, network_parameter_names(net)
+    if kind != "cask":
+        raise SystemExit(f"--networks: unknown network kind {kind!r} (stout or cask)")
+    specs, labels = slhmc_loop_types(("plaquette", "polyakov"), SHAPE)
+    net = CASKSmearing(layers, specs, D=len(SHAPE), rho=0.0, beta=0.0)
+    return net, [f"layer{k}/{label}/{w}" for k in range(layers) for label in labels
+                 for w in ("rho", "beta")]
+
+
+def _compare_networks(args, networks, U, rng, hmc, gauge, true):
+    """Every network of ``--networks`` trained from ``U`` and run with fixed weights from ``U``."""
+    rows, trainings = [], {}
+    for entry in networks:
+        kind, _, layers = entry.partition(":")
+        net, names = _network(kind, int(layers or 1))
+        eff = SmearedFermionAction(StaggeredPseudofermionAction(M_H, N, tol=1e-10), net)
+        slhmc = SelfLearningHMC([Level([eff, gauge], args.n_steps, "omelyan")], LieGroupSpace(N),
+                                [gauge, true], tau=1.0, tau_jitter=0.1)
+        _, tr = _train(slhmc, hmc, net, U, rng, args.train, args.lr, args.loss == "centered",
+                       names)
+        trainings[entry] = tr
+        split = _noise_split(slhmc, U, rng)
+        _, res = _chain(slhmc, U, rng, args.samples, args.sources, entry)
+        rows.append({"sampler": f"slhmc {entry}", "network": kind, "layers": int(layers or 1),
+                     "parameters": int(net.n_parameters), "loss": args.loss,
+                     "d_on_start_configurations": split, **res})
+        print(entry, "done: acceptance", res["acceptance"], "spread",
+              res["spread_S_theta_minus_S_run"], flush=True)
+    return rows, trainings
+
+
+def _train(slhmc, hmc, net, U, rng, n, lr, centered, names=None):
     t0 = time.process_time()
     net.set_parameters(np.zeros(len(net.parameters())))
     opt = Adam(cosine_decay(lr, max(n, 1), lr / 10))
@@ -143,7 +189,8 @@ def _train(slhmc, hmc, net, U, rng, n, lr, centered):
             rec[f"{key}_first10"] = float(np.mean(th[key][:10]))
             rec[f"{key}_last10"] = float(np.mean(th[key][-10:]))
         rec["training_acceptance"] = float(np.mean(th["acceptance"]))
-    rec["theta"] = dict(zip(network_parameter_names(net), map(float, net.parameters())))
+    names = names if names is not None else network_parameter_names(net)
+    rec["theta"] = dict(zip(names, map(float, net.parameters())))
     print("  trained", {k: v for k, v in rec.items() if k != "theta"}, flush=True)
     return U, rec
 
@@ -160,6 +207,10 @@ def main(argv=None) -> None:
     ap.add_argument("--n-steps", type=int, default=6)
     ap.add_argument("--sources", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--networks", default="",
+                    help="compare networks kind:layers, e.g. stout:2,cask:1 (module docstring)")
+    ap.add_argument("--loss", choices=("paper", "centered"), default="centered",
+                    help="the training loss of --networks")
     args = ap.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     xp = namespace_by_name("numpy")
@@ -185,6 +236,17 @@ def main(argv=None) -> None:
           f"last 20 {np.mean(therm_plaq[-20:]):.4f}", flush=True)
     U, train = _train(slhmc, hmc, net, U, rng, args.train, args.lr, False)
     trainings = {"paper": train}
+    setup = {"shape": SHAPE, "N": N, "beta": BETA, "mass": MASS, "m_h": M_H,
+             "weight": "det D_st (unrooted, 4 tastes)", "boundary": "antiperiodic in time",
+             "chains": args.chains, "therm": args.therm, "n_steps": args.n_steps,
+             "sources": args.sources, "therm_cpu_s": therm_cpu,
+             "therm_plaquette_last20": float(np.mean(therm_plaq[-20:]))}
+    if args.networks:
+        rows, tr = _compare_networks(args, args.networks.split(","), U, rng, hmc, gauge, true)
+        path = harness.record("slhmc-networks", rows, "numpy",
+                              {"setup": setup, "training": tr, "published": PUBLISHED})
+        print("wrote", path)
+        return
     theta = np.array(net.parameters()).copy()
     U_start = U
     rows = []
@@ -211,14 +273,7 @@ def main(argv=None) -> None:
                                  f"{v['mean']:.4f}({v['error']:.4f}) tau {v['tau_int']:.1f}")
                              for k, v in r.items() if k != "sampler"})
     path = harness.record("slhmc", rows, "numpy",
-                          {"setup": {"shape": SHAPE, "N": N, "beta": BETA, "mass": MASS,
-                                     "m_h": M_H, "weight": "det D_st (unrooted, 4 tastes)",
-                                     "boundary": "antiperiodic in time",
-                                     "chains": args.chains, "therm": args.therm,
-                                     "n_steps": args.n_steps, "sources": args.sources,
-                                     "therm_cpu_s": therm_cpu,
-                                     "therm_plaquette_last20": float(np.mean(therm_plaq[-20:]))},
-                           "training": trainings, "published": PUBLISHED})
+                          {"setup": setup, "training": trainings, "published": PUBLISHED})
     print("wrote", path)
 
 
