@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # import cycle between two units fails (the order of docs/design.md, checked below)
 LAYERS = [
     {"backend"},
+    {"parallel"},
     {"lattice"},
     {"dispatch"},
     {"optim"},

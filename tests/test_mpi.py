@@ -1,0 +1,109 @@
+"""Chains over MPI ranks (lattice_ml.parallel): real ``mpiexec`` launches of tests/mpi/*.py,
+whose rank 0 compares the gathered results with one process bit for bit; the launches on
+different rank counts are compared with each other too. Skips when mpi4py or mpiexec is absent
+(``pip install '.[mpi]'``)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lattice_ml.parallel import SERIAL, Communicator, chain_blocks, launched_by_mpi, world
+
+HERE = Path(__file__).resolve().parent
+
+
+def mpiexec():
+    """The launcher beside this Python (the ``mpich`` wheel puts it in the venv), or on PATH."""
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+def have_mpi():
+    try:
+        import mpi4py
+    except ImportError:
+        return False
+    return mpi4py.__version__ >= "4" and mpiexec() is not None
+
+
+needs_mpi = pytest.mark.skipif(not have_mpi(), reason="mpi4py or mpiexec not installed "
+                                                      "(pip install '.[mpi]')")
+
+
+def launch(n, script, *args, timeout=600):
+    """``mpiexec -n n python tests/mpi/<script> args``; fails with the ranks' output."""
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
+    cmd = [mpiexec(), "-n", str(n), sys.executable, str(HERE / "mpi" / script), *map(str, args)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def test_chain_blocks_are_contiguous_and_cover_every_chain():
+    for n_chains in range(1, 12):
+        for size in range(1, n_chains + 1):
+            blocks = chain_blocks(n_chains, size)
+            assert blocks[0][0] == 0 and blocks[-1][1] == n_chains
+            assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+            counts = [b - a for a, b in blocks]
+            assert max(counts) - min(counts) <= 1 and min(counts) >= 1
+            assert counts == sorted(counts, reverse=True)  # the extra chains on the first ranks
+    with pytest.raises(ValueError, match="at least one chain"):
+        chain_blocks(3, 4)
+    with pytest.raises(ValueError):
+        chain_blocks(0, 1)
+
+
+def test_serial_communicator_is_the_identity():
+    xp = np
+    x = np.arange(6.0).reshape(3, 2)
+    assert SERIAL.size == 1 and SERIAL.rank == 0 and SERIAL.is_root
+    assert SERIAL.chains(3) == Communicator().chains(3)
+    assert SERIAL.gather_chains(x) is x and SERIAL.allgather_chains(x) is x
+    np.testing.assert_array_equal(SERIAL.sum_chains(x), xp.sum(x, axis=0))
+    parts = [{"a": np.array([0.1]), "b": {"c": np.array([1e16])}},
+             {"a": np.array([0.2]), "b": {"c": np.array([1.0])}},
+             {"a": np.array([0.3]), "b": {"c": np.array([-1e16])}}]
+    total = SERIAL.ordered_sum(parts)
+    assert total["a"][0] == (0.1 + 0.2) + 0.3  # left to right, not 0.1 + (0.2 + 0.3)
+    assert total["b"]["c"][0] == 0.0  # (1e16 + 1) - 1e16 in float64, order fixed
+    assert SERIAL.bcast(5) == 5 and SERIAL.allgather(5) == [5]
+
+
+def test_world_without_a_launcher_is_serial(monkeypatch):
+    for v in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"):
+        monkeypatch.delenv(v, raising=False)
+    assert not launched_by_mpi()
+    assert world() is SERIAL
+
+
+@needs_mpi
+def test_two_ranks_are_bit_identical_to_one_process(tmp_path):
+    """phi^4 and SU(3) HMC, Wilson CG batch, flow training step: 5 chains over 2 ranks (3 + 2)."""
+    res = launch(2, "chains.py", tmp_path / "n2.npz")
+    assert "ranks=2 ok" in res.stdout
+    assert int(np.load(tmp_path / "n2.npz")["size"]) == 2
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_one_three_and_four_ranks_agree_bit_for_bit(tmp_path):
+    """The same jobs on 1 and 4 ranks (NumPy) and on 3 ranks with array-api-strict: every
+    launch equals one process of its namespace (checked by its rank 0), and the NumPy launches
+    equal each other. (NumPy runs the Numba kernels, array-api-strict the array-API reference
+    code: those two agree to round-off, not bit for bit, with or without MPI.)"""
+    runs = {}
+    for n, xp in ((1, "numpy"), (4, "numpy"), (3, "array_api_strict")):
+        path = tmp_path / f"n{n}.npz"
+        assert f"ranks={n} ok" in launch(n, "chains.py", path, xp).stdout
+        runs[n] = dict(np.load(path))
+    assert set(runs[4]) == set(runs[1]) == set(runs[3])
+    for k, v in runs[1].items():
+        if k != "size":
+            np.testing.assert_array_equal(runs[4][k], v, err_msg=k)
+            np.testing.assert_allclose(runs[3][k], v, rtol=1e-9, atol=1e-12, err_msg=k)
