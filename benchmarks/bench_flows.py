@@ -16,9 +16,12 @@ acceptance, <|M|>, χ₂ = V <M²> (M: the field averaged over the lattice), τ_
 cost per independent sample of |M|. Writes ``flows-compare-*.json``.
 
 ``step``: seconds per training step (forward, vjp, Adam) of that architecture in float32 and
-float64, against the same architecture in PyTorch autograd when ``torch`` is importable (the
-ratio is taken in one run; without torch the record says so); ``--backend cupy`` runs both on the
-GPU (our flow on CuPy, PyTorch on ``cuda``).
+float64 for each ``--batch``, against the same architecture in PyTorch autograd when ``torch`` is
+importable (without torch the record says so): ``--rounds`` interleaved rounds (ours, torch,
+ours, ...), so that load from other processes hits both; medians, extremes and the per-round
+ratios are recorded. Threads: as the environment sets them (``OPENBLAS_NUM_THREADS=1
+NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1`` for one; unset for all CPUs), PyTorch gets the same
+number. ``--backend cupy`` runs both on the GPU (our flow on CuPy, PyTorch on ``cuda``).
 
 ``scaling``: at fixed physics in the hopping form, β = 0.5, λ = 0.5 — exactly the tutorial point
 (φ_standard = φ_hopping / 2 maps S_standard(m² = -4, λ = 8) onto S_hopping - V/2) — for each L:
@@ -123,15 +126,25 @@ def _flat_host(tree, prefix=()):
     return out
 
 
-def torch_step_time(L: int, batch: int, dtype: str, device: str = "cpu"):
-    """Seconds per reverse-KL training step of the tutorial architecture in PyTorch (on
-    ``device``, one CPU thread), or None when torch is not importable."""
+def _threads() -> int:
+    """The thread count of this process (``OPENBLAS_NUM_THREADS``, else all CPUs)."""
+    import os
+
+    n = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return int(n) if n else (os.cpu_count() or 1)
+
+
+def torch_step_fn(L: int, batch: int, dtype: str, device: str = "cpu", threads: int = 1):
+    """A reverse-KL training step of the tutorial architecture in PyTorch (on ``device``, with
+    ``threads`` CPU threads), or None when torch is not importable. Idiomatic PyTorch, as the
+    tutorial of Albergo et al. writes it: ``Conv2d`` with circular padding, masks applied by
+    multiplication, autograd, ``torch.optim.Adam``."""
     try:
         import torch
     except ImportError:
         return None
     tdt = torch.float32 if dtype == "float32" else torch.float64
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def conv_net():
@@ -173,26 +186,81 @@ def torch_step_time(L: int, batch: int, dtype: str, device: str = "cpu"):
         opt.step()
         sync()
 
-    return harness.best_time(step, repeat=3, min_time=1.0)
+    return step
+
+
+def torch_step_time(L: int, batch: int, dtype: str, device: str = "cpu", threads: int = 1):
+    """Seconds per PyTorch training step (:func:`torch_step_fn`), or None without torch."""
+    fn = torch_step_fn(L, batch, dtype, device, threads)
+    return None if fn is None else harness.best_time(fn, repeat=3, min_time=1.0)
+
+
+def interleaved(fns: dict, xp, rounds: int, min_time: float) -> dict:
+    """Seconds per call of each function of ``fns``, measured in ``rounds`` rounds that run
+    every function in turn (enough calls for ``min_time`` each; one warm-up call first): the
+    per-round times of every function, so that load from other processes hits all alike."""
+    calls = {}
+    for name, fn in fns.items():
+        fn()
+        harness.synchronize(xp)
+        n = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            harness.synchronize(xp)
+            if time.perf_counter() - t0 >= min_time / 2 or n >= 1 << 12:
+                break
+            n *= 2
+        calls[name] = max(1, int(round(n * min_time / max(time.perf_counter() - t0, 1e-9))))
+    out = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            harness.synchronize(xp)
+            out[name].append((time.perf_counter() - t0) / calls[name])
+    return out
 
 
 def cmd_step(args) -> None:
     xp = namespace_by_name(args.backend)
     lat = Lattice((args.L, args.L))
     action = Phi4Action(lat, "standard", m2=-4.0, lam=8.0)
+    threads = _threads()
+    device = "cuda" if args.backend == "cupy" else "cpu"
     rows = []
-    for dtype in ("float32", "float64"):
-        flow = make_phi4_flow(lat.shape, xp, **TUTORIAL, dtype=getattr(xp, dtype))
-        tr = FlowTrainer(flow, action, Adam(1e-3), batch_size=args.batch, dtype=dtype)
-        t = harness.best_time(tr.step, xp=xp, repeat=3, min_time=1.0)
-        tt = torch_step_time(args.L, args.batch, dtype,
-                             "cuda" if args.backend == "cupy" else "cpu")
-        rows.append({"L": args.L, "batch": args.batch, "dtype": dtype, "backend": args.backend,
-                     "lattice_ml_step_s": t,
-                     "torch_step_s": tt, "torch": "not installed" if tt is None else "autograd",
-                     "ratio_lattice_ml_over_torch": None if tt is None else t / tt})
-    harness.print_table(rows, ["dtype", "lattice_ml_step_s", "torch_step_s",
-                               "ratio_lattice_ml_over_torch"])
+    for batch in args.batch:
+        for dtype in ("float32", "float64"):
+            flow = make_phi4_flow(lat.shape, xp, **TUTORIAL, dtype=getattr(xp, dtype))
+            tr = FlowTrainer(flow, action, Adam(1e-3), batch_size=batch, dtype=dtype)
+            fns = {"lattice_ml": tr.step}
+            tfn = torch_step_fn(args.L, batch, dtype, device, threads)
+            if tfn is not None:
+                fns["torch"] = tfn
+            t = interleaved(fns, xp, args.rounds, args.min_time)
+            ours = np.array(t["lattice_ml"])
+            row = {"L": args.L, "batch": batch, "dtype": dtype, "backend": args.backend,
+                   "threads": threads, "rounds": args.rounds,
+                   "lattice_ml_step_s": float(np.median(ours)),
+                   "lattice_ml_step_min_s": float(ours.min()),
+                   "lattice_ml_step_max_s": float(ours.max()),
+                   "lattice_ml_rounds_s": ours.tolist(),
+                   "torch": "not installed" if tfn is None else "autograd"}
+            if tfn is not None:
+                tt = np.array(t["torch"])
+                ratio = ours / tt
+                row.update({"torch_step_s": float(np.median(tt)),
+                            "torch_step_min_s": float(tt.min()),
+                            "torch_step_max_s": float(tt.max()), "torch_rounds_s": tt.tolist(),
+                            "ratio_lattice_ml_over_torch": float(np.median(ratio)),
+                            "ratio_of_minima": float(ours.min() / tt.min()),
+                            "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max())})
+            rows.append(row)
+            harness.print_table([row], ["batch", "dtype", "threads", "lattice_ml_step_s",
+                                        "torch_step_s", "ratio_lattice_ml_over_torch",
+                                        "ratio_min", "ratio_max", "ratio_of_minima"])
     print(f"# written {harness.record('flows-step', rows, args.backend)}")
 
 
@@ -354,7 +422,10 @@ def main(argv=None) -> None:
     t.add_argument("--print-every", type=int, default=100)
     s = sub.add_parser("step")
     s.add_argument("--L", type=int, default=8)
-    s.add_argument("--batch", type=int, default=64)
+    s.add_argument("--batch", type=int, nargs="+", default=[64, 1024])
+    s.add_argument("--rounds", type=int, default=7,
+                   help="interleaved rounds (ours, torch, ours, ...); medians and spread")
+    s.add_argument("--min-time", type=float, default=1.0, help="seconds per round and side")
     s.add_argument("--backend", default="numpy", choices=["numpy", "cupy"],
                    help="cupy: our step on the GPU against PyTorch on cuda")
     m = sub.add_parser("compare")
