@@ -117,3 +117,23 @@ def test_the_site_hook_puts_outputs_and_pictures_under_the_cells(tmp_path):
     assert "```text\nx = 42\n```" in out
     assert "![line](data:image/png;base64," in out
     assert out.index("x = 42") < out.index("middle paragraph") < out.index("data:image/png")
+
+
+def test_the_api_pages_docstring_rewrite():
+    """docs/hooks/griffe_docstrings.py: numpy item sections become lists, roles code spans, and
+    free text after a section (which the numpy parser would drop) is kept."""
+    sys.path.insert(0, str(TUTORIALS.parent / "hooks"))
+    pytest.importorskip("griffe")
+    from griffe_docstrings import rewrite
+
+    doc = ("Smear links, see :func:`stout_smear` and :class:`~lattice_ml.smearing.StoutContext`.\n"
+           "\nParameters\n----------\nn_layers : int\n    How many.\nx, y : arrays\n\n"
+           "Layout: the rest.\n\nReturns\n-------\nGammaResult\n    The result.\n\n"
+           "Layouts\n-------\nA topic heading stays.")
+    out = rewrite(doc)
+    assert "`stout_smear`" in out and "`StoutContext`" in out and ":func:" not in out
+    assert "**Parameters**" in out and "Parameters\n---" not in out
+    assert "* `n_layers` : int  \n    How many." in out and "* `x`, `y` : arrays" in out
+    assert "\nLayout: the rest." in out                      # free text kept, not an item
+    assert "* `GammaResult`  \n    The result." in out
+    assert "Layouts\n-------\nA topic heading stays." in out  # not an item section
