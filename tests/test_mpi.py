@@ -107,3 +107,74 @@ def test_one_three_and_four_ranks_agree_bit_for_bit(tmp_path):
         if k != "size":
             np.testing.assert_array_equal(runs[4][k], v, err_msg=k)
             np.testing.assert_allclose(runs[3][k], v, rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+CLI_CONFIG = """
+[lattice]
+shape = [4, 4]
+[sampler]
+n_chains = 3
+n_therm = 4
+n_samples = {n}
+[run]
+progress = "never"
+checkpoint_every = 3
+keep_checkpoint = true
+"""
+
+
+def cli(n, *args, check=True):
+    """``lattice-ml ARGS`` in one process (n = 0) or under ``mpiexec -n n``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "lattice_ml.cli.parallel", *map(str, args)]
+    if n:
+        cmd = [mpiexec(), "-n", str(n), *cmd]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    if check:
+        assert res.returncode == 0, f"{' '.join(cmd)}:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def _same_run(a, b):
+    """Summaries equal apart from the decomposition and timings; histories and the checkpoints'
+    ensembles, stream states and histories equal bit for bit."""
+    import json
+
+    from lattice_ml.io.checkpoint import load_checkpoint
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    for s in (sa, sb):
+        s.pop("elapsed_s"), s.pop("parallel")
+    assert sa == sb
+    ha, hb = np.load(a / "history.npz"), np.load(b / "history.npz")
+    assert sorted(ha) == sorted(hb) and len(ha.files) > 5
+    for k in ha:
+        np.testing.assert_array_equal(ha[k], hb[k], err_msg=k)
+    ca, cb = (load_checkpoint(d / "checkpoint.ckpt", kind="run").state for d in (a, b))
+    np.testing.assert_array_equal(ca["field"], cb["field"])
+    assert ca["rng"] == cb["rng"] and ca["next_update"] == cb["next_update"]
+    for k in ca["history"]:
+        np.testing.assert_array_equal(ca["history"][k], cb["history"][k], err_msg=k)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_command_on_two_ranks_equals_one_process_and_resumes_on_three(tmp_path):
+    """``mpiexec -n 2 lattice-ml run``: summary, history.npz and checkpoint of a 3-chain run as
+    in one process; the 2-rank run extended on 3 ranks equals the one-process run extended in
+    one process; an error ends both ranks with one line and exit code 2."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CLI_CONFIG.format(n=6))
+    cli(0, "run", cfg, "--out", tmp_path / "one")
+    cli(2, "run", cfg, "--out", tmp_path / "two")
+    import json
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["parallel"] == {
+        "ranks": 2, "chains_per_rank": [2, 1]}
+    _same_run(tmp_path / "one", tmp_path / "two")
+    cli(0, "run", "--resume", tmp_path / "one", "--set", "sampler.n_samples=9")
+    cli(3, "run", "--resume", tmp_path / "two", "--set", "sampler.n_samples=9")
+    _same_run(tmp_path / "one", tmp_path / "two")
+    bad = cli(2, "run", cfg, "--out", tmp_path / "bad", "--set", "sampler.n_chains=1",
+              check=False)
+    assert bad.returncode == 2, bad.stderr
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("lattice-ml: error")]
+    assert len(errors) == 1 and "cannot be split over 2 MPI ranks" in errors[0], bad.stderr

@@ -55,6 +55,9 @@ import numpy as np
 from .. import __version__
 from ..backend import RandomStreams, backend_name, namespace_by_name, to_numpy
 from ..dispatch import ENV_VAR, current_mode, kernel_mode
+from ..parallel import SERIAL
+from .parallel import (announce, check_supported, decomposition, gather_history, gather_states,
+                       own_chains, run_communicator)
 from ..io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..groups import reunitarize, unitarity_deviation
 from ..samplers.tuning import adapted_n_steps
@@ -252,13 +255,16 @@ ADAPT_FRACTION = 0.8
 runs with the final step count, as the measurements do."""
 
 
-def _start_field(job, config: dict, rng, xp):
+def _start_field(job, config: dict, rng, xp, block=None):
     """The initial field: ``job.initial_field`` (always drawn, so the random streams are the same
     for every kind of start), replaced by the links of ``run.start_file`` when one is given
     (:func:`lattice_ml.cli.rules.read_start_links`)."""
     field = job.initial_field(rng)
     if config["run"]["start_file"] and job.N is not None:
-        field = read_start_links(config, xp, field.shape[0])
+        if block is None:
+            field = read_start_links(config, xp, field.shape[0])
+        else:
+            field = read_start_links(config, xp, block.n_chains)[block.start:block.stop]
     return field
 
 
@@ -389,7 +395,7 @@ def small_run_reason(config: dict) -> str | None:
 
 
 def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict | None = None,
-            on_checkpoint: Callable[[int, Path], None] | None = None) -> dict:
+            on_checkpoint: Callable[[int, Path], None] | None = None, comm=None) -> dict:
     """Run the job of a validated ``config``; write ``out_dir/history.npz``; return the summary.
 
     ``progress`` is the display mode (``auto``: only on a terminal, ``always``, ``never``).
@@ -399,23 +405,34 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
     writing a checkpoint: :class:`RunInterrupted`. A run that breaks a failure rule raises
     :class:`RunError` naming the keys to change (and writes no history). A small run takes the
     array-API reference (:func:`small_run_reason`); the summary says which under ``kernels``.
+    Under MPI (:mod:`lattice_ml.cli.parallel`) every rank runs its block of the chains; ``comm``
+    (default: :func:`~lattice_ml.cli.parallel.run_communicator`) is given by the other ranks,
+    which write nothing and return ``None``.
     """
+    if comm is None:
+        comm = run_communicator(config)
     if resume is not None and "small_run_reason" in resume:
         reason = resume["small_run_reason"] or None
     else:
         reason = small_run_reason(config)
     with kernel_mode("off") if reason else contextlib.nullcontext():
-        return _run_job(config, out_dir, progress, resume, on_checkpoint, reason)
+        return _run_job(config, out_dir, progress, resume, on_checkpoint, reason, comm)
 
 
 def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
-             on_checkpoint: Callable[[int, Path], None] | None, reason: str | None) -> dict:
+             on_checkpoint: Callable[[int, Path], None] | None, reason: str | None,
+             comm=SERIAL) -> dict:
     t_start = time.perf_counter()
     run, sm = config["run"], config["sampler"]
     xp = namespace_by_name(run["backend"])
     n_chains = sm["n_chains"]
-    rng = RandomStreams(run["seed"], n_chains, xp, dtype=run["dtype"])
     job = build_job(config)
+    check_supported(config, job, comm)
+    announce(comm, config, resume)
+    block = comm.chains(n_chains)
+    root = comm.is_root
+    rng = RandomStreams(run["seed"], block.count, xp, dtype=run["dtype"],
+                        first_chain=block.start)
     bars = Progress(None, "", progress)
     training = None
     if job.prepare is not None:
@@ -432,18 +449,18 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
     hist: dict[str, list] = {}
     state = {"n_steps": job.n_steps, "window": [], "max_dev": 0.0, "unstable": 0}
     if resume is None:
-        field = _start_field(job, config, rng, xp)
+        field = _start_field(job, config, rng, xp, block)
         k0, elapsed0, segments = 0, 0.0, 1
     else:
-        saved = resume["field"]
+        saved = resume["field"][block.slice]
         field = xp.asarray(saved, dtype=getattr(xp, saved.dtype.name))
-        rng.set_state(resume["rng"])
+        rng.set_state(own_chains(resume["rng"], block))
         k0, elapsed0 = int(resume["next_update"]), float(resume["elapsed_s"])
         segments = int(resume.get("segments", 1)) + 1
         if not 0 <= k0 <= total or int(resume["total_updates"]) > total:
             raise ResumeError(f"checkpoint at update {k0} of {resume['total_updates']} does not "
                               f"fit this run of {total} updates")
-        hist = {key: list(arr) for key, arr in resume["history"].items()}
+        hist = {key: list(arr[:, block.slice]) for key, arr in resume["history"].items()}
         tuned = resume.get("tuning", {})
         state["n_steps"] = tuned.get("n_steps", job.n_steps)
         state["window"] = [np.asarray(w) for w in tuned.get("window", [])]
@@ -466,7 +483,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
     # the links by round-off (max |U^dag U - 1| ~ 1e-15) and log w by as little.
     log_w = None
     if resume is not None and resume.get("log_w") is not None:
-        saved = resume["log_w"]
+        saved = resume["log_w"][block.slice]
         log_w = xp.asarray(saved, dtype=getattr(xp, saved.dtype.name))
 
     ck_path = Path(out_dir) / CHECKPOINT_NAME
@@ -480,8 +497,8 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
             return
         ck = {"config": config, "next_update": k, "total_updates": total,
               "elapsed_s": elapsed0 + time.perf_counter() - t_start, "segments": segments,
-              "field": field, "rng": rng.state(),
-              "history": {key: np.asarray(v) for key, v in hist.items()},
+              "field": comm.gather_chains(field), "rng": gather_states(comm, rng.state()),
+              "history": {key: gather_history(comm, v, block) for key, v in hist.items()},
               "small_run_reason": reason or "",
               "tuning": {"n_steps": state["n_steps"] or 0, "window": list(state["window"]),
                          "max_unitarity_deviation": state["max_dev"],
@@ -489,7 +506,10 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         if state["n_steps"] is None:
             ck["tuning"].pop("n_steps")
         if log_w is not None:
-            ck["log_w"] = log_w
+            ck["log_w"] = comm.gather_chains(log_w)
+        if not root:
+            last_save[:] = [time.monotonic(), k]
+            return
         if job.stateful is not None:
             ck["sampler_state"] = job.stateful.state()
         try:
@@ -543,7 +563,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                 for key, val in getattr(info, "history", {}).items():
                     hist.setdefault(key, []).append(host(val))
             elif adapt and k < adapt_until:
-                state["window"].append(host(info.delta_h))
+                state["window"].append(comm.allgather_chains(host(info.delta_h)))
                 if len(state["window"]) == ADAPT_WINDOW:
                     n_new, state["unstable"] = adapted_n_steps(
                         state["n_steps"], np.stack(state["window"]), sm["target_acceptance"],
@@ -562,7 +582,9 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                     for key, val in job.measure_gauge(job.to_field(field)).items():
                         hist.setdefault(key, []).append(host(val))
                 if save_every and (i_meas + 1) % save_every == 0:
-                    save_configuration(Path(out_dir), config, job.to_field(field), k + 1)
+                    full = comm.gather_chains(job.to_field(field))
+                    if root:
+                        save_configuration(Path(out_dir), config, full, k + 1)
             shown = {"phase": "meas" if measuring else "therm" if k < n_therm else "train"}
             if accepted is not None:
                 shown["acc"] = f"{float(np.mean(host(accepted))):.2f}"
@@ -572,14 +594,23 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
             if stop.signum is not None:
                 save(k + 1)
                 raise RunInterrupted(stop.signum, ck_path)
-            if (every_k and (k + 1) % every_k == 0) or (
-                    every_s and time.monotonic() - last_save[0] >= every_s):
+            due_s = bool(every_s) and time.monotonic() - last_save[0] >= every_s
+            if (every_k and (k + 1) % every_k == 0) or comm.bcast(due_s):
                 save(k + 1)
         if keep:
             save(total)
 
-        # [time, chain, ...] -> [chain, time, ...]
-        arrays = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in hist.items()}
+        # [time, chain, ...] -> [chain, time, ...], all chains on rank 0, gathered in the
+        # memory layout of one process (NumPy's sums over a view depend on the layout)
+        gathered = {k: gather_history(comm, v, block) for k, v in hist.items()}
+        arrays = {k: np.moveaxis(np.ascontiguousarray(v), 0, 1) for k, v in gathered.items()
+                  if v is not None}
+        deviation = None
+        if job.N is not None:
+            deviation = max(comm.allgather(unitarity_deviation(job.to_field(field))))
+            state["max_dev"] = max(comm.allgather(state["max_dev"]))
+        if not root:
+            return None
         _check_failure_rules(job, config, arrays, state["n_steps"])
         finished = job.finish(arrays) if job.finish is not None else {}
         training = finished.pop(TRAINING_HISTORY, training)
@@ -602,6 +633,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         "n_chains": n_chains,
         "n_therm": n_therm,
         "n_samples": n_samples,
+        "parallel": decomposition(comm, n_chains),
     }
     if run.get("start_file"):
         summary["start_file"] = run["start_file"]
@@ -610,8 +642,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         summary["n_steps_adapted"] = bool(adapt)
     if job.N is not None:
         summary["reunitarize_every"] = reunit_every
-        summary["max_unitarity_deviation"] = max(state["max_dev"], unitarity_deviation(
-            job.to_field(field)))
+        summary["max_unitarity_deviation"] = max(state["max_dev"], deviation)
     if "accepted" in arrays:
         dh = arrays["delta_h"]
         if "integrator" in sm:  # flow Metropolis has no integrator
