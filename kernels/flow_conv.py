@@ -78,33 +78,63 @@ def _neighbours(L0: int, L1: int, K: int, sign: int):
 
 
 @njit(parallel=True, cache=True)
-def _im2col(x2, nb, V, P):
-    """``P[b V + s, k C + i] = x2[b V + nb[s, k], i]`` for the flat ``x2[B V, C]``."""
+def _conv_rows(x2, nb, V, Wm, rows, P, Y):
+    """``Y = im2col(x2) Wm``, ``rows`` rows at a time through the buffer ``P[rows, K^2 C]``."""
     N, C = x2.shape
     KK = nb.shape[1]
-    for row in prange(N):
-        s = row % V
-        base = row - s
-        for k in range(KK):
-            src = base + nb[s, k]
-            for i in range(C):
-                P[row, k * C + i] = x2[src, i]
+    for r0 in range(0, N, rows):
+        n = min(rows, N - r0)
+        for row in prange(n):
+            s = (r0 + row) % V
+            base = r0 + row - s
+            for k in range(KK):
+                src = base + nb[s, k]
+                for i in range(C):
+                    P[row, k * C + i] = x2[src, i]
+        np.dot(P[:n], Wm, Y[r0:r0 + n])
 
 
 @njit(parallel=True, cache=True)
-def _col2im(Q, nbi, V, gx2):
-    """``gx2[b V + s, i] = sum_k Q[b V + nbi[s, k], k C + i]`` (the adjoint of :func:`_im2col`
-    with ``nbi`` the inverse shifts)."""
+def _weight_grad(x2, G, nb, V, rows, P, saved, gWm):
+    """``gWm = G^T im2col(x2)``: from the patches ``P`` when ``saved``, else gathered into the
+    buffer ``P[rows, K^2 C]`` chunk by chunk."""
+    N, C = x2.shape
+    KK = nb.shape[1]
+    for r0 in range(0, N, rows):
+        n = min(rows, N - r0)
+        if saved:
+            Pc = P[r0:r0 + n]
+        else:
+            for row in prange(n):
+                s = (r0 + row) % V
+                base = r0 + row - s
+                for k in range(KK):
+                    src = base + nb[s, k]
+                    for i in range(C):
+                        P[row, k * C + i] = x2[src, i]
+            Pc = P[:n]
+        gWm += np.dot(G[r0:r0 + n].T, Pc)
+
+
+@njit(parallel=True, cache=True)
+def _col2im_rows(G, WmT, nbi, V, rows, Q, gx2):
+    """``gx2[b V + s, i] = sum_k Q[b V + nbi[s, k], k C + i]`` with ``Q = G WmT`` formed
+    ``rows`` rows at a time in the buffer ``Q`` (the adjoint of the gather, ``nbi`` the inverse
+    shifts)."""
     N, C = gx2.shape
     KK = nbi.shape[1]
-    for row in prange(N):
-        s = row % V
-        base = row - s
-        for i in range(C):
-            a = Q[base + nbi[s, 0], i]
-            for k in range(1, KK):
-                a += Q[base + nbi[s, k], k * C + i]
-            gx2[row, i] = a
+    for r0 in range(0, N, rows):
+        n = min(rows, N - r0)
+        Qc = Q[:n]
+        np.dot(G[r0:r0 + n], WmT, Qc)
+        for row in prange(n):
+            s = (r0 + row) % V
+            base = row - s
+            for i in range(C):
+                a = Qc[base + nbi[s, 0], i]
+                for k in range(1, KK):
+                    a += Qc[base + nbi[s, k], k * C + i]
+                gx2[r0 + row, i] = a
 
 
 # rows of patches per chunk: the patch buffer (about 256 KiB) stays in the cache between the
@@ -112,19 +142,12 @@ def _col2im(Q, nbi, V, gx2):
 _CHUNK_BYTES = 1 << 18
 
 
-def _patches(x, K):
-    B, L0, L1, C = x.shape
-    P = np.empty((B * L0 * L1, K * K * C), dtype=x.dtype)
-    _im2col(np.ascontiguousarray(x).reshape(-1, C), _neighbours(L0, L1, K, 1), L0 * L1, P)
-    return P
-
-
-def _chunks(x, K, C):
-    """Row ranges ``(r0, r1)`` of whole configurations with patches of at most about
-    ``_CHUNK_BYTES`` (one configuration at least)."""
+def _chunk_rows(x, K, C):
+    """Rows of whole configurations per chunk, patches of at most about ``_CHUNK_BYTES`` (one
+    configuration at least), and at most the batch."""
     B, V = x.shape[0], x.shape[1] * x.shape[2]
     per = max(1, _CHUNK_BYTES // (V * K * K * C * x.dtype.itemsize))
-    return [(b * V, min(b + per, B) * V) for b in range(0, B, per)]
+    return min(per, B) * V
 
 
 @register("flow_conv_forward", "cpu", accepts=accepts_forward, name="cpu:flow_conv_forward")
@@ -133,20 +156,14 @@ def conv_forward_cpu(x, weight, bias=None):
     patches saved when they fit in one chunk (else ``None``: the vjp gathers them again)."""
     co, ci, K = weight.shape[0], weight.shape[1], weight.shape[2]
     B, L0, L1 = x.shape[:3]
-    V = L0 * L1
-    x2 = np.ascontiguousarray(x).reshape(-1, ci)
-    nb = _neighbours(L0, L1, K, 1)
-    Wm = _wmat(weight)
-    chunks = _chunks(x, K, ci)
-    Y = np.empty((B * V, co), dtype=x.dtype)
-    P = np.empty((chunks[0][1], K * K * ci), dtype=x.dtype)
-    for r0, r1 in chunks:
-        Pc = P[:r1 - r0]
-        _im2col(x2[r0:r1], nb, V, Pc)
-        np.matmul(Pc, Wm, out=Y[r0:r1])
+    rows = _chunk_rows(x, K, ci)
+    Y = np.empty((B * L0 * L1, co), dtype=x.dtype)
+    P = np.empty((rows, K * K * ci), dtype=x.dtype)
+    _conv_rows(np.ascontiguousarray(x).reshape(-1, ci), _neighbours(L0, L1, K, 1), L0 * L1,
+               _wmat(weight), rows, P, Y)
     if bias is not None:
         Y += bias
-    return Y.reshape(tuple(x.shape[:-1]) + (co,)), (P if len(chunks) == 1 else None)
+    return Y.reshape(tuple(x.shape[:-1]) + (co,)), (P if rows == Y.shape[0] else None)
 
 
 @register("flow_conv_vjp", "cpu", accepts=accepts_vjp, name="cpu:flow_conv_vjp")
@@ -157,21 +174,14 @@ def conv_vjp_cpu(x, weight, gy, need_input=True, need_params=True, bias=True, sa
     V = L0 * L1
     G = np.ascontiguousarray(gy).reshape(-1, co)
     gW = gbias = gx = None
-    chunks = _chunks(x, K, max(ci, co))
+    rows = _chunk_rows(x, K, max(ci, co))
+    nb = _neighbours(L0, L1, K, 1)
     if need_params:
         x2 = np.ascontiguousarray(x).reshape(-1, ci)
-        nb = _neighbours(L0, L1, K, 1)
-        if saved is not None and saved.shape[0] != x2.shape[0]:
-            saved = None
-        P = saved if saved is not None else np.empty((chunks[0][1], K * K * ci), x.dtype)
+        ok = saved is not None and tuple(saved.shape) == (x2.shape[0], K * K * ci)
+        P = saved if ok else np.empty((rows, K * K * ci), x.dtype)
         gWm = np.zeros((co, K * K * ci), dtype=x.dtype)
-        for r0, r1 in chunks:
-            if saved is not None:
-                Pc = saved[r0:r1]
-            else:
-                Pc = P[:r1 - r0]
-                _im2col(x2[r0:r1], nb, V, Pc)
-            gWm += G[r0:r1].T @ Pc
+        _weight_grad(x2, G, nb, V, rows, P, ok, gWm)
         gW = np.ascontiguousarray(gWm.reshape(co, K, K, ci).transpose(0, 3, 1, 2))
         if bias:
             gbias = G.sum(axis=0)
@@ -180,17 +190,9 @@ def conv_vjp_cpu(x, weight, gy, need_input=True, need_params=True, bias=True, sa
         gx2 = gx.reshape(-1, ci)
         if co < ci:     # the patches of gy (K^2 c_out columns) times the flipped kernel
             wf = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
-            Wf = wf.reshape(K * K * co, ci)
-            nb = _neighbours(L0, L1, K, 1)
-            Pg = np.empty((chunks[0][1], K * K * co), dtype=x.dtype)
-            for r0, r1 in chunks:
-                _im2col(G[r0:r1], nb, V, Pg[:r1 - r0])
-                np.matmul(Pg[:r1 - r0], Wf, out=gx2[r0:r1])
+            _conv_rows(G, nb, V, wf.reshape(K * K * co, ci), rows,
+                       np.empty((rows, K * K * co), dtype=x.dtype), gx2)
         else:           # Q = G W_m^T (K^2 c_in columns), summed back onto the sites
-            WmT = np.ascontiguousarray(_wmat(weight).T)
-            nbi = _neighbours(L0, L1, K, -1)
-            Q = np.empty((chunks[0][1], K * K * ci), dtype=x.dtype)
-            for r0, r1 in chunks:
-                np.matmul(G[r0:r1], WmT, out=Q[:r1 - r0])
-                _col2im(Q[:r1 - r0], nbi, V, gx2[r0:r1])
+            _col2im_rows(G, np.ascontiguousarray(_wmat(weight).T), _neighbours(L0, L1, K, -1),
+                         V, rows, np.empty((rows, K * K * ci), dtype=x.dtype), gx2)
     return gx, gW, gbias

@@ -5,7 +5,8 @@ Each activation is an object with ``forward(x) -> (y, cache)`` and ``vjp(cache, 
 
 * ``tanh``: ``y = tanh x``, ``dy/dx = 1 - y^2``;
 * ``leaky_relu`` (slope ``a``, default 0.01 as in PyTorch): ``y = x`` for ``x > 0``, ``a x``
-  otherwise; ``dy/dx = 1`` or ``a`` (at ``x = 0`` the derivative ``a`` is used);
+  otherwise (evaluated as ``max(x, a x)``); ``dy/dx = 1`` or ``a`` (at ``x = 0`` the derivative
+  ``a`` is used);
 * ``softplus``: ``y = log(1 + e^x)``, ``dy/dx = 1 / (1 + e^-x)``, evaluated stably;
 * ``identity``.
 """
@@ -40,12 +41,16 @@ class LeakyReLU:
         self.slope = float(slope)
 
     def forward(self, x):
-        xp = namespace(x)
-        pos = x > 0
-        return xp.where(pos, x, self.slope * x), pos
+        # max(x, a x) for 0 <= a < 1: no branches (where() on the sign of x runs at the speed of
+        # mispredicted branches on random signs); the output is the cache (y > 0 iff x > 0)
+        y = namespace(x).maximum(x, self.slope * x)
+        return y, y
 
     def vjp(self, cache, gy):
-        return namespace(gy).where(cache, gy, self.slope * gy)
+        # dy/dx = p + (1 - p) a with p = [y > 0] in {0, 1}: exactly 1 or a, branch-free
+        xp = namespace(gy)
+        p = xp.astype(cache > 0, gy.dtype)
+        return gy * (p + (1.0 - p) * self.slope)
 
     def __repr__(self):
         return f"LeakyReLU({self.slope})"
