@@ -3,6 +3,8 @@ dependence, flow MCMC against HMC.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py su3_2d [--L 16] [--beta 4 5 6]
         [--train-steps 100] [--batch 16] [--ess-samples 512] [--loops small|large]
+    OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py step
+        [--L 16] [--batch 8] [--loops small] [--n-t 2] [--repeat 3]
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py u1_2d [--L 8] [--beta 2]
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py stepsize [--L 8] [--beta 4]
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py su3_4d [--L 4] [--beta 6]
@@ -15,7 +17,13 @@ dependence, flow MCMC against HMC.
 Adam for ``--train-steps`` steps, with parameters, training wall time and the step-size check of
 :meth:`GradientFlow.step_size_check`. ``--loops small``: plaquette, 1x2 rectangle, 2x2 square,
 1x3 rectangle (n_t = 2: 8 parameters); ``large``: also both Polyakov loops and the 2x3 rectangle
-(n_t = 3: 21 parameters).
+(n_t = 3: 21 parameters); ``--n-t`` overrides the number of time basis functions. Training time is
+reported as CPU seconds (``time.process_time``) and wall seconds.
+
+``step``: CPU seconds (``time.process_time``, run it with one thread) of one reverse-KL training
+step of :class:`FlowTrainer` with a learned gradient flow (2D SU(3), beta 4), with the array-API
+reference (``kernel_mode("off")``) and with the Numba kernels of ``kernels/gauge_flow.py``, in
+one run; the ratio, and the largest difference of the two gradients.
 
 ``u1_2d``: the same for 2D U(1) (tutorial point L = 8, beta = 2), with flow-Metropolis
 acceptance, plaquette and chi_t against the exact values.
@@ -77,17 +85,61 @@ def ess_of(flow, action, n, seed, chunk=128):
 
 
 def train(flow, action, steps, batch, lr, seed):
+    """``(wall s, history, CPU s)`` of ``steps`` reverse-KL steps."""
     tr = FlowTrainer(flow, action, Adam(lr), batch_size=batch, seed=seed, max_grad_norm=10.0)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for k in range(steps):
         rec = tr.step()
         if k % max(1, steps // 10) == 0:
             print(f"    step {k:4d}  loss {rec['loss']:.3f}  ess {rec['ess']:.3f}", flush=True)
-    return time.perf_counter() - t0, tr.history
+    return time.perf_counter() - t0, tr.history, time.process_time() - c0
+
+
+def _loops(args):
+    loops, n_t = LOOP_SETS[args.loops]
+    return loops, (args.n_t or n_t)
+
+
+def step(args):
+    """One training step, reference against kernels (module docstring)."""
+    from lattice_ml.dispatch import kernel_mode
+    loops, n_t = _loops(args)
+    action = GaugeAction(args.beta[0] if args.beta else 4.0, 3)
+    L = args.L
+    row = {"L": L, "batch": args.batch, "loops": args.loops, "n_t": n_t}
+    grads = {}
+    for mode in ("off", "auto", "off", "auto"):
+        flow = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps)
+        row["parameters"] = flow.n_parameters
+        with kernel_mode(mode):
+            tr = FlowTrainer(flow, action, Adam(args.lr), batch_size=args.batch, seed=3)
+            z = flow.draw_latent(RandomStreams(7, args.batch, XP))
+            tr.step()                                   # compilation, caches
+            times = []
+            for _ in range(args.repeat):
+                c0 = time.process_time()
+                tr.step()
+                times.append(time.process_time() - c0)
+            U, logJ, cache = flow.forward_cache(z)
+            gz, gp = flow.vjp(cache, -action.force(U), -XP.ones_like(logJ))
+        key = "reference" if mode == "off" else "kernels"
+        row[f"step_cpu_s_{key}"] = min(times + [row.get(f"step_cpu_s_{key}", math.inf)])
+        grads[key] = (to_numpy(gz), to_numpy(gp["theta"]))
+    row["speedup"] = row["step_cpu_s_reference"] / row["step_cpu_s_kernels"]
+    row["max_grad_difference"] = float(max(
+        np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b))))
+        for a, b in zip(grads["kernels"], grads["reference"])))
+    print_table([row], ["L", "batch", "parameters", "step_cpu_s_reference", "step_cpu_s_kernels",
+                        "speedup", "max_grad_difference"])
+    import os
+    print(record("gauge-flows-step", [row], "numpy",
+                 {"threads": {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS",
+                                                             "NUMBA_NUM_THREADS")},
+                  "n_steps": args.n_steps}))
 
 
 def run_table(N, L, betas, args, name):
-    loops, n_t = LOOP_SETS[args.loops]
+    loops, n_t = _loops(args)
     rows = []
     for beta in betas:
         action = GaugeAction(beta, N)
@@ -103,18 +155,19 @@ def run_table(N, L, betas, args, name):
         print(f"beta {beta}: identity {row['ess_identity']:.3f}  Lüscher LO "
               f"{row['ess_luscher_lo']:.3f}; training {learned.n_parameters} parameters",
               flush=True)
-        wall, hist = train(learned, action, args.train_steps, args.batch, args.lr, 3)
+        wall, hist, cpu = train(learned, action, args.train_steps, args.batch, args.lr, 3)
         row["parameters"] = learned.n_parameters
         row["train_steps"] = args.train_steps
         row["train_batch"] = args.batch
         row["train_s"] = wall
+        row["train_cpu_s"] = cpu
         row["ess_learned"], _ = ess_of(learned, action, args.ess_samples, 4)
         z = learned.draw_latent(RandomStreams(5, 64, XP))
         row["step_check_rms"] = learned.step_size_check(action, z)["rms"]
         row["theta"] = learned.params_to_host()["theta"].tolist()
         rows.append(row)
         print_table([row], ["beta", "ess_identity", "ess_luscher_lo", "parameters",
-                            "ess_learned", "train_s", "step_check_rms"])
+                            "ess_learned", "train_s", "train_cpu_s", "step_check_rms"])
     return rows
 
 
@@ -188,7 +241,7 @@ def su3_4d(args):
             flow.load_params({"theta": np.zeros((1, 1))})
         wall = 0.0
         if steps:
-            wall, _ = train(flow, action, steps, args.batch, args.lr, 3)
+            wall, _, _ = train(flow, action, steps, args.batch, args.lr, 3)
         ess, _ = ess_of(flow, action, args.ess_samples, 4, chunk=64)
         sampler = FlowMetropolis(flow, action)
         _, hist = sampler.run(RandomStreams(6, 8, XP), args.mcmc_updates,
@@ -297,7 +350,7 @@ def _freezing_flow(action, L, n_chains, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["su3_2d", "u1_2d", "stepsize", "su3_4d", "freezing"])
+    p.add_argument("what", choices=["su3_2d", "u1_2d", "stepsize", "su3_4d", "freezing", "step"])
     p.add_argument("--L", type=int, default=16)
     p.add_argument("--beta", type=float, nargs="*")
     p.add_argument("--n-steps", type=int, default=8)
@@ -307,13 +360,15 @@ def main(argv=None):
     p.add_argument("--ess-samples", type=int, default=512)
     p.add_argument("--mcmc-updates", type=int, default=300)
     p.add_argument("--loops", choices=sorted(LOOP_SETS), default="small")
+    p.add_argument("--n-t", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--hmc-updates", type=int, default=2000)
     p.add_argument("--hmc-steps", type=int, default=10)
     p.add_argument("--n-therm", type=int, default=200)
     p.add_argument("--samplers", nargs="*", default=["hmc", "flow"])
     args = p.parse_args(argv)
     {"su3_2d": su3_2d, "u1_2d": u1_2d, "stepsize": stepsize, "su3_4d": su3_4d,
-     "freezing": freezing}[args.what](args)
+     "freezing": freezing, "step": step}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -437,6 +437,7 @@ def _generator_pullback(U, R, Lam, loopsets, S_all, xp):
     return F, grads
 
 
+@dispatchable("stout_generator")
 def stout_generator(U, rho, loops="plaquette", staples=None):
     """The exponent of one stout step, ``Q_mu(x) = -TA(U_mu(x) W_mu(x))`` with ``W_mu =
     sum_k rho_k S_k,mu`` (module docstring), as ``(Q, staples)``: ``Q`` ``[batch, D, *sites,
@@ -444,7 +445,8 @@ def stout_generator(U, rho, loops="plaquette", staples=None):
     sum of loop type k (``None`` where the type has no loops through direction mu), to hand
     back to :func:`stout_generator_pullback` (or to this function: given, they are reused).
     ``rho`` and ``loops`` as for :func:`stout_smear`. Gradient flows of loop actions use it as
-    their vector field."""
+    their vector field. Dispatched (op ``"stout_generator"``): NumPy complex128 links with one
+    weight per loop type (or per direction) run a Numba kernel (``kernels/gauge_flow.py``)."""
     xp, loopsets, R, _, _ = _prepare(U, rho, loops)
     D = U.shape[1]
     S_all, Q = [], []
@@ -464,13 +466,15 @@ def stout_generator(U, rho, loops="plaquette", staples=None):
     return xp.stack(Q, axis=1), S_all
 
 
+@dispatchable("stout_generator_pullback")
 def stout_generator_pullback(U, rho, cotangent, loops="plaquette", staples=None):
     """Vector-Jacobian product of :func:`stout_generator`: for an algebra field ``cotangent``
     ``K`` ``[batch, D, *sites, N, N]`` with ``dL = -2 sum_{x,mu} Re Tr(dQ_mu(x) K_mu(x))``,
     returns ``(G, grad_rho)``: ``G = sum_a (dL/ds_a) T_a`` at every link (the left derivative
     ``U -> exp(s T_a) U``; ``G = -F`` in the force convention of the module docstring) and
     dL/drho in the shape of rho (a list if rho was a list). ``staples`` from
-    :func:`stout_generator` saves their recomputation."""
+    :func:`stout_generator` saves their recomputation. Dispatched (op
+    ``"stout_generator_pullback"``), as :func:`stout_generator`."""
     xp, loopsets, R, canon, single = _prepare(U, rho, loops)
     D = U.shape[1]
     if staples is None:
