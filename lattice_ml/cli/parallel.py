@@ -30,10 +30,16 @@ import numpy as np
 
 from ..parallel import SERIAL, Communicator, launched_by_mpi, world
 
-__all__ = ["main", "run_communicator", "announce", "decomposition", "check_supported",
+__all__ = ["main", "entered", "launched_by_mpi", "run_communicator", "announce", "decomposition", "check_supported",
            "gather_history", "gather_states", "own_chains"]
 
-_STATE = {"comm": None, "announced": False}
+_STATE = {"comm": None, "announced": False, "entered": False}
+
+
+def entered() -> bool:
+    """Whether :func:`main` is already running in this process (so that the command's own
+    entry point, when it hands an MPI launch to :func:`main`, is not handed back)."""
+    return _STATE["entered"]
 
 
 def _comm() -> Communicator:
@@ -111,6 +117,7 @@ def announce(comm: Communicator, config: dict, resume: dict | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point under ``mpiexec``: rank 0 runs the command, the others serve its run."""
     from .main import main as command
+    _STATE["entered"] = True
     comm = _comm()
     if comm.size == 1:
         return command(argv)
