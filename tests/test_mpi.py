@@ -178,3 +178,47 @@ def test_command_on_two_ranks_equals_one_process_and_resumes_on_three(tmp_path):
     assert bad.returncode == 2, bad.stderr
     errors = [line for line in bad.stderr.splitlines() if line.startswith("lattice-ml: error")]
     assert len(errors) == 1 and "cannot be split over 2 MPI ranks" in errors[0], bad.stderr
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_interrupted_two_rank_run_stops_every_rank_at_one_checkpoint(tmp_path):
+    """SIGINT to ``mpiexec -n 2`` stops both ranks at the same update with a checkpoint (exit
+    130, no summary); its ensemble, streams and histories equal those of a one-process run that
+    ends at that update."""
+    import signal
+    import time
+
+    from lattice_ml.io.checkpoint import load_checkpoint
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CLI_CONFIG.format(n=100000).replace("checkpoint_every = 3",
+                                                        "checkpoint_every = 1"))
+    out = tmp_path / "two"
+    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "lattice_ml.cli.parallel", "run",
+           str(cfg), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+
+    def updates():
+        try:
+            return load_checkpoint(out / "checkpoint.ckpt", kind="run").state["next_update"]
+        except Exception:  # noqa: BLE001 - not written yet
+            return 0
+    while updates() < 20 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "continue with: lattice-ml run --resume" in err and not (out / "summary.json").exists()
+    two = load_checkpoint(out / "checkpoint.ckpt", kind="run").state
+    done = two["next_update"]
+    assert 4 < done < 100000
+    cfg.write_text(CLI_CONFIG.format(n=done - 4))  # 4 thermalisation updates, then measured
+    cli(0, "run", cfg, "--out", tmp_path / "one")
+    one = load_checkpoint(tmp_path / "one" / "checkpoint.ckpt", kind="run").state
+    assert one["next_update"] == done
+    np.testing.assert_array_equal(one["field"], two["field"])
+    assert one["rng"] == two["rng"]
+    assert sorted(one["history"]) == sorted(two["history"])
+    for k in one["history"]:
+        np.testing.assert_array_equal(one["history"][k], two["history"][k], err_msg=k)

@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if not _STATE["announced"]:
                 comm.bcast(("stop", code))
-            elif code != 0:
+            elif code not in (0, 130, 143):  # interrupted: every rank stopped at a checkpoint
                 sys.stderr.flush()
                 comm.abort(code)
         return code
@@ -139,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from .run import run_job
         run_job(config, Path("."), "never", resume=resume, comm=comm)  # writes nothing
+    except KeyboardInterrupt as exc:  # a signal: rank 0 wrote the checkpoint and says so
+        return int(getattr(exc, "exit_code", 130))
     except BaseException as exc:  # noqa: BLE001 - every failure ends all ranks, in one line
         print(f"lattice-ml: error: rank {comm.rank}: {type(exc).__name__}: {exc}",
               file=sys.stderr, flush=True)

@@ -591,11 +591,13 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
             if state["n_steps"] is not None:
                 shown["steps"] = state["n_steps"]
             bar.update(1, **shown)
-            if stop.signum is not None:
-                save(k + 1)
-                raise RunInterrupted(stop.signum, ck_path)
+            # under MPI rank 0's signal and clock decide for every rank (one collective)
             due_s = bool(every_s) and time.monotonic() - last_save[0] >= every_s
-            if (every_k and (k + 1) % every_k == 0) or comm.bcast(due_s):
+            signum, due_s = comm.bcast((stop.signum, due_s))
+            if signum is not None:
+                save(k + 1)
+                raise RunInterrupted(signum, ck_path)
+            if (every_k and (k + 1) % every_k == 0) or due_s:
                 save(k + 1)
         if keep:
             save(total)
@@ -609,6 +611,11 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         if job.N is not None:
             deviation = max(comm.allgather(unitarity_deviation(job.to_field(field))))
             state["max_dev"] = max(comm.allgather(state["max_dev"]))
+        if comm.size > 1:
+            signum = comm.bcast(stop.signum)
+            if signum is not None:
+                save(total)
+                raise RunInterrupted(signum, ck_path)
         if not root:
             return None
         _check_failure_rules(job, config, arrays, state["n_steps"])
@@ -618,7 +625,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         if training is not None:
             atomic_save_npz(Path(out_dir) / TRAINING_NAME, **training)
         observables = {k: v for k, v in job.summarize(arrays).items() if v is not None}
-        if stop.signum is not None:
+        if stop.signum is not None and comm.size == 1:
             save(total)
             raise RunInterrupted(stop.signum, ck_path)
 
