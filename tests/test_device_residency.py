@@ -56,7 +56,7 @@ def test_phi4_and_gauge_trajectories_stay_on_the_device(streams, writes):
               tau_jitter=0.2)
     with count_host_transfers() as n:
         U, info = hmc.step(U, rng)
-    assert n["reads"] == 3 and n["writes"] == writes   # the link check: three scalars
+    assert n["reads"] == 1 and n["writes"] == writes   # the link check, one transfer
 
 
 def test_fermion_trajectory_reads_once_per_check_interval(monkeypatch):

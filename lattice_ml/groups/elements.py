@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..backend import complex_dtype_of, device_of, namespace
+import numpy as np
+
+from ..backend import complex_dtype_of, device_of, namespace, to_numpy
 from ..lattice import shift
 from .algebra import (_add_diagonal, _check_N, _is_complex, _matrix_n, _phase_root, dagger, det,
                       random_algebra)
@@ -115,14 +117,20 @@ def _default_tol(xp, dtype) -> float:
     return 1e-5 if dtype == xp.complex64 else 1e-10
 
 
-def _deviations(U, xp) -> tuple[float, float]:
-    """``(max |U^dagger U - 1|, max |det U - 1|)`` of ``[..., N, N]`` matrices as host floats (the
-    second is 0 for N = 1, where the determinant is the unitarity)."""
+def _deviations(U, xp) -> tuple[float, float, int]:
+    """``(max |U^dagger U - 1|, max |det U - 1|, number of non-finite entries)`` of ``[..., N,
+    N]`` matrices as host numbers, read back in one transfer (one synchronisation on a GPU; the
+    determinant part is 0 for N = 1, where the determinant is the unitarity)."""
     shape = tuple(U.shape)
-    err = xp.abs(_add_diagonal(dagger(U) @ U, -xp.ones(shape[:-2], dtype=U.dtype,
-                                                         device=device_of(U))))
-    ddev = float(xp.max(xp.abs(det(U) - 1.0))) if shape[-1] >= 2 else 0.0
-    return float(xp.max(err)), ddev
+    with np.errstate(invalid="ignore", over="ignore"):     # NaN input: reported by ``bad``
+        err = xp.abs(_add_diagonal(dagger(U) @ U, -xp.ones(shape[:-2], dtype=U.dtype,
+                                                             device=device_of(U))))
+        parts = [xp.max(err)]
+        parts.append(xp.max(xp.abs(det(U) - 1.0)) if shape[-1] >= 2
+                     else xp.zeros_like(parts[0]))
+    bad = xp.sum(xp.astype(~xp.isfinite(U), xp.int64))
+    host = to_numpy(xp.stack(parts + [xp.astype(bad, parts[0].dtype)]))
+    return float(host[0]), float(host[1]), int(host[2])
 
 
 def unitarity_deviation(U) -> float:
@@ -133,10 +141,8 @@ def unitarity_deviation(U) -> float:
     :func:`check_links` compares with its tolerance and :func:`reunitarize` sets back to
     round-off.
     """
-    xp = namespace(U)
-    if int(xp.sum(xp.astype(~xp.isfinite(U), xp.int64))):
-        return float("nan")
-    return max(_deviations(U, xp))
+    dev, ddev, bad = _deviations(U, namespace(U))
+    return float("nan") if bad else max(dev, ddev)
 
 
 def check_links(U, N: int | None = None, tol: float | None = None, name: str = "links") -> None:
@@ -146,7 +152,7 @@ def check_links(U, N: int | None = None, tol: float | None = None, name: str = "
     ``U.ndim == D + 4``; square matrix axes, of size ``N`` if given; complex dtype; no NaN/inf;
     unitarity ``max |U^dagger U - 1| <= tol``; for N >= 2 ``max |det U - 1| <= tol``.
     ``tol`` defaults to 1e-10 for complex128 and 1e-5 for complex64. Returns None. The maxima
-    are synchronised to the host (one scalar each).
+    are read back to the host together (one transfer).
     """
     shape = tuple(getattr(U, "shape", ()))
     layout = "[batch, D, *sites, N, N] with D = 2, 3 or 4 site axes"
@@ -170,12 +176,11 @@ def check_links(U, N: int | None = None, tol: float | None = None, name: str = "
     if not _is_complex(xp, U.dtype):
         raise ValueError(f"{name} must have a complex dtype (complex64 or complex128), "
                          f"got {U.dtype}")
-    bad = int(xp.sum(xp.astype(~xp.isfinite(U), xp.int64)))
+    dev, ddev, bad = _deviations(U, xp)  # the parts of unitarity_deviation, one host read
     if bad:
         raise ValueError(f"{name} contain {bad} non-finite (NaN or inf) entries")
     if tol is None:
         tol = _default_tol(xp, U.dtype)
-    dev, ddev = _deviations(U, xp)  # the two parts of unitarity_deviation
     if not dev <= tol:
         raise ValueError(f"{name} are not unitary: max |U^dagger U - 1| = {dev:.3g} "
                          f"(tolerance {tol:.3g}); reunitarize them first")
