@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lattice_ml.parallel import SERIAL, Communicator, chain_blocks, launched_by_mpi, world
+from lattice_ml.parallel import (SERIAL, CartesianGrid, Communicator, chain_blocks, gather_sites,
+                                 launched_by_mpi, local_sites, world)
 
 HERE = Path(__file__).resolve().parent
 
@@ -222,3 +223,28 @@ def test_interrupted_two_rank_run_stops_every_rank_at_one_checkpoint(tmp_path):
     assert sorted(one["history"]) == sorted(two["history"])
     for k in one["history"]:
         np.testing.assert_array_equal(one["history"][k], two["history"][k], err_msg=k)
+
+
+@needs_mpi
+@pytest.mark.parametrize("n", [2, 4])
+def test_halo_shift_over_every_grid_of_ranks_is_bit_identical(n):
+    """Sites over a Cartesian grid of ranks (2D and 4D, every grid of n ranks): halo_shift of
+    the local blocks equals the blocks of shift on the whole field, in every direction and by
+    -2..2; the gathered sum of a nearest-neighbour term equals one process."""
+    res = launch(n, "domains.py")
+    assert f"ranks={n} ok" in res.stdout
+
+
+def test_cartesian_grid_geometry():
+    grid = CartesianGrid((8, 4, 6), (2, 1, 3))
+    assert grid.local_shape == (4, 4, 2) and grid.size == 6
+    for r in range(grid.size):
+        assert grid.rank_at(grid.coords(r)) == r
+        for mu in range(3):
+            assert grid.neighbour(grid.neighbour(r, mu, 1), mu, -1) == r
+    assert grid.start(5) == (4, 0, 4)
+    x = np.arange(8 * 4 * 6.0).reshape(1, 8, 4, 6)
+    assert local_sites(grid, 5, x).shape == (1, 4, 4, 2)
+    assert gather_sites(SERIAL, CartesianGrid((8, 4, 6), (1, 1, 1)), x) is x
+    with pytest.raises(ValueError, match="evenly"):
+        CartesianGrid((8, 4), (3, 1))
