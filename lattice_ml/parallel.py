@@ -39,6 +39,13 @@ library never needs ``mpi4py``; it is passed explicitly, there is no hidden glob
 (``mpiexec``) and mpi4py is installed, and :data:`SERIAL` otherwise. Arrays travel as host NumPy
 arrays (pickled by ``mpi4py``: exact) and come back in the namespace and on the device of the
 local array.
+
+Sites
+-----
+:class:`CartesianGrid`, :func:`local_sites`, :func:`halo_shift` and :func:`gather_sites` split
+the sites of a periodic lattice in equal blocks over a grid of ranks and shift a decomposed
+field exactly (the groundwork of domain decomposition; ``lattice.shift`` does not use them yet,
+docs/parallel.md).
 """
 
 from __future__ import annotations
