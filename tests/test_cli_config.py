@@ -101,7 +101,7 @@ def error_of(*args, **kwargs) -> ConfigError:
 def test_defaults_load_and_validate():
     c = load_config(None, [])
     assert list(c) == ["lattice", "theory", "sampler", "flow", "slhmc", "run", "output",
-                       "measure"]
+                       "measure", "parallel"]
     assert c["lattice"]["shape"] == [32, 32]
     assert c["theory"] == {"name": "phi4", "form": "hopping", "beta": 0.64, "lam": 1.0}
     s = c["sampler"]

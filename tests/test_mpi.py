@@ -124,10 +124,20 @@ keep_checkpoint = true
 """
 
 
+def lattice_ml_command():
+    """The installed ``lattice-ml`` entry point beside this Python (what a user runs under
+    mpiexec), else the same ``main`` through the interpreter."""
+    exe = Path(sys.executable).with_name("lattice-ml")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "import sys; from lattice_ml.cli.main import main; "
+            "sys.exit(main())"]
+
+
 def cli(n, *args, check=True):
     """``lattice-ml ARGS`` in one process (n = 0) or under ``mpiexec -n n``."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "lattice_ml.cli.parallel", *map(str, args)]
+    cmd = [*lattice_ml_command(), *map(str, args)]
     if n:
         cmd = [mpiexec(), "-n", str(n), *cmd]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -195,8 +205,7 @@ def test_interrupted_two_rank_run_stops_every_rank_at_one_checkpoint(tmp_path):
     cfg.write_text(CLI_CONFIG.format(n=100000).replace("checkpoint_every = 3",
                                                         "checkpoint_every = 1"))
     out = tmp_path / "two"
-    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "lattice_ml.cli.parallel", "run",
-           str(cfg), "--out", str(out)]
+    cmd = [mpiexec(), "-n", "2", *lattice_ml_command(), "run", str(cfg), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
 

@@ -300,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine with more busy processes than cores made the parallel kernels burn 5-14x the CPU
     time of the reference (benchmarks/bench_cli.py, docs/cli.md "Kernels")."""
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    from . import parallel as _parallel       # under mpiexec: rank 0 commands, the others serve
+    if _parallel.launched_by_mpi() and not _parallel.entered():
+        return _parallel.main(argv)
     try:
         parser = build_parser()
         try:

@@ -444,6 +444,14 @@ SCHEMA: dict[str, Table] = {
         },
         checks=(rules.measure_rules,),
     ),
+    "parallel": Table(
+        doc="MPI: mpiexec -n R lattice-ml run CONFIG (docs/parallel.md)",
+        params={
+            "chains": Param("bool", True,
+                            doc="under mpiexec, split sampler.n_chains over the ranks in "
+                                "contiguous blocks (results identical to one process)"),
+        },
+    ),
 }
 """The whole schema: table name → :class:`Table`."""
 
