@@ -90,7 +90,14 @@ def _attention(ns, text):
     assert ns["grad"].shape == (4,)
 
 
-CHECKS = {"docs/attention.md": _attention,
+def _parallel(ns, text):
+    from lattice_ml.backend import to_numpy
+    assert ns["comm"].size == 1 and ns["block"].count == 8        # one process: every chain
+    assert to_numpy(ns["dh"]).shape == (8,)
+    assert np.isfinite(float(to_numpy(ns["m2"])))
+
+
+CHECKS = {"docs/attention.md": _attention, "docs/parallel.md": _parallel,
           "docs/getting-started.md": _getting_started, "docs/fermions.md": _fermions,
           "docs/gauge.md": _gauge, "docs/flows.md": _flows, "docs/statistics.md": _statistics,
           "docs/multigrid.md": _multigrid}
@@ -101,7 +108,7 @@ CHECKS = {"docs/attention.md": _attention,
                                  "docs/flows.md", "docs/io.md", "docs/kernels.md",
                                  "docs/statistics.md", "docs/gauge_flows.md",
                                  "docs/gauge_flows_coupling.md", "docs/interop.md", "docs/multigrid.md",
-                                 "docs/attention.md", "docs/slhmc.md"])
+                                 "docs/attention.md", "docs/slhmc.md", "docs/parallel.md"])
 def test_python_examples_run(doc, tmp_path, monkeypatch):
     path = ROOT / doc
     if not path.exists():
