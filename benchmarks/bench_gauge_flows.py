@@ -4,7 +4,7 @@ dependence, flow MCMC against HMC.
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py su3_2d [--L 16] [--beta 4 5 6]
         [--train-steps 100] [--batch 16] [--ess-samples 512] [--loops small|large]
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py step
-        [--L 16] [--batch 8] [--loops small] [--n-t 2] [--repeat 3]
+        [--L 16] [--batch 8] [--loops small] [--n-t 2] [--repeat 3] [--memory states|stages]
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py u1_2d [--L 8] [--beta 2]
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py stepsize [--L 8] [--beta 4]
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py su3_4d [--L 4] [--beta 6]
@@ -106,10 +106,11 @@ def step(args):
     loops, n_t = _loops(args)
     action = GaugeAction(args.beta[0] if args.beta else 4.0, 3)
     L = args.L
-    row = {"L": L, "batch": args.batch, "loops": args.loops, "n_t": n_t}
+    row = {"L": L, "batch": args.batch, "loops": args.loops, "n_t": n_t, "memory": args.memory}
     grads = {}
     for mode in ("off", "auto", "off", "auto"):
-        flow = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps)
+        flow = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps,
+                            memory=args.memory)
         row["parameters"] = flow.n_parameters
         with kernel_mode(mode):
             tr = FlowTrainer(flow, action, Adam(args.lr), batch_size=args.batch, seed=3)
@@ -146,7 +147,8 @@ def run_table(N, L, betas, args, name):
         ident = luscher_flow(action, (L, L), XP, n_steps=args.n_steps)
         ident.load_params({"theta": np.zeros((1, 1))})
         lo = luscher_flow(action, (L, L), XP, n_steps=args.n_steps)
-        learned = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps)
+        learned = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps,
+                               memory=args.memory)
         row = {"beta": beta, "L": L}
         row["ess_identity"], _ = ess_of(ident, action, args.ess_samples, 1)
         t0 = time.perf_counter()
@@ -361,6 +363,8 @@ def main(argv=None):
     p.add_argument("--mcmc-updates", type=int, default=300)
     p.add_argument("--loops", choices=sorted(LOOP_SETS), default="small")
     p.add_argument("--n-t", type=int, default=None)
+    p.add_argument("--memory", choices=["states", "stages", "constant"], default="states",
+                   help="GradientFlow memory of the learned flows (stages: fastest training)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--hmc-updates", type=int, default=2000)
     p.add_argument("--hmc-steps", type=int, default=10)

@@ -149,3 +149,36 @@ def test_gradient_flow_gradients_are_the_same_with_and_without_kernels():
         out[mode] = (U, logJ, gz, gp["theta"])
     for a, b in zip(out["auto"], out["off"]):
         assert np.max(np.abs(a - b)) < 1e-12 * (1 + np.max(np.abs(b)))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_stage_memory_gradients_equal_stored_state_ones(backend):
+    """memory="stages" keeps every stage for the backward pass: the same vjp as "states"."""
+    from lattice_ml.flows.gradient_flow import GradientFlow
+    xp = namespace_by_name(backend)
+    theta = 0.3 * np.random.default_rng(1).standard_normal((2, 2))
+    z, gU = fields(2, (4, 3), batch=2, seed=5)
+    z, gU = xp.asarray(z), xp.asarray(gU)
+    glogJ = xp.asarray(np.array([0.4, -0.9]))
+    out = []
+    for memory in ("states", "stages"):
+        flow = GradientFlow((4, 3), 2, xp, loops=("plaquette", "rectangle"), n_t=2, n_steps=3,
+                            theta=theta, memory=memory)
+        U, logJ, cache = flow.forward_cache(z)
+        assert (cache["stages"] is not None) == (memory == "stages")
+        gz, gp = flow.vjp(cache, gU, glogJ)
+        out.append([np.asarray(a) for a in (U, logJ, gz, gp["theta"])])
+    for a, b in zip(*out):
+        assert np.max(np.abs(a - b)) < 1e-13 * (1 + np.max(np.abs(b)))
+
+
+def test_contractible_su3_loops_run_loop_by_loop():
+    """The loop table holds each contractible loop once per site (n paths per class), winding
+    loops stay in the path table."""
+    from lattice_ml.kernels.gauge_flow import _tables
+    from lattice_ml.smearing.loop_sets import resolve_loops
+    N, shape, loops = CASES[0]
+    paths, ltab = _tables(tuple(resolve_loops(loops, 2)), shape, True)
+    # plaquette: 1 loop per site, rectangles 2 (1x2 and 2x1); Polyakov lines: path table
+    assert sorted(ltab[0].tolist()) == [0, 1, 1]
+    assert set(paths[0].tolist()) == {2, 3}

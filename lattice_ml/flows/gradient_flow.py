@@ -62,7 +62,10 @@ quadrature of log J), run backwards through the stages: the exponentials by
 gradient is again a vector field of the form above. With ``memory="constant"`` the links of each
 step are recovered by inverting the step (adjoint-state method: memory independent of
 ``n_steps``, about ``k`` more vector-field evaluations per step for a ``k``-iteration inverse);
-with ``memory="states"`` (default) the links at every step are kept.
+with ``memory="states"`` (default) the links at every step are kept (the backward pass evaluates
+each step's stages once more); with ``memory="stages"`` also every stage's links, staple sums,
+exponent and exponential (about ``3 (n_types + 3)`` link fields per step), so that the backward
+pass evaluates no vector field again (the fastest training, for lattices where that fits).
 
 Cotangents of link fields are Lie-algebra fields in matrix form, ``G = sum_a (dL/ds_a) T_a``
 ``[batch, D, *sites, N, N]`` (so ``G = -action.force(U)`` for ``L = S``); this is the interface of
@@ -191,8 +194,9 @@ class GradientFlow:
     scheme : ``"rk3"`` or ``"euler"``
     theta : initial coefficients ``[n_W, n_t]`` (default zeros: the identity map; see
         :func:`lattice_ml.flows.trivializing.luscher_coefficients`)
-    memory : ``"states"`` (keep the links of every step for :meth:`vjp`) or ``"constant"``
-        (recover them by inverting the steps)
+    memory : ``"states"`` (keep the links of every step for :meth:`vjp`), ``"stages"`` (also
+        every stage's staples and exponentials: no recomputation in :meth:`vjp`) or
+        ``"constant"`` (recover the links by inverting the steps)
     dtype : real dtype of the parameters (``xp.float64`` default); the links set the field dtype
     """
 
@@ -210,8 +214,8 @@ class GradientFlow:
             raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
         if not isinstance(n_t, int) or n_t < 1:
             raise ValueError(f"n_t must be a positive integer, got {n_t!r}")
-        if memory not in ("states", "constant"):
-            raise ValueError(f"memory must be 'states' or 'constant', not {memory!r}")
+        if memory not in ("states", "stages", "constant"):
+            raise ValueError(f"memory must be 'states', 'stages' or 'constant', not {memory!r}")
         self.scheme, self.n_steps, self.n_t, self.memory = scheme, n_steps, n_t, memory
         self.exp_method = exp_method
         specs, self.loop_names = _loop_specs(loops, self.shape)
@@ -396,14 +400,17 @@ class GradientFlow:
         xp = namespace(z)
         eps, times = self._times()
         logJ = xp.zeros((z.shape[0],), dtype=real_dtype_of(xp, z.dtype), device=device_of(z))
-        states = []
+        states, stages = [], []
         U = z
         for t in times:
-            if keep and self.memory == "states":
+            if keep and self.memory in ("states", "stages"):
                 states.append(U)
-            U, d, _ = self._step(U, t, eps, keep=False)
+            U, d, rec = self._step(U, t, eps, keep=keep and self.memory == "stages")
+            if keep and self.memory == "stages":
+                stages.append(rec)
             logJ = logJ + d
-        return U, logJ, {"states": states if keep and self.memory == "states" else None,
+        return U, logJ, {"states": states if keep and self.memory != "constant" else None,
+                         "stages": stages if keep and self.memory == "stages" else None,
                          "out": U}
 
     def inverse(self, U):
@@ -438,11 +445,14 @@ class GradientFlow:
         U = cache["out"]
         tol = self._tol(U)
         for k in range(self.n_steps - 1, -1, -1):
-            if cache["states"] is not None:
-                W = cache["states"][k]
+            if cache.get("stages") is not None:
+                W, stages = cache["states"][k], cache["stages"][k]
             else:
-                W, _ = self._invert_step(U, times[k], eps, tol)
-            _, _, stages = self._step(W, times[k], eps, keep=True)
+                if cache["states"] is not None:
+                    W = cache["states"][k]
+                else:
+                    W, _ = self._invert_step(U, times[k], eps, tol)
+                _, _, stages = self._step(W, times[k], eps, keep=True)
             G = self._step_backward(stages, eps, G, glogJ, g_theta)
             U = W
         if not need_params:
