@@ -36,6 +36,7 @@ BLAS threads: the matrices are small; one BLAS thread per process is fastest on 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -128,8 +129,6 @@ def _flat_host(tree, prefix=()):
 
 def _threads() -> int:
     """The thread count of this process (``OPENBLAS_NUM_THREADS``, else all CPUs)."""
-    import os
-
     n = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
     return int(n) if n else (os.cpu_count() or 1)
 
@@ -230,6 +229,7 @@ def cmd_step(args) -> None:
     action = Phi4Action(lat, "standard", m2=-4.0, lam=8.0)
     threads = _threads()
     device = "cuda" if args.backend == "cupy" else "cpu"
+    load_start = os.getloadavg()
     rows = []
     for batch in args.batch:
         for dtype in ("float32", "float64"):
@@ -261,7 +261,14 @@ def cmd_step(args) -> None:
             harness.print_table([row], ["batch", "dtype", "threads", "lattice_ml_step_s",
                                         "torch_step_s", "ratio_lattice_ml_over_torch",
                                         "ratio_min", "ratio_max", "ratio_of_minima"])
-    print(f"# written {harness.record('flows-step', rows, args.backend)}")
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                           "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    path = harness.record("flows-step", rows, args.backend, extra={
+        "threads": threads, "thread_environment": env,
+        "load_average_1min_start_end": [load_start[0], os.getloadavg()[0]],
+        "note": "ours and torch interleaved round by round on a CPU shared with other "
+                "processes; the per-round ratios carry the spread"})
+    print(f"# written {path}")
 
 
 def tau_cost(hist_abs_m, seconds_per_update):
