@@ -418,15 +418,15 @@ def test_bicgstab_failures(xp_cpu):
 def test_bicgstab_free_wilson_point_source(xp, N, shape):
     """The classical shadow rhat = r_0 breaks down exactly (rho = 0 at iteration 2: the Wilson
     projectors (1 - g)(1 + g) = 0 leave r_1 without a component at the source): a breakdown
-    without the lost-bi-orthogonality restart (restart_tol = 0), a restart from the true
-    residual with it; the default random shadow converges without restarts."""
+    without shadow restarts, a restart from the true residual with them (the default); the
+    default random shadow converges without restarts."""
     from lattice_ml.fermions import WilsonDirac, point_source
     D = len(shape)
     host = np.zeros((1, D, *shape, N, N), dtype=np.complex128) + np.eye(N)
     W = WilsonDirac(xp.asarray(host), 0.1)
     eta = point_source(W, 0, 0)
     with pytest.raises(SolverError, match=r"iteration 2: rho = <rhat, r> = 0\.000e\+00"):
-        bicgstab(W.apply, eta, tol=1e-10, shadow="residual", restart_tol=0.0)
+        bicgstab(W.apply, eta, tol=1e-10, shadow="residual", shadow_restarts=0)
     x, info = bicgstab(W.apply, eta, tol=1e-10, shadow="residual")
     assert info.all_converged and info.residual[0] <= 1e-10 and info.restarts[0] >= 1
     x, info = bicgstab(W.apply, eta, tol=1e-10)
@@ -440,7 +440,8 @@ def test_bicgstab_free_wilson_point_source(xp, N, shape):
 
 def test_bicgstab_restarts_when_the_shadow_is_orthogonal_to_the_residual(xp_cpu):
     """A right-hand side orthogonal (to rounding) to the first random shadow vector: rho' =
-    <rhat, r_0> is rounding noise, the entry restarts with the next shadow vector and converges;
+    <rhat, r_0> is rounding noise (a cosine of 1e-16, not an exact breakdown), so with
+    restart_tol = 1e-12 the entry restarts with the next shadow vector and converges;
     a second entry with a generic right-hand side is untouched by the restart. (This small
     system also converges without the restart; where it matters, a near-critical 8^4 clover
     solve stuck at 1e-2, see the docstring of bicgstab.)"""
@@ -456,11 +457,14 @@ def test_bicgstab_restarts_when_the_shadow_is_orthogonal_to_the_residual(xp_cpu)
     assert abs(np.vdot(rhat, b_orth)) < 1e-13 * np.linalg.norm(rhat) * np.linalg.norm(b_orth)
     b = xp.asarray(np.stack([b_orth, z]))
     A = dense_op(xp, np.stack([M, M]).astype(complex))
-    x, info = bicgstab(A, b, tol=1e-12)
+    x, info = bicgstab(A, b, tol=1e-12, restart_tol=1e-12)
     assert info.all_converged and info.restarts.tolist() == [1, 0]
+    _, default = bicgstab(A, b, tol=1e-12)                  # default: restarts only at breakdown
+    assert default.restarts.tolist() == [0, 0]
     x_ref = np.linalg.solve(M, np.stack([b_orth, z]).T).T
     np.testing.assert_allclose(to_numpy(x), x_ref, rtol=0, atol=1e-10 * np.abs(x_ref).max())
-    _, alone = bicgstab(dense_op(xp, M[None].astype(complex)), b[1:, ...], tol=1e-12)
+    _, alone = bicgstab(dense_op(xp, M[None].astype(complex)), b[1:, ...], tol=1e-12,
+                        restart_tol=1e-12)
     assert alone.iterations[0] == info.iterations[1]
 
 
