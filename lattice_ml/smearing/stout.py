@@ -35,7 +35,7 @@ Backward recursion (one layer; E = exp(Q), F' the force at U'):
 where ``Y`` collects, for every loop through every link ``U_mu(x)`` with its first link replaced
 by ``M = rho Lambda_mu(x) U_mu(x)``, the loop opened at each of its other links (forward steps
 ``nu``: the product from that link's end round to its start, added to Y_nu at the link's site;
-backward steps: the dagger of it). See docs/smearing.md for the derivation.
+backward steps: the dagger of it). See docs/theory/stout-backward.md for the derivation.
 """
 
 from __future__ import annotations
