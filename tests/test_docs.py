@@ -90,6 +90,17 @@ def _attention(ns, text):
     assert ns["grad"].shape == (4,)
 
 
+def _cli(ns, text):
+    import json
+    from pathlib import Path
+    ck = ns["ck"]
+    assert ck.state["next_update"] == ck.state["total_updates"]           # a finished run
+    assert tuple(ck.state["field"].shape)[1:] == (8, 8)
+    assert ns["start"] == 5 and len(ns["losses"]) == 5                    # the training resume
+    np.testing.assert_array_equal(ns["theta"], ns["got"]["parameters"]["theta"])
+    assert ns["code"] == 0 and "sampler" in json.loads(Path("runs/b/summary.json").read_text())
+
+
 def _parallel(ns, text):
     from lattice_ml.backend import to_numpy
     assert ns["comm"].size == 1 and ns["block"].count == 8        # one process: every chain
@@ -97,18 +108,31 @@ def _parallel(ns, text):
     assert np.isfinite(float(to_numpy(ns["m2"])))
 
 
-CHECKS = {"docs/attention.md": _attention, "docs/parallel.md": _parallel,
+CHECKS = {"docs/attention.md": _attention, "docs/parallel.md": _parallel, "docs/cli.md": _cli,
           "docs/getting-started.md": _getting_started, "docs/fermions.md": _fermions,
           "docs/gauge.md": _gauge, "docs/flows.md": _flows, "docs/statistics.md": _statistics,
           "docs/multigrid.md": _multigrid}
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/getting-started.md", "docs/smearing.md",
-                                 "docs/training.md", "docs/fermions.md", "docs/gauge.md",
-                                 "docs/flows.md", "docs/io.md", "docs/kernels.md",
-                                 "docs/statistics.md", "docs/gauge_flows.md",
-                                 "docs/gauge_flows_coupling.md", "docs/interop.md", "docs/multigrid.md",
-                                 "docs/attention.md", "docs/slhmc.md", "docs/parallel.md"])
+DOCS_WITH_EXAMPLES = [
+    "README.md", "docs/getting-started.md", "docs/smearing.md", "docs/training.md",
+    "docs/fermions.md", "docs/gauge.md", "docs/flows.md", "docs/io.md", "docs/kernels.md",
+    "docs/statistics.md", "docs/gauge_flows.md", "docs/gauge_flows_coupling.md",
+    "docs/interop.md", "docs/multigrid.md", "docs/attention.md", "docs/slhmc.md",
+    "docs/parallel.md", "docs/cli.md"
+]
+
+
+def test_every_page_with_python_examples_is_run():
+    """A page with a ```python block is in the list above (the tutorials run in
+    tests/test_tutorials.py), so no example can be added that CI never executes."""
+    pages = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")
+                   if "tutorials" not in p.parts and python_blocks(p))
+    missing = [p for p in pages if p not in DOCS_WITH_EXAMPLES]
+    assert not missing, f"pages with python examples that no test runs: {missing}"
+
+
+@pytest.mark.parametrize("doc", DOCS_WITH_EXAMPLES)
 def test_python_examples_run(doc, tmp_path, monkeypatch):
     path = ROOT / doc
     if not path.exists():
