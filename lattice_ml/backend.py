@@ -381,7 +381,8 @@ class CounterRandomStreams:
 
     # -- draws ---------------------------------------------------------------------------------
     def uniform(self, shape: Sequence[int] = (), block=None) -> Any:
-        """Uniform numbers in [0, 1), ``[n_chains, *shape]`` (or the sub-block ``block``)."""
+        """Uniform numbers in [0, 1), ``[n_chains, *shape]`` (or the sub-block ``block``); in
+        float32 the rounded float64 numbers, which can be 1.0 (as for :class:`RandomStreams`)."""
         return self.xp.astype(self._paired(shape, block, lambda u0, u1: (u0, u1)), self.dtype)
 
     def normal(self, shape: Sequence[int] = (), block=None) -> Any:
@@ -398,6 +399,8 @@ class CounterRandomStreams:
     def complex_normal(self, shape: Sequence[int] = (), block=None) -> Any:
         """Complex normal numbers ``(a + i b)/sqrt(2)``, ``a, b`` standard normal."""
         xp = self.xp
+        if int(np.prod(tuple(int(s) for s in shape), dtype=np.int64)) > 2 ** 32:
+            raise ValueError("CounterRandomStreams: a complex draw of more than 2**32 numbers")
         j = self._elements(shape, block)
         u0, u1 = self._uniform_pairs(j)
         r = xp.sqrt(-1.0 * xp.log(1.0 - u0))              # sqrt(-2 log) / sqrt(2)
@@ -442,14 +445,18 @@ def device_constant(xp, host: np.ndarray, dtype=None, device=None):
     every application (each copy a host-device synchronisation). Keyed by the values, dtype and
     shape of ``host`` and by the namespace, ``dtype`` and device, so a cached array is never
     a different constant; the cache holds at most 256 entries (then starts afresh). The result
-    is shared: never write into it."""
+    is shared: never write into it (NumPy results are read-only)."""
     host = np.asarray(host)
-    key = (host.tobytes(), host.shape, host.dtype.str, backend_name(xp), str(dtype), str(device))
+    # device None is the namespace's current device (on CuPy: the current GPU), named as such
+    where = str(device) if device is not None else str(device_of(xp.empty((0,))))
+    key = (host.tobytes(), host.shape, host.dtype.str, backend_name(xp), str(dtype), where)
     out = _DEVICE_CONSTANTS.get(key)
     if out is None:
         if len(_DEVICE_CONSTANTS) >= _DEVICE_CONSTANTS_MAX:
             _DEVICE_CONSTANTS.clear()
         out = xp.asarray(np.array(host), dtype=dtype, device=device)
+        if isinstance(out, np.ndarray):
+            out.setflags(write=False)            # shared: a write would change every user
         _DEVICE_CONSTANTS[key] = out
     return out
 

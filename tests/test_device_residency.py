@@ -84,3 +84,20 @@ def test_fermion_trajectory_reads_once_per_check_interval(monkeypatch):
     # process also puts its constants (gamma matrices, two boundary-sign vectors) on the device
     # once (backend.device_constant), whichever trajectory comes first
     assert 0 <= every["writes"] - each["writes"] <= 3 and every["write_bytes"] < 1024
+
+
+def test_device_constants_are_shared_read_only():
+    """The Dirac operator's constants are cached per namespace, dtype and device: the same
+    object comes back, and on NumPy it cannot be written (a write would change every later
+    operator)."""
+    from lattice_ml.backend import namespace_by_name
+    from lattice_ml.fermions.gamma import gamma_matrices
+    xp = namespace_by_name("numpy")
+    g = gamma_matrices(4, xp)
+    assert gamma_matrices(4, xp) is g
+    with pytest.raises(ValueError, match="read-only"):
+        g[0] = 0
+    assert gamma_matrices(4, xp, dtype=xp.complex64) is not g
+    on_device = gamma_matrices(4, strict, device=DEVICE)
+    assert "device1" in str(on_device.device)
+    assert gamma_matrices(4, strict) is not on_device      # the CPU device is another key

@@ -165,3 +165,40 @@ def test_multishift_is_independent_of_the_sync_interval(xp):
             np.testing.assert_array_equal(getattr(i1, f), getattr(ik, f))
         assert ik.host_syncs <= math.ceil(i1.history.shape[0] / k)
     assert i1.host_syncs == i1.history.shape[0]
+
+
+def test_multishift_complex64_target_in_the_rounding_gap(monkeypatch):
+    """complex64: the per-shift stopping product zeta^2 |r|^2 is formed the same way on the host
+    and on the device (zeta^2 in float32, the product in float64). A target chosen between the
+    float32-rounded and the exact product of one iteration once split the two masks, and the
+    host replayed a frozen entry until maxiter (500 iterations for a 6-iteration solve)."""
+    import lattice_ml.fermions.solvers.multishift as ms
+    rng = np.random.default_rng(1)
+    d = np.linspace(0.5, 5.0, 40).astype(np.float32)
+
+    def A(v):
+        return v * d[None, :]
+
+    b = (rng.standard_normal((1, 40)) + 1j * rng.standard_normal((1, 40))).astype(np.complex64)
+    seen, host = [], ms._host
+    monkeypatch.setattr(ms, "_host", lambda *a: seen.append(host(*a)[0]) or [seen[-1]])
+    multishift_cg(A, b, [0.0, 0.3], tol=[1e-1, 1e-7], maxiter=60, raise_on_failure=False,
+                  refine=False, check_every=1)
+    monkeypatch.setattr(ms, "_host", host)
+    products = [(np.float64(f[3, 0] * f[3, 0]) * np.float64(f[1, 0]),
+                 float(np.float32(f[3, 0] ** 2) * np.float32(f[1, 0])))
+                for f in seen if f.shape[0] == 4]
+    bb = float(np.sum(np.abs(b) ** 2))
+    gaps = [i for i, (e, h) in enumerate(products) if i >= 3 and h != e
+            and all(min(pe, ph) > max(e, h) for pe, ph in products[:i])]
+    assert gaps, "no iteration with a rounding gap to aim at"
+    e, h = products[gaps[0]]
+    tol = math.sqrt(0.5 * (e + h) / bb)
+    out = []
+    for k in (1, 10):
+        x, info = multishift_cg(A, b, [0.0, 0.3], tol=[0.99, tol], maxiter=500,
+                                raise_on_failure=False, refine=False, check_every=k)
+        assert info.iterations.max() < 20, info.iterations
+        out.append((x, info))
+    assert np.array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1].iterations, out[1][1].iterations)

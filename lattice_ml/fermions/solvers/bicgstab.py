@@ -70,6 +70,8 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
     x, r, run = _Run.start(xp, A, b, x0, tol, maxiter, raise_on_failure, name)
     if breakdown_tol is None:
         breakdown_tol = _default_breakdown_tol(xp, b.dtype)
+    if not (isinstance(restart_tol, (int, float)) and restart_tol >= 0):
+        raise ValueError(f"bicgstab: restart_tol must be a number >= 0, got {restart_tol!r}")
     if isinstance(shadow_restarts, bool) or not isinstance(shadow_restarts, (int, np.integer)) \
             or shadow_restarts < 0:
         raise ValueError(f"bicgstab: shadow_restarts must be a non-negative integer, got "
@@ -189,9 +191,8 @@ def _rho_and_rv_breakdowns(run, breakdown_tol, rho, rv, rhat2, r, v, s, restart_
     """Host check of ``rho' = <rhat, r>`` and ``<rhat, v>`` against ``breakdown_tol`` times the
     norms (and of finiteness); records the breakdowns. Entries with ``|rho'| <= restart_tol
     ||rhat|| ||r||`` that are still ``restartable`` (host mask) are returned as ``lost``
-    instead (``<``: ``restart_tol = 0`` restarts none; lost bi-orthogonality: the caller
-    restarts them). Returns ``(|s|^2, bad, lost)``
-    (host)."""
+    instead (the caller restarts them with a fresh shadow vector). Returns ``(|s|^2, bad,
+    lost)`` (host)."""
     h_rho, h_rv, h_rh2, h_rr, h_v2, h_ss = _host(rho, rv, rhat2, norm2(r), norm2(v), norm2(s))
     nrm = np.sqrt(h_rh2) * np.sqrt(h_rr)
     finite = np.isfinite(h_rho)

@@ -193,7 +193,9 @@ def _shifted_cg(xp, A, b, sig, bb, target2, maxiter, raise_on_failure, name, eve
                     "finite (is A + min(shifts) hermitian positive definite?)",
                     entries=[e], iteration=int(iters[e]))
             rr = np.where(active & ~bad, h_rr, rr)
-            res2_k = np.where(act_k & ~bad[None, :], (zeta_h ** 2) * rr[None, :], res2_k)
+            # exactly the device's rule: zeta^2 in the field's precision, the product in float64
+            z2 = (zeta_h * zeta_h).astype(np.float64)
+            res2_k = np.where(act_k & ~bad[None, :], z2 * rr[None, :], res2_k)
             act_k = act_k & ~bad[None, :] & (res2_k > target2) & (iters[None, :] < maxiter)
             history.append(np.sqrt(res2_k / bb_safe[None, :]))
         # the device masks already equal the host's: nothing goes back to the device
