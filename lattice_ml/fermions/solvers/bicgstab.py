@@ -83,6 +83,17 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
         return xp.ones((run.nb,), dtype=sdt, device=device_of(b))
 
     shadows = _Shadows(xp, b, shadow)
+
+    def restart_from(entries, rt, r, rhat, p, v, rho, alpha, omega):
+        """The recursion of the host mask ``entries`` started again from the residual ``rt``:
+        a fresh shadow vector, ``p = v = 0``, ``rho = alpha = omega = 1``."""
+        m1 = run.mask(entries)
+        m = col(m1)
+        rhat = xp.where(m, shadows.new(rt), rhat)
+        return (xp.where(m, rt, r), rhat, norm2(rhat), xp.where(m, xp.zeros_like(p), p),
+                xp.where(m, xp.zeros_like(v), v), xp.where(m1, ones(), rho),
+                xp.where(m1, ones(), alpha), xp.where(m1, ones(), omega))
+
     rhat = shadows.new(r)
     rhat2 = norm2(rhat)
     rho, alpha, omega = ones(), ones(), ones()
@@ -127,16 +138,8 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
                 rt = b - A(x)
                 run.matvecs += 1
                 rt2 = _host(norm2(rt))[0]
-                m1 = run.mask(lost)
-                m = col(m1)
-                r = xp.where(m, rt, r)
-                rhat = xp.where(m, shadows.new(rt), rhat)
-                rhat2 = norm2(rhat)
-                p = xp.where(m, xp.zeros_like(p), p)
-                v = xp.where(m, xp.zeros_like(v), v)
-                rho = xp.where(m1, ones(), rho)
-                alpha = xp.where(m1, ones(), alpha)
-                omega = xp.where(m1, ones(), omega)
+                r, rhat, rhat2, p, v, rho, alpha, omega = restart_from(
+                    lost, rt, r, rhat, p, v, rho, alpha, omega)
                 n_shadow += lost
                 run.restarts += lost
                 run.rr = np.where(lost, rt2, run.rr)
@@ -145,17 +148,9 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
         restarted = run.restart(A, x, restart_on_true_residual)
         if restarted is None:
             return run.finish(x)
-        rt, redo = restarted                     # fresh shadow vector, rho = alpha = omega = 1
-        m1 = run.mask(redo)
-        m = col(m1)
-        r = xp.where(m, rt, r)
-        rhat = xp.where(m, shadows.new(rt), rhat)
-        rhat2 = norm2(rhat)
-        p = xp.where(m, xp.zeros_like(p), p)
-        v = xp.where(m, xp.zeros_like(v), v)
-        rho = xp.where(m1, ones(), rho)
-        alpha = xp.where(m1, ones(), alpha)
-        omega = xp.where(m1, ones(), omega)
+        rt, redo = restarted
+        r, rhat, rhat2, p, v, rho, alpha, omega = restart_from(
+            redo, rt, r, rhat, p, v, rho, alpha, omega)
 
 
 def _default_breakdown_tol(xp, dtype) -> float:
