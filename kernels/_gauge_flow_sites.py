@@ -325,20 +325,9 @@ def pullback_batches3(U, rho, Kc, S, p_type, p_start, p_len, st_dir, st_sign, mu
                     if m == 0:
                         continue
                     pre = scale(rho[p_type[p], mu], LU)
-                    pos = fwd[x, mu]
-                    for i in range(m):
-                        nu = st_dir[p_start[p] + i]
-                        a_dir[i] = nu
-                        if st_sign[p_start[p] + i] > 0:
-                            a_sign[i] = 1
-                            a_site[i] = pos
-                            store(A, 0, 0, i, load(U, b, nu, pos))
-                            pos = fwd[pos, nu]
-                        else:
-                            a_sign[i] = -1
-                            pos = bwd[pos, nu]
-                            a_site[i] = pos
-                            store(A, 0, 0, i, dag(load(U, b, nu, pos)))
+                    # the staple path p, from the link's end x + mu
+                    _walk3(U, b, fwd[x, mu], p, p_start, p_len, st_dir, st_sign, fwd, bwd, A,
+                           a_dir, a_site, a_sign)
                     # suf[i] = A[i+1] ... A[m-1]
                     if m > 1:
                         store(suf, 0, 0, m - 2, load(A, 0, 0, m - 1))
@@ -380,7 +369,8 @@ finish3 = _njit(finish3, parallel=True)
 # i < l_len[r], from the base site x.
 # ------------------------------------------------------------------------------------------
 def _walk3(U, b, x, r, l_start, l_len, l_dir, l_sign, fwd, bwd, A, a_dir, a_site, a_sign):
-    """The links of loop r based at x, in loop order (daggered for backward steps)."""
+    """The links of path r (loop or staple table) starting at site x, in path order (daggered
+    for backward steps)."""
     pos = x
     for i in range(l_len[r]):
         nu = l_dir[l_start[r] + i]
