@@ -89,19 +89,26 @@ def _neighbours(L0: int, L1: int, K: int, sign: int):
 
 
 @njit(cache=True)
+def _gather(x2, nb, V, r0, n, P):
+    """``P[:n] = im2col(x2)[r0:r0 + n]``: the patches of rows ``r0 .. r0 + n - 1``."""
+    C = x2.shape[1]
+    KK = nb.shape[1]
+    for row in range(n):
+        s = (r0 + row) % V
+        base = r0 + row - s
+        for k in range(KK):
+            src = base + nb[s, k]
+            for i in range(C):
+                P[row, k * C + i] = x2[src, i]
+
+
+@njit(cache=True)
 def _conv_rows(x2, nb, V, Wm, rows, P, Y):
     """``Y = im2col(x2) Wm``, ``rows`` rows at a time through the buffer ``P[rows, K^2 C]``."""
-    N, C = x2.shape
-    KK = nb.shape[1]
+    N = x2.shape[0]
     for r0 in range(0, N, rows):
         n = min(rows, N - r0)
-        for row in range(n):
-            s = (r0 + row) % V
-            base = r0 + row - s
-            for k in range(KK):
-                src = base + nb[s, k]
-                for i in range(C):
-                    P[row, k * C + i] = x2[src, i]
+        _gather(x2, nb, V, r0, n, P)
         np.dot(P[:n], Wm, Y[r0:r0 + n])
 
 
@@ -109,20 +116,13 @@ def _conv_rows(x2, nb, V, Wm, rows, P, Y):
 def _weight_grad(x2, G, nb, V, rows, P, saved, gWm):
     """``gWm = G^T im2col(x2)``: from the patches ``P`` when ``saved``, else gathered into the
     buffer ``P[rows, K^2 C]`` chunk by chunk."""
-    N, C = x2.shape
-    KK = nb.shape[1]
+    N = x2.shape[0]
     for r0 in range(0, N, rows):
         n = min(rows, N - r0)
         if saved:
             Pc = P[r0:r0 + n]
         else:
-            for row in range(n):
-                s = (r0 + row) % V
-                base = r0 + row - s
-                for k in range(KK):
-                    src = base + nb[s, k]
-                    for i in range(C):
-                        P[row, k * C + i] = x2[src, i]
+            _gather(x2, nb, V, r0, n, P)
             Pc = P[:n]
         gWm += np.dot(G[r0:r0 + n].T, Pc)
 
