@@ -498,3 +498,16 @@ class GradientFlow:
         th = self.params["theta"]
         self.params = {"theta": asarray(a, xp or self.xp, dtype=dtype or th.dtype,
                                         device=device)}
+
+    # -- inverse map gradients -----------------------------------------------------------------
+    def inverse_cache(self, U):
+        """``(z, log|det dz/dU|, cache)`` for :meth:`inverse_vjp` (forward-KL training, path
+        gradients): :mod:`lattice_ml.flows.gradient_flow_inverse`."""
+        from .gradient_flow_inverse import inverse_cache
+        return inverse_cache(self, U)
+
+    def inverse_vjp(self, cache, gz, glogdet, need_params: bool = True):
+        """Cotangents ``(gU, gparams)`` of ``<gz, z> + <glogdet, log|det dz/dU|>`` for
+        ``(z, logdet) = inverse(U)``: :mod:`lattice_ml.flows.gradient_flow_inverse`."""
+        from .gradient_flow_inverse import inverse_vjp
+        return inverse_vjp(self, cache, gz, glogdet, need_params)
