@@ -53,10 +53,13 @@ def train(flow, action, args, xp):
     sched = cosine_decay(args.lr, args.steps, args.lr_min) if args.cosine else constant(args.lr)
     opt = Adam(sched)
     rng = RandomStreams(args.seed, args.batch, xp, dtype=args.dtype)
+    late = args.batch_late_from if args.batch_late else args.steps + 1
+    rng_late = RandomStreams(args.seed + 3, args.batch_late, xp, dtype=args.dtype) \
+        if args.batch_late else None
     hist = {"loss": [], "ess": [], "grad_norm": []}
     t0, c0 = time.perf_counter(), time.process_time()
     for step in range(1, args.steps + 1):
-        z = flow.draw_latent(rng)
+        z = flow.draw_latent(rng if step < late else rng_late)
         loss, grads, log_w = reverse_kl_step(flow, action, z, xp)
         grads, norm = clip_by_global_norm(grads, args.clip)
         if math.isfinite(loss) and math.isfinite(norm):
@@ -67,7 +70,8 @@ def train(flow, action, args, xp):
         if step % 100 == 0:
             print(f"step {step:6d}  loss {np.mean(hist['loss'][-100:]):9.4f}  batch ESS "
                   f"{np.mean(hist['ess'][-100:]):.3f}  lr {sched(step):.2e}  "
-                  f"{time.perf_counter() - t0:7.1f} s", flush=True)
+                  f"{time.perf_counter() - t0:7.1f} s wall {time.process_time() - c0:7.1f} s CPU",
+                  flush=True)
         if time.perf_counter() - t0 > args.max_time:
             print(f"time limit {args.max_time} s reached after {step} steps", flush=True)
             break
@@ -109,8 +113,11 @@ def main(argv=None):
     ap.add_argument("--n-mix", type=int, default=6)
     ap.add_argument("--final-scale", type=float, default=1.0)
     ap.add_argument("--schedule", type=str, default="",
-                    help="layer cycle as mu:off,mu:off,... (default: the tutorial's)")
+                    help="layer cycle as mu:off,mu:off,... (default: DEFAULT_SCHEDULE)")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch-late", type=int, default=0,
+                    help="batch size from step --batch-late-from on (0: keep --batch)")
+    ap.add_argument("--batch-late-from", type=int, default=0)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-min", type=float, default=1e-5)
@@ -149,7 +156,8 @@ def main(argv=None):
         "kernel": args.kernel, "n_mix": args.n_mix,
         "schedule": [[layer.mu, layer.off] for layer in flow.layers],
         "n_parameters": flow.n_parameters,
-        "batch": args.batch, "dtype": args.dtype, "steps": n_done, "lr": args.lr,
+        "batch": args.batch, "batch_late": args.batch_late,
+        "batch_late_from": args.batch_late_from, "dtype": args.dtype, "steps": n_done, "lr": args.lr,
         "cosine": args.cosine, "lr_min": args.lr_min, "clip": args.clip,
         "training_wall_s": t_train, "s_per_step": t_train / max(n_done, 1),
         "training_cpu_s": cpu_train, "load_average_after_training": os.getloadavg(),

@@ -4,8 +4,10 @@ Checks: plaquette angles against the library's plaquettes; the NCP mixture is a 
 diffeomorphism with the stated derivative and inverse; gauge equivariance F(g.U) = g.F(U) and
 invariance of logJ to round-off; invertibility to round-off; logJ against log|det| of the dense
 Jacobian in Lie-algebra coordinates on 4x4 (built from vjps and from central finite
-differences); every vjp (input links, all parameters, the NCP mixture) against float64 central
-finite differences along random directions over all links / all entries; flow independence
+differences); every vjp (input links, all parameters, the NCP mixture; of the forward map and
+of the inverse, inverse_vjp) against float64 central finite differences along random directions
+over all links / all entries; the NCP mixture finite and accurate in float32 at large |s|; flow
+independence
 Metropolis with a barely trained flow against the exact 2D plaquette and topological
 susceptibility (character expansion, tests/gauge_exact.py) within 4 sigma (Gamma method).
 Runs on NumPy and array-api-strict."""
@@ -93,6 +95,22 @@ def test_ncp_mixture_is_a_circle_diffeomorphism(xp):
     y = asarray(np.broadcast_to(grid[:-1], (5, 400)).copy(), xp)
     x = mix.inverse(y, s)
     np.testing.assert_allclose(to_numpy(mix.forward(x, s)[0]), to_numpy(y), atol=1e-13)
+
+
+def test_ncp_mixture_float32_at_large_s(xp):
+    """log h' and its vjp stay finite and float32-accurate where the components are sharp
+    (|s| up to 12, P at 0 and near pi): cosh s - sinh s cos P would cancel to 0 at P = 0."""
+    mix = NCPMixture()
+    s64 = np.array([[12.0, -12.0, 9.0], [10.0, 0.3, -11.0]])[:, None, :]
+    P64 = np.broadcast_to(np.array([0.0, 1e-3, 1.0, math.pi - 1e-3], dtype=np.float32),
+                          (2, 4)).astype(np.float64)        # the float32 inputs, exactly
+    ref = [to_numpy(a) for a in mix.forward(asarray(P64, xp), asarray(s64, xp))[:2]]
+    out = mix.forward(asarray(P64, xp, dtype=xp.float32), asarray(s64, xp, dtype=xp.float32))
+    for a, b in zip(out[:2], ref):
+        assert a.dtype == xp.float32
+        np.testing.assert_allclose(to_numpy(a), b, rtol=1e-5, atol=1e-5)
+    g = mix.vjp(out[2], xp.ones((2, 4), dtype=xp.float32), xp.ones((2, 4), dtype=xp.float32))
+    assert all(np.all(np.isfinite(to_numpy(a))) for a in g)
 
 
 def test_ncp_mixture_vjp_matches_finite_differences(xp):
@@ -279,6 +297,89 @@ def test_vjp_parameters_match_finite_differences(xp):
         an = float(np.sum(to_numpy(g) * v))
         assert abs(an) > 1e-6, name
         assert rel_dev(fd, an) < TOL, (name, fd, an)
+
+
+def _inverse_case(xp, seed, n_layers=8):
+    """A flow far from the identity and links ``U = f(z)`` (the inverse's input)."""
+    flow = small_flow(xp, n_layers=n_layers, final_scale=2.0)
+    U, _ = flow.forward(flow.draw_latent(RandomStreams(seed, 3, xp)))
+    return flow, U
+
+
+def test_inverse_vjp_input_matches_finite_differences(xp):
+    """inverse_vjp (the link derivative of the path-gradient estimator) along random algebra
+    directions moving all links at once, for a generic L = sum Re(conj(C) z) + sum c logdet_inv
+    and for log q(U) + S(U) summed over the batch (gz = 0, glogdet = 1, gU += -force)."""
+    flow, U = _inverse_case(xp, 31)
+    z, ld, caches = flow.inverse_cache(U)
+    z1, ld1 = flow.inverse(U)
+    np.testing.assert_allclose(to_numpy(z), to_numpy(z1), atol=0)
+    np.testing.assert_allclose(to_numpy(ld), to_numpy(ld1), atol=0)
+    C = asarray(host_normal(32, tuple(z.shape)) + 1j * host_normal(33, tuple(z.shape)), xp)
+    c = asarray(host_normal(34, (3,)), xp)
+    value, cotangent = _objective(xp, C, c)
+    action = GaugeAction(1.3, 1)
+    ones = xp.ones((3,), dtype=xp.float64)
+
+    def logq_plus_s(UU):
+        zz, ldd = flow.inverse(UU)
+        return float(xp.sum(ldd + action.action(UU)))
+
+    cases = [(lambda UU: value(*flow.inverse(UU)), cotangent(z), c, None),
+             (logq_plus_s, xp.zeros_like(z), ones, -action.force(U))]
+    for k, (f, gz, glog, extra) in enumerate(cases):
+        gU, gp = flow.inverse_vjp(caches, gz, glog)
+        gU2, gp2 = flow.inverse_vjp(caches, gz, glog, need_params=False)
+        assert gp2 is None and sorted(gp) == sorted(flow.params)
+        np.testing.assert_allclose(to_numpy(gU2), to_numpy(gU), atol=1e-14)
+        if extra is not None:
+            gU = gU + extra
+        coords = to_numpy(matrix_to_algebra(gU))
+        for d in range(2):
+            v = host_normal(40 + 3 * k + d, tuple(U.shape[:-2]) + (1,))
+            fd = (f(perturb_links(U, v, H, xp)) - f(perturb_links(U, v, -H, xp))) / (2 * H)
+            an = float(np.sum(coords * v))
+            assert abs(an) > 1e-3
+            assert rel_dev(fd, an) < TOL, (k, d, fd, an)
+
+
+def test_inverse_vjp_parameters_match_finite_differences(xp):
+    """Every parameter array along a random direction for mean_b log q(U_b) at fixed links U
+    (the forward-KL loss up to its sign) and for a generic objective of (z, logdet_inv)."""
+    flow, U = _inverse_case(xp, 35, n_layers=4)
+    B = 3
+    z, _, caches = flow.inverse_cache(U)
+    C = asarray(host_normal(36, tuple(z.shape)) + 1j * host_normal(37, tuple(z.shape)), xp)
+    c = asarray(host_normal(38, (B,)), xp)
+    value, cotangent = _objective(xp, C, c)
+    names, leaves, td = flatten(flow.params)
+    params0 = flow.params
+
+    def at(params, f):
+        flow.params = params
+        out = f(*flow.inverse(U))
+        flow.params = params0
+        return out
+
+    cases = [(lambda zz, ldd: float(xp.mean(ldd)), xp.zeros_like(z),
+              xp.full((B,), 1.0 / B, dtype=xp.float64)),
+             (value, cotangent(z), c)]
+    for k, (f, gz, glog) in enumerate(cases):
+        _, grads = flow.inverse_vjp(caches, gz, glog)
+        gnames, gleaves, _ = flatten(grads)
+        assert gnames == names
+        for i, (name, p, g) in enumerate(zip(names, leaves, gleaves)):
+            assert tuple(g.shape) == tuple(p.shape), name
+            v = host_normal(200 + 50 * k + i, tuple(p.shape))
+            vals = []
+            for eps in (H, -H):
+                new = list(leaves)
+                new[i] = p + eps * asarray(v, xp)
+                vals.append(at(unflatten(td, new), f))
+            fd = (vals[0] - vals[1]) / (2 * H)
+            an = float(np.sum(to_numpy(g) * v))
+            assert abs(an) > 1e-6, (k, name)
+            assert rel_dev(fd, an) < TOL, (k, name, fd, an)
 
 
 # ------------------------------------------------------------------------------------------

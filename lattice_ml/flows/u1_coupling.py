@@ -62,7 +62,9 @@ from ``h(P) = wrap(P' - t)`` by a safeguarded Newton iteration inside the bracke
 (bisection where a Newton step leaves the bracket), to round-off; then the links move back by
 ``-sigma_mu m_a (P' - P)``.
 
-Derivatives used by the vjp (``D_k = cosh s_k - sinh s_k cos P``)::
+Derivatives used by the vjp (``D_k = cosh s_k - sinh s_k cos P``, evaluated as
+``e^{-s_k} cos^2(P/2) + e^{s_k} sin^2(P/2)``, a sum of positive terms: the difference form
+cancels to 0 in float32 at ``P = 0`` once ``s_k > 8``, which training reaches)::
 
     dh/dP     = h' = (1/K) sum_k 1/D_k          dh/ds_k = sin P / (K D_k)
     dlog h'/dP   = -(1/(K h')) sum_k sinh s_k sin P / D_k^2
@@ -84,6 +86,9 @@ passive in one. The default cycle :data:`DEFAULT_SCHEDULE` is ``(0,0), (0,3), (0
 quarter of the steps (docs/gauge_flows_coupling.md).
 
 ``forward(z) -> (U, logJ)``, ``logJ = log|det dU/dz|``; ``log q(U) = -logJ`` at ``z = f^{-1}(U)``.
+``inverse_cache(U) -> (z, logdet_inv, caches)`` and ``inverse_vjp(caches, gz, glogdet)`` give
+the exact vjp of the inverse (implicit differentiation of ``h(P; s) = P' - t``: ``dP = (dP' - dt
+- (dh/ds) ds) / h'``), e.g. the link gradient of ``log q(U)`` for path-gradient training.
 
 Cotangents of links (``gU`` for the output, ``gz`` for the input of :meth:`U1CouplingFlow.vjp`)
 are Lie-algebra fields in matrix form ``[batch, 2, L0, L1, 1, 1]``, ``G = (dL/da) T_0`` with
@@ -167,38 +172,42 @@ class NCPMixture:
         """``(h, log h', cache)`` for ``P`` in [-pi, pi)."""
         xp = namespace(P, s)
         K = s.shape[-1]
-        Pe = P[..., None]
-        half = 0.5 * Pe
-        es = xp.exp(s)
-        g = 2.0 * xp.atan2(es * xp.sin(half), xp.cos(half))
-        ch, sh = 0.5 * (es + 1.0 / es), 0.5 * (es - 1.0 / es)
-        cosP = xp.cos(Pe)
-        invD = 1.0 / (ch - sh * cosP)
+        g, c, sn, es, ems, invD = self._parts(P, s)
         h = xp.sum(g, axis=-1) / K
         hp = xp.sum(invD, axis=-1) / K
-        return h, xp.log(hp), (Pe, cosP, ch, sh, invD, hp, K)
+        return h, xp.log(hp), (c, sn, es, ems, invD, hp, K)
+
+    @staticmethod
+    def _parts(P, s):
+        """``g_k``, ``cos(P/2)``, ``sin(P/2)``, ``e^{s_k}``, ``e^{-s_k}`` and ``1/D_k`` with
+        ``D_k = e^{-s_k} cos^2(P/2) + e^{s_k} sin^2(P/2)`` (``= cosh s_k - sinh s_k cos P``
+        without its cancellation, which leaves 0 in float32 at ``P = 0`` once ``s_k > 8``)."""
+        xp = namespace(P, s)
+        half = 0.5 * P[..., None]
+        c, sn = xp.cos(half), xp.sin(half)
+        es = xp.exp(s)
+        ems = xp.exp(-s)
+        g = 2.0 * xp.atan2(es * sn, c)
+        return g, c, sn, es, ems, 1.0 / (ems * (c * c) + es * (sn * sn))
 
     def value(self, P, s):
         """``(h, h')`` only (used by the inverse iteration)."""
         xp = namespace(P, s)
         K = s.shape[-1]
-        Pe = P[..., None]
-        half = 0.5 * Pe
-        es = xp.exp(s)
-        g = 2.0 * xp.atan2(es * xp.sin(half), xp.cos(half))
-        ch, sh = 0.5 * (es + 1.0 / es), 0.5 * (es - 1.0 / es)
-        invD = 1.0 / (ch - sh * xp.cos(Pe))
+        g, _, _, _, _, invD = self._parts(P, s)
         return xp.sum(g, axis=-1) / K, xp.sum(invD, axis=-1) / K
 
     def vjp(self, cache, gh, glog):
         """Cotangents ``(gP, gs)`` of ``<gh, h> + <glog, log h'>``."""
         xp = namespace(gh)
-        Pe, cosP, ch, sh, invD, hp, K = cache
-        sinP = xp.sin(Pe)
+        c, sn, es, ems, invD, hp, K = cache
+        sinP = 2.0 * sn * c
         invD2 = invD * invD
         w = (glog / hp)[..., None] / K                     # glog / (K h')
-        gP = gh * hp - xp.sum(w * sh * sinP * invD2, axis=-1)
-        gs = gh[..., None] * (sinP * invD / K) - w * (sh - ch * cosP) * invD2
+        dD_dP = (0.5 * (es - ems)) * sinP                  # sinh s sin P
+        dD_ds = es * (sn * sn) - ems * (c * c)             # sinh s - cosh s cos P
+        gP = gh * hp - xp.sum(w * dD_dP * invD2, axis=-1)
+        gs = gh[..., None] * (sinP * invD / K) - w * dD_ds * invD2
         return gP, gs
 
     def inverse(self, y, s, max_iter: int = 200):
@@ -314,14 +323,39 @@ class U1PlaquetteCoupling:
         gP = gP + self.frozen * (cosP * ginp[..., 1] - sinP * ginp[..., 0])
         return gout + u1_plaquette_angles_transpose(gP), gparams
 
-    def inverse(self, params, theta_out):
-        """``(theta, logdet_inv)`` with ``logdet_inv = -logdet`` of the forward map at theta."""
+    def inverse_cache(self, params, theta_out):
+        """``(theta, logdet_inv, cache)`` with ``logdet_inv = -logdet`` of the forward map at
+        theta; ``cache`` is for :meth:`inverse_vjp`."""
         Pn = u1_plaquette_angles(theta_out)
-        s, t, _ = self._conditioner(params, Pn)          # frozen plaquettes are unchanged
+        s, t, ccache = self._conditioner(params, Pn)     # frozen plaquettes are unchanged
         P = self.transform.inverse(wrap_angle(Pn - t), s)
-        _, logdh, _ = self.transform.forward(P, s)
+        _, logdh, mcache = self.transform.forward(P, s)
         theta = self._move(theta_out, wrap_angle(P - Pn))
-        return theta, -self._sum_sites(self.active * logdh)
+        return theta, -self._sum_sites(self.active * logdh), (ccache, mcache)
+
+    def inverse(self, params, theta_out):
+        """``(theta, logdet_inv)`` (:meth:`inverse_cache` without the cache)."""
+        theta, ld, _ = self.inverse_cache(params, theta_out)
+        return theta, ld
+
+    def inverse_vjp(self, params, cache, gtheta, glogdet, need_params: bool = True):
+        """Cotangents ``(gtheta_out, gparams)`` of ``<gtheta, theta> + <glogdet, logdet_inv>``
+        for the inverse map (module docstring, *Inverse*: ``P`` solves ``h(P; s) = Pn - t``,
+        so ``dP = (d(Pn - t) - dh/ds ds) / h'``)."""
+        xp = namespace(gtheta)
+        (cosP, sinP, ncaches), mcache = cache
+        hp = mcache[5]
+        gdelta = (self.sign * self.active) * gtheta[:, self.mu, ...]    # delta = P - Pn
+        glog = -self.active * glogdet[:, None, None]
+        zero = xp.zeros_like(gdelta)
+        gP, gs = self.transform.vjp(mcache, zero, glog)                # through log h'(P; s)
+        gy = (gP + gdelta) / hp                                        # y = Pn - t
+        gs = gs - self.transform.vjp(mcache, gy, zero)[1]
+        gnet = xp.concat([gs, -gy[..., None]], axis=-1)
+        ginp, gparams = self.net.vjp(params, ncaches, gnet, need_input=True,
+                                     need_params=need_params)
+        gPn = gy - gdelta + self.frozen * (cosP * ginp[..., 1] - sinP * ginp[..., 0])
+        return gtheta + u1_plaquette_angles_transpose(gPn), gparams
 
 
 # ------------------------------------------------------------------------------------------
@@ -397,16 +431,22 @@ class U1CouplingFlow:
         U, logJ, _ = self.forward_cache(z)
         return U, logJ
 
-    def inverse(self, U):
-        """``(z, log|det df^{-1}/dU|)`` (``= -logJ`` at ``z``)."""
+    def inverse_cache(self, U):
+        """``(z, log|det df^{-1}/dU|, caches)`` for :meth:`inverse_vjp`."""
         self._check(U, "U")
         xp = namespace(U)
         theta = _links_to_angles(U, self.dtype)
         ld = xp.zeros((U.shape[0],), dtype=self.dtype)
+        caches = [None] * len(self.layers)
         for i in range(len(self.layers) - 1, -1, -1):
-            theta, d = self.layers[i].inverse(self.params[f"layer{i}"], theta)
+            theta, d, caches[i] = self.layers[i].inverse_cache(self.params[f"layer{i}"], theta)
             ld = ld + d
-        return _angles_to_links(theta), ld
+        return _angles_to_links(theta), ld, caches
+
+    def inverse(self, U):
+        """``(z, log|det df^{-1}/dU|)`` (``= -logJ`` at ``z``)."""
+        z, ld, _ = self.inverse_cache(U)
+        return z, ld
 
     def log_prob(self, U):
         """``log q(U)`` with respect to the normalised Haar measure, ``[batch]``."""
@@ -432,11 +472,34 @@ class U1CouplingFlow:
         for i in range(len(self.layers) - 1, -1, -1):
             g, grads[f"layer{i}"] = self.layers[i].vjp(self.params[f"layer{i}"], caches[i], g,
                                                        glogJ, need_params)
-        zero = xp.zeros_like(g)
-        gz = make_complex(xp, zero, 0.5 * g, complex_dtype_of(xp, self.dtype))[..., None, None]
+        gz = self._algebra_cotangent(g)
         if not need_params:
             return gz, None
         return gz, {f"layer{i}": grads[f"layer{i}"] for i in range(len(self.layers))}
+
+    def inverse_vjp(self, caches, gz, glogdet, need_params: bool = True):
+        """Cotangents ``(gU, gparams)`` of ``L`` with ``dL = <gz, dz> + <glogdet, dlogdet_inv>``
+        for the inverse map of :meth:`inverse_cache` (``gz``, ``gU`` Lie-algebra fields in
+        matrix form as in :meth:`vjp`; ``glogdet`` ``[batch]``). With ``gz = 0`` and
+        ``glogdet = 1`` (summed over the batch), ``gU`` is the gradient of ``log q(U)``, the
+        link derivative of the path-gradient estimator."""
+        xp = namespace(gz)
+        g = xp.astype(2.0 * xp.imag(gz[..., 0, 0]), self.dtype)
+        glogdet = xp.astype(glogdet, self.dtype)
+        grads = {}
+        for i in range(len(self.layers)):
+            g, grads[f"layer{i}"] = self.layers[i].inverse_vjp(
+                self.params[f"layer{i}"], caches[i], g, glogdet, need_params)
+        gU = self._algebra_cotangent(g)
+        if not need_params:
+            return gU, None
+        return gU, {f"layer{i}": grads[f"layer{i}"] for i in range(len(self.layers))}
+
+    def _algebra_cotangent(self, g):
+        """``G = (i/2) dL/dtheta`` in matrix form ``[batch, 2, L0, L1, 1, 1]``."""
+        xp = namespace(g)
+        return make_complex(xp, xp.zeros_like(g), 0.5 * g,
+                            complex_dtype_of(xp, self.dtype))[..., None, None]
 
     # -- parameters ----------------------------------------------------------------------------
     def params_to_host(self) -> dict:
