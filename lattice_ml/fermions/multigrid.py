@@ -34,8 +34,9 @@ Two-level preconditioner
 
     x = P D~^-1 R v,     x <- x + S(v - D x)
 
-with ``S`` minimal-residual steps (``smoother="mr"``) or any callable (a trained PTC network,
-:mod:`lattice_ml.fermions.ptc`). ``D~^-1``: a dense inverse (``coarse_solver="direct"``, for
+with ``S`` minimal-residual steps (``smoother="mr"``), the Schwarz alternating procedure on
+blocks (``smoother="sap"``, :mod:`lattice_ml.fermions.sap`) or any callable (a trained PTC
+network, :mod:`lattice_ml.fermions.ptc`). ``D~^-1``: a dense inverse (``coarse_solver="direct"``, for
 small coarse grids) or GMRES on the stencil to ``coarse_tol`` (``"gmres"``; then ``M`` is not
 exactly linear, which :func:`fgmres` allows).
 """
@@ -50,65 +51,26 @@ import numpy as np
 
 from ..backend import device_of, namespace, real_dtype_of, to_numpy
 from ..lattice import shift
+from .blocking import Blocking
 from .gamma import gamma5
 from .ptc import ParallelTransport
+from .sap import SchwarzSmoother
 from .solvers import bicgstab, fgmres, norm2, vdot
 
 __all__ = ["Blocking", "near_null_vectors", "CoarseOperator", "TwoLevelMultigrid",
            "mr_smoother"]
 
 
-class Blocking:
-    """Cut ``sites`` into blocks of ``block`` sites; fields ``[batch, *sites, s, N]`` <->
-    blocked ``[batch, *coarse_sites, prod(block) * s * N]`` (the block's dof, site-major)."""
-
-    def __init__(self, sites: Sequence[int], block: Sequence[int], n_spin: int, N: int):
-        self.sites, self.block = tuple(sites), tuple(int(b) for b in block)
-        if len(self.block) != len(self.sites):
-            raise ValueError(f"block {self.block} must have one extent per direction of the "
-                             f"lattice {self.sites}")
-        for L, b in zip(self.sites, self.block):
-            if b < 1 or L % b:
-                raise ValueError(f"block {self.block} does not tile the lattice {self.sites}")
-        self.D = len(self.sites)
-        self.coarse = tuple(L // b for L, b in zip(self.sites, self.block))
-        self.n_spin, self.N = n_spin, N
-        self.block_dof = math.prod(self.block) * n_spin * N
-
-    def to_blocks(self, phi):
-        xp = namespace(phi)
-        B, D = phi.shape[0], self.D
-        sh = [B]
-        for c, b in zip(self.coarse, self.block):
-            sh += [c, b]
-        z = xp.reshape(phi, tuple(sh) + (self.n_spin * self.N,))
-        perm = (0,) + tuple(1 + 2 * k for k in range(D)) + tuple(2 + 2 * k for k in range(D)) \
-            + (2 * D + 1,)
-        return xp.reshape(xp.permute_dims(z, perm), (B,) + self.coarse + (self.block_dof,))
-
-    def from_blocks(self, z):
-        xp = namespace(z)
-        B, D = z.shape[0], self.D
-        z = xp.reshape(z, (B,) + self.coarse + self.block + (self.n_spin * self.N,))
-        perm = [0]
-        for k in range(D):
-            perm += [1 + k, 1 + D + k]
-        perm.append(2 * D + 1)
-        z = xp.permute_dims(z, tuple(perm))
-        return xp.reshape(z, (B,) + self.sites + (self.n_spin, self.N))
-
-    def block_coordinate(self, mu: int):
-        """Host ``[*sites]`` array: the position ``x_mu mod block_mu`` inside the block."""
-        grid = np.indices(self.sites)[mu]
-        return grid % self.block[mu]
-
-
 # ------------------------------------------------------------------------------------------
-def near_null_vectors(W, n_vec: int, n_iter: int = 3, inner_iter: int = 20, seed: int = 0):
+def near_null_vectors(W, n_vec: int, n_iter: int = 3, inner_iter: int = 20, seed: int = 0,
+                      solve: Callable | None = None):
     """``n_vec`` near-null vectors of the Wilson operator ``W`` by inverse iteration: complex
     Gaussian start (host ``default_rng(seed)``), then ``n_iter`` times ``v <- BiCGStab(D, v)``
     with ``inner_iter`` iterations (an approximate ``D^-1 v``, which amplifies the low modes),
-    normalised. Returns a list of ``n_vec`` fields ``[batch, *sites, spin, colour]``."""
+    normalised. ``solve``: any other map iterated in place of the BiCGStab approximate inverse
+    (e.g. ``v -> v - S(D v)``, a smoother ``S`` applied to ``D v = 0``, which damps the high
+    modes), applied to all vectors as one batch. Returns a list of ``n_vec`` fields
+    ``[batch, *sites, spin, colour]``."""
     xp = W.xp
     B = W.U.shape[0]
     rng = np.random.default_rng(seed)
@@ -116,7 +78,7 @@ def near_null_vectors(W, n_vec: int, n_iter: int = 3, inner_iter: int = 20, seed
     h = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
     v = xp.asarray(h, dtype=W.dtype, device=W.device)
 
-    def solve(x):
+    def bicgstab_solve(x):
         if B == 1:                                   # all vectors in one batched solve
             y, _ = bicgstab(W.apply, x, maxiter=inner_iter, raise_on_failure=False)
             return y
@@ -124,6 +86,12 @@ def near_null_vectors(W, n_vec: int, n_iter: int = 3, inner_iter: int = 20, seed
                           raise_on_failure=False)[0] for k in range(n_vec)]
         return xp.concat(parts, axis=0)
 
+    if solve is None:
+        solve = bicgstab_solve
+    elif B > 1:
+        inner = solve
+        solve = lambda x: xp.concat([inner(x[k * B:(k + 1) * B, ...])  # noqa: E731
+                                     for k in range(n_vec)], axis=0)
     for _ in range(n_iter):
         v = solve(v)
         nrm = xp.sqrt(norm2(v))
@@ -145,7 +113,6 @@ class CoarseOperator:
         self._inv = None
 
     def apply(self, c):
-        xp = self.xp
         z = c[..., None]
         out = self.A @ z
         for mu in range(self.D):
@@ -202,6 +169,10 @@ def mr_smoother(D: Callable, n_steps: int) -> Callable:
     return smooth
 
 
+def _is(option, name: str) -> bool:
+    return isinstance(option, str) and option == name
+
+
 class TwoLevelMultigrid:
     """Two-level preconditioner for the Wilson operator ``W`` (module docstring).
 
@@ -215,8 +186,17 @@ class TwoLevelMultigrid:
         ``near_null_vectors(W, n_vec, n_iter, inner_iter, seed)``.
     chiral : bool
         Split every vector by chirality (D = 2, 4).
-    smoother : ``"mr"`` or callable ``r -> y``
-        Post-smoother (``n_smooth`` MR steps, or e.g. a trained PTC network's operator).
+    smoother : ``"mr"``, ``"sap"`` or callable ``r -> y``
+        Post-smoother: ``n_smooth`` MR steps; the Schwarz alternating procedure
+        (:class:`lattice_ml.fermions.sap.SchwarzSmoother` with blocks ``sap_block``, default
+        ``block``, ``sap_cycles`` cycles of ``sap_mr`` block MR steps); or e.g. a trained PTC
+        network's operator.
+    sap_solver : ``"mr"`` or ``"exact"``
+        The SAP block solves (``sap_mr`` MR steps, or dense block inverses for small blocks).
+    null_solver : ``"bicgstab"`` or ``"sap"``
+        The near-null vectors' iteration (``n_iter`` times): ``v <- BiCGStab(D, v)`` with
+        ``inner_iter`` steps (inverse iteration), or ``v <- v - S(D v)`` with the SAP smoother
+        ``S`` (smoothing ``D v = 0``, as in the DD-alphaAMG setup; needs ``smoother="sap"``).
     coarse_solver : ``"direct"`` or ``"gmres"`` (``coarse_tol``, ``coarse_restart``)
 
     ``setup_seconds`` records the wall time of the setup (vectors, basis, coarse operator,
@@ -226,14 +206,31 @@ class TwoLevelMultigrid:
     def __init__(self, W, block: Sequence[int], *, n_vec: int = 8, vectors=None,
                  n_iter: int = 3, inner_iter: int = 20, seed: int = 0, chiral: bool = True,
                  smoother="mr", n_smooth: int = 4, coarse_solver: str = "direct",
-                 coarse_tol: float = 0.05, coarse_restart: int = 30):
+                 coarse_tol: float = 0.05, coarse_restart: int = 30,
+                 sap_block: Sequence[int] | None = None, sap_cycles: int = 1, sap_mr: int = 4,
+                 sap_solver: str = "mr", null_solver: str = "bicgstab"):
         t0 = time.perf_counter()
         if coarse_solver not in ("direct", "gmres"):
             raise ValueError(f"coarse_solver must be 'direct' or 'gmres', not {coarse_solver!r}")
+        if null_solver not in ("bicgstab", "sap") or (null_solver == "sap"
+                                                       and not _is(smoother, "sap")):
+            raise ValueError(f"null_solver must be 'bicgstab', or 'sap' with smoother='sap'; "
+                             f"got {null_solver!r} with smoother {smoother!r}")
         self.W, self.xp = W, W.xp
         self.blocking = Blocking(W.sites, block, W.n_spin, W.N)
+        if _is(smoother, "mr"):
+            smoother = mr_smoother(W.apply, n_smooth)
+        elif _is(smoother, "sap"):
+            smoother = SchwarzSmoother(W, block if sap_block is None else sap_block,
+                                       n_cycles=sap_cycles, n_mr=sap_mr,
+                                       block_solver=sap_solver)
+        elif isinstance(smoother, str) or not callable(smoother):
+            raise ValueError(f"smoother must be 'mr', 'sap' or a callable, not {smoother!r}")
         if vectors is None:
-            vectors = near_null_vectors(W, n_vec, n_iter, inner_iter, seed)
+            smooth = None
+            if null_solver == "sap":                  # v <- v - S(D v): smooth D v = 0
+                smooth = lambda v, S=smoother: v - S(W.apply(v))  # noqa: E731
+            vectors = near_null_vectors(W, n_vec, n_iter, inner_iter, seed, solve=smooth)
         self.vectors = list(vectors)
         self.chiral = bool(chiral)
         self.V = self._basis(self.vectors)           # [B, *coarse, block_dof, n_c]
@@ -244,7 +241,7 @@ class TwoLevelMultigrid:
         if coarse_solver == "direct":
             self.coarse_op.solve_direct(self.xp.zeros((W.U.shape[0],) + self.blocking.coarse
                                                       + (self.n_c,), dtype=W.dtype))
-        self.smoother = mr_smoother(W.apply, n_smooth) if smoother == "mr" else smoother
+        self.smoother = smoother
         self.coarse_iterations = 0
         self.setup_seconds = time.perf_counter() - t0
 
