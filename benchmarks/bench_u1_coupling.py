@@ -49,6 +49,21 @@ def reverse_kl_step(flow, action, z, xp):
     return float(xp.mean(logq + S)), grads, np.asarray(to_numpy(-(S + logq)), dtype=np.float64)
 
 
+def path_gradient_step(flow, action, z, xp):
+    """As :func:`reverse_kl_step` with the path-gradient estimator (Roeder et al. 2017; Vaitl
+    et al. 2022): the parameters move ``f_theta(z)`` only, the density ``log q`` is held fixed,
+    ``grad = <d(log q + S)/dU, df/dtheta>``. ``d log q/dU`` is ``inverse_vjp`` on the forward
+    caches (the inverse at ``U = f(z)`` has the forward's intermediates)."""
+    B = z.shape[0]
+    U, logJ, cache = flow.forward_cache(z)
+    S = action.action(U)
+    logq = flow.prior_log_prob(z) - logJ
+    w = xp.full((B,), 1.0 / B, dtype=flow.dtype)
+    glogq, _ = flow.inverse_vjp(cache, xp.zeros_like(z), w, need_params=False)
+    _, grads = flow.vjp(cache, glogq - action.force(U) * (1.0 / B), xp.zeros_like(w))
+    return float(xp.mean(logq + S)), grads, np.asarray(to_numpy(-(S + logq)), dtype=np.float64)
+
+
 def train(flow, action, args, xp):
     sched = cosine_decay(args.lr, args.steps, args.lr_min) if args.cosine else constant(args.lr)
     opt = Adam(sched)
@@ -60,12 +75,14 @@ def train(flow, action, args, xp):
     t0, c0 = time.perf_counter(), time.process_time()
     for step in range(1, args.steps + 1):
         z = flow.draw_latent(rng if step < late else rng_late)
-        loss, grads, log_w = reverse_kl_step(flow, action, z, xp)
+        pg = args.path_gradient_from and step >= args.path_gradient_from
+        loss, grads, log_w = (path_gradient_step if pg else reverse_kl_step)(flow, action, z, xp)
         grads, norm = clip_by_global_norm(grads, args.clip)
         if math.isfinite(loss) and math.isfinite(norm):
             flow.params = opt.step(flow.params, grads)
         hist["loss"].append(loss)
-        hist["ess"].append(float(effective_sample_size(log_w)))
+        hist["ess"].append(float(effective_sample_size(log_w)) if np.all(np.isfinite(log_w))
+                           else math.nan)
         hist["grad_norm"].append(float(norm))
         if step % 100 == 0:
             print(f"step {step:6d}  loss {np.mean(hist['loss'][-100:]):9.4f}  batch ESS "
@@ -118,6 +135,10 @@ def main(argv=None):
     ap.add_argument("--batch-late", type=int, default=0,
                     help="batch size from step --batch-late-from on (0: keep --batch)")
     ap.add_argument("--batch-late-from", type=int, default=0)
+    ap.add_argument("--path-gradient-from", type=int, default=0,
+                    help="path-gradient estimator from this step on (0: never)")
+    ap.add_argument("--init", type=str, default="",
+                    help="start from the parameters of a previous run's .npz")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-min", type=float, default=1e-5)
@@ -143,6 +164,8 @@ def main(argv=None):
                                  kernel=args.kernel, n_mix=args.n_mix,
                                  final_scale=args.final_scale, seed=args.seed, dtype=dtype,
                                  schedule=schedule)
+    if args.init:
+        flow.load_params(_unflat(np.load(args.init)))
     action = GaugeAction(args.beta, 1)
     print(f"{flow}: {flow.n_parameters} parameters", flush=True)
     hist, t_train, cpu_train = train(flow, action, args, xp)
@@ -158,6 +181,7 @@ def main(argv=None):
         "n_parameters": flow.n_parameters,
         "batch": args.batch, "batch_late": args.batch_late,
         "batch_late_from": args.batch_late_from, "dtype": args.dtype, "steps": n_done, "lr": args.lr,
+        "path_gradient_from": args.path_gradient_from, "init": args.init,
         "cosine": args.cosine, "lr_min": args.lr_min, "clip": args.clip,
         "training_wall_s": t_train, "s_per_step": t_train / max(n_done, 1),
         "training_cpu_s": cpu_train, "load_average_after_training": os.getloadavg(),
@@ -193,6 +217,18 @@ def _flat(tree, prefix=()):
             yield from _flat(v, prefix + (k,))
         else:
             yield prefix + (k,), v
+
+
+
+def _unflat(npz):
+    tree = {}
+    for key in npz.files:
+        *path, leaf = key.split("/")
+        node = tree
+        for k in path:
+            node = node.setdefault(k, {})
+        node[leaf] = npz[key]
+    return tree
 
 
 if __name__ == "__main__":

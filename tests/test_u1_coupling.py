@@ -343,6 +343,25 @@ def test_inverse_vjp_input_matches_finite_differences(xp):
             assert rel_dev(fd, an) < TOL, (k, d, fd, an)
 
 
+def test_inverse_vjp_accepts_the_forward_caches(xp):
+    """At U = f(z) the inverse's intermediates are the forward's (the frozen plaquettes, hence
+    the conditioner, and the pre-image P are the same), so inverse_vjp takes the caches of
+    forward_cache (the path gradient needs no Newton solve); same cotangents to round-off."""
+    flow = small_flow(xp, n_layers=8, final_scale=2.0)
+    z = flow.draw_latent(RandomStreams(39, 3, xp))
+    U, _, fcaches = flow.forward_cache(z)
+    _, _, icaches = flow.inverse_cache(U)
+    C = asarray(host_normal(40, tuple(z.shape)) + 1j * host_normal(41, tuple(z.shape)), xp)
+    gz = _objective(xp, C, None)[1](z)
+    glog = asarray(host_normal(42, (3,)), xp)
+    a, ga = flow.inverse_vjp(icaches, gz, glog)
+    b, gb = flow.inverse_vjp(fcaches, gz, glog)
+    assert float(xp.max(xp.abs(a))) > 0.1
+    np.testing.assert_allclose(to_numpy(b), to_numpy(a), atol=1e-10)
+    for x, y in zip(flatten(ga)[1], flatten(gb)[1]):
+        np.testing.assert_allclose(to_numpy(y), to_numpy(x), atol=1e-10)
+
+
 def test_inverse_vjp_parameters_match_finite_differences(xp):
     """Every parameter array along a random direction for mean_b log q(U_b) at fixed links U
     (the forward-KL loss up to its sign) and for a generic objective of (z, logdet_inv)."""

@@ -482,7 +482,9 @@ class U1CouplingFlow:
         for the inverse map of :meth:`inverse_cache` (``gz``, ``gU`` Lie-algebra fields in
         matrix form as in :meth:`vjp`; ``glogdet`` ``[batch]``). With ``gz = 0`` and
         ``glogdet = 1`` (summed over the batch), ``gU`` is the gradient of ``log q(U)``, the
-        link derivative of the path-gradient estimator."""
+        link derivative of the path-gradient estimator. At ``U = f(z)`` the caches of
+        :meth:`forward_cache` serve as well (the inverse's intermediates are the forward's: the
+        frozen plaquettes and the pre-image ``P``), which saves the Newton solve."""
         xp = namespace(gz)
         g = xp.astype(2.0 * xp.imag(gz[..., 0, 0]), self.dtype)
         glogdet = xp.astype(glogdet, self.dtype)
