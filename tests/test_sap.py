@@ -29,6 +29,8 @@ def dense(f, xp, shape, batch):
     """[batch, n, n] of a (linear) map on fields [batch, *shape]."""
     n = int(np.prod(shape))
     e = np.eye(n, dtype=complex)
+    if batch == 1:                                   # all columns as one batch of fields
+        return to_numpy(f(xp.asarray(e.reshape((n,) + shape)))).reshape(1, n, n).swapaxes(1, 2)
     cols = [to_numpy(f(xp.asarray(np.broadcast_to(e[j].reshape((1,) + shape),
                                                   (batch,) + shape)))).reshape(batch, -1)
             for j in range(n)]

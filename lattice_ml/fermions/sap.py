@@ -42,9 +42,10 @@ Block solvers (``block_solver``):
   :class:`Blocking`, no copy). ``S`` is then not exactly linear in ``r``, which :func:`fgmres`
   allows. Cost per cycle ``2 (n_mr + 1)`` applications of ``D`` (the residual update is one
   ``D``), one less for the last colour of the last cycle.
-* ``"exact"``: dense block inverses ``[batch, *coarse_sites, n_b, n_b]``
-  (``n_b = prod(block) * spin * colour``), built once from ``2 n_b`` applications of ``D``
-  (:meth:`SchwarzSmoother.dense_blocks`); small blocks only.
+* ``"exact"``: dense block inverses (``n_b = prod(block) * spin * colour``), built once from
+  ``2 n_b`` applications of ``D`` (:meth:`SchwarzSmoother.dense_blocks`), kept per colour
+  ``[batch, n_blocks / 2, n_b, n_b]`` and applied to the blocks of one colour only (gathered
+  with ``take``): one batched matrix-vector product per colour; small blocks only.
 
 Masks and per-block scalars are gauge invariant and ``D`` is covariant, so ``S`` is gauge
 covariant: ``S[U^g](g r) = g S[U](r)``. Layouts: fields ``[batch, *sites, spin, colour]``
@@ -102,7 +103,7 @@ class SchwarzSmoother:
         self.applications = self.n_cycles * 2 * (per_colour + 1) - 1
         self._inv = None
         if block_solver == "exact":
-            self._inv = self.xp.linalg.inv(self.dense_blocks())
+            self._exact_setup()
 
     # -- block operators ---------------------------------------------------------------------
     def block_operator(self, psi, colour: int):
@@ -115,13 +116,46 @@ class SchwarzSmoother:
         site-major), column ``k`` from the unit vector at local dof ``k`` of every block."""
         xp, bl, W = self.xp, self.blocking, self.W
         n_b = bl.block_dof
+        chunk = 16 if W.U.shape[0] == 1 else 1        # columns as one batch of fields
         cols = []
-        for k in range(n_b):
-            e = np.zeros((1,) + bl.coarse + (n_b,), dtype=complex)
-            e[..., k] = 1.0
+        for k0 in range(0, n_b, chunk):
+            ks = range(k0, min(k0 + chunk, n_b))
+            e = np.zeros((len(ks),) + bl.coarse + (n_b,), dtype=complex)
+            for i, k in enumerate(ks):
+                e[i, ..., k] = 1.0
             f = bl.from_blocks(xp.asarray(e, dtype=W.dtype, device=W.device))
-            cols.append(bl.to_blocks(self.block_operator(f, 0) + self.block_operator(f, 1)))
+            z = bl.to_blocks(self.block_operator(f, 0) + self.block_operator(f, 1))
+            cols += [z[i:i + 1, ...] for i in range(len(ks))] if chunk > 1 else [z]
         return xp.stack(cols, axis=-1)
+
+    def _exact_setup(self):
+        """Inverses of the blocks of each colour ``[batch, n_blocks / 2, n_b, n_b]`` and the
+        permutation that puts a colour's blocks first (array-API ``take``, no scatter)."""
+        xp, bl, W = self.xp, self.blocking, self.W
+        n_blk = int(np.prod(bl.coarse))
+        colour = np.indices(bl.coarse).sum(axis=0).reshape(-1) % 2
+        blocks = self.dense_blocks()
+        blocks = xp.reshape(blocks, (blocks.shape[0], n_blk) + tuple(blocks.shape[-2:]))
+        self._inv, self._perm, self._unperm = [], [], []
+        for c in (0, 1):
+            first = np.concatenate([np.flatnonzero(colour == c), np.flatnonzero(colour != c)])
+            idx = xp.asarray(first, dtype=xp.int64, device=W.device)
+            self._perm.append(idx)
+            self._unperm.append(xp.asarray(np.argsort(first), dtype=xp.int64, device=W.device))
+            self._inv.append(xp.linalg.inv(xp.take(blocks, idx[:n_blk // 2], axis=1)))
+
+    def _exact_solve(self, rho, colour: int):
+        xp, bl = self.xp, self.blocking
+        z = bl.to_blocks(rho)
+        B, n_b = z.shape[0], bl.block_dof
+        z = xp.reshape(z, (B, -1, n_b))
+        half = z.shape[1] // 2
+        zc = xp.take(z, self._perm[colour][:half], axis=1)
+        y = (self._inv[colour] @ zc[..., None])[..., 0]
+        y = xp.concat([y, xp.zeros_like(y)], axis=1)
+        y = xp.reshape(xp.take(y, self._unperm[colour], axis=1), (y.shape[0],) + bl.coarse
+                       + (n_b,))
+        return bl.from_blocks(y)
 
     # -- block solves --------------------------------------------------------------------------
     def block_solve(self, r, colour: int):
@@ -131,8 +165,7 @@ class SchwarzSmoother:
         m = self.masks[colour]
         rho = m * r
         if self._inv is not None:
-            z = bl.to_blocks(rho)
-            return m * bl.from_blocks((self._inv @ z[..., None])[..., 0])
+            return self._exact_solve(rho, colour)
         shape = tuple(rho.shape)
         y = xp.zeros_like(rho)
         for _ in range(self.n_mr):
