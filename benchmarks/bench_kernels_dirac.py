@@ -26,9 +26,21 @@ Per lattice L^4 and precision, for the hopping term on the full lattice (``wilso
 * the even/odd form (``parity`` = 0: half the sites computed, the other half zeroed) is timed
   too; its byte model is half the full one plus the zeroed half spinors written.
 
+Kernel-internal layouts (issue 19), measured against the interleaved kernel ``wilson_hop`` in
+the same run (``vs_aos`` = its time / theirs), with the same byte and flop models:
+
+* CPU: ``wilson_hop_lanes`` / ``wilson_hop_lanes_eo`` (:mod:`lattice_ml.kernels.wilson_simd`,
+  several sites per SIMD vector, default lane split), on fields converted once;
+  ``convert_seconds`` is one field's conversion there and back (once per solve).
+* GPU: ``wilson_hop_soa`` / ``wilson_hop_soa_eo`` / ``wilson_hop_soa_12`` (float32 only, two-row
+  links: 1248 bytes per site) (:mod:`lattice_ml.kernels.wilson_soa`, site index fastest).
+
+``--threads 1 2`` repeats every row per Numba thread count (the triad too); ``--ops`` selects
+rows by name, ``--ref-repeat 0`` skips the array-API timings.
+
 CG: ``lattice_ml.fermions.cg`` on the Wilson normal operator ``D^dag D`` (m = 0.1, Haar links,
 8^4 by default, batch 1, tol 1e-8) with kernels (auto) and without (off); iterations and
-seconds per solve.
+seconds per solve; on the CPU also the same solve in the lanes layout (``mode`` "lanes").
 """
 
 from __future__ import annotations
@@ -56,6 +68,7 @@ from lattice_ml.fermions import WilsonDirac, cg  # noqa: E402
 from lattice_ml.fermions.staggered import staggered_hop  # noqa: E402
 from lattice_ml.fermions.wilson import compress_links, wilson_hop  # noqa: E402
 from lattice_ml.groups import haar_random  # noqa: E402
+from lattice_ml.kernels import wilson_simd, wilson_soa  # noqa: E402
 
 WILSON_REALS = {"links": 8 * 18, "links12": 8 * 12, "spinors": 8 * 24, "out": 24}
 STAGGERED_REALS = {"links": 8 * 18, "spinors": 8 * 6, "out": 6}
@@ -104,7 +117,7 @@ def _contiguous(a, backend):
     return np.ascontiguousarray(a)
 
 
-def dslash_rows(L, cdtype, xp, bw, backend, ref_repeat):
+def dslash_rows(L, cdtype, xp, bw, backend, ref_repeat, ops=None):
     real = "float32" if cdtype == "complex64" else "float64"
     r = 4 if real == "float32" else 8
     V = L ** 4
@@ -114,33 +127,93 @@ def dslash_rows(L, cdtype, xp, bw, backend, ref_repeat):
     impl = {"wilson": selected("wilson_hop", U, psi, 1, True, None),
             "staggered": selected("staggered_hop", U, chi, True, None)}
     rows = []
+    want = (lambda name: True) if not ops else (lambda name: name in ops)
 
     def ref(fn):
+        if not ref_repeat:
+            return None
         with kernel_mode("off"):
             return harness.best_time(fn, xp=xp, repeat=ref_repeat, min_time=0.0)
 
     w_bytes = (WILSON_REALS["links"] + WILSON_REALS["spinors"] + WILSON_REALS["out"]) * r
-    t_ref = ref(lambda: wilson_hop(U, psi, 1, True, None))
-    rows.append(measure("wilson_hop", lambda: wilson_hop(U, psi, 1, True, None), xp, V,
-                        w_bytes, FLOPS["wilson"], bw, t_ref))
-    rows[-1]["reference_seconds"] = t_ref
     # even/odd: half the sites computed (half the bytes and flops) + the other half zeroed
     eo_bytes = w_bytes / 2 + WILSON_REALS["out"] * r / 2
-    t_ref_eo = ref(lambda: wilson_hop(U, psi, 1, True, 0))
-    rows.append(measure("wilson_hop_eo", lambda: wilson_hop(U, psi, 1, True, 0), xp, V,
-                        eo_bytes, FLOPS["wilson"] / 2, bw, t_ref_eo))
-    rows[-1]["reference_seconds"] = t_ref_eo
-    U12 = _contiguous(compress_links(U), backend)
     c_bytes = (WILSON_REALS["links12"] + WILSON_REALS["spinors"] + WILSON_REALS["out"]) * r
-    rows.append(measure("wilson_hop_12", lambda: wilson_hop(U12, psi, 1, True, None), xp, V,
-                        c_bytes, FLOPS["wilson"], bw, t_ref))
-    s_bytes = sum(STAGGERED_REALS.values()) * r
-    t_ref_s = ref(lambda: staggered_hop(U, chi, True, None))
-    rows.append(measure("staggered_hop", lambda: staggered_hop(U, chi, True, None), xp, V,
-                        s_bytes, FLOPS["staggered"], bw, t_ref_s))
-    rows[-1]["reference_seconds"] = t_ref_s
+    t_ref = t_ref_eo = None
+    if want("wilson_hop") or want("wilson_hop_12"):
+        t_ref = ref(lambda: wilson_hop(U, psi, 1, True, None))
+    if want("wilson_hop"):
+        rows.append(measure("wilson_hop", lambda: wilson_hop(U, psi, 1, True, None), xp, V,
+                            w_bytes, FLOPS["wilson"], bw, t_ref))
+        rows[-1]["reference_seconds"] = t_ref
+    if want("wilson_hop_eo"):
+        t_ref_eo = ref(lambda: wilson_hop(U, psi, 1, True, 0))
+        rows.append(measure("wilson_hop_eo", lambda: wilson_hop(U, psi, 1, True, 0), xp, V,
+                            eo_bytes, FLOPS["wilson"] / 2, bw, t_ref_eo))
+        rows[-1]["reference_seconds"] = t_ref_eo
+    if want("wilson_hop_12"):
+        U12 = _contiguous(compress_links(U), backend)
+        rows.append(measure("wilson_hop_12", lambda: wilson_hop(U12, psi, 1, True, None), xp,
+                            V, c_bytes, FLOPS["wilson"], bw, t_ref))
+    if want("staggered_hop"):
+        s_bytes = sum(STAGGERED_REALS.values()) * r
+        t_ref_s = ref(lambda: staggered_hop(U, chi, True, None))
+        rows.append(measure("staggered_hop", lambda: staggered_hop(U, chi, True, None), xp, V,
+                            s_bytes, FLOPS["staggered"], bw, t_ref_s))
+        rows[-1]["reference_seconds"] = t_ref_s
     for row in rows:
         row.update({"L": L, "dtype": cdtype, "kernel": impl[row["op"].split("_")[0]]})
+    rows += layout_rows(L, cdtype, xp, bw, backend, U, psi, rows, want,
+                        {"full": w_bytes, "eo": eo_bytes, "12": c_bytes}, t_ref, t_ref_eo)
+    return rows
+
+
+def layout_rows(L, cdtype, xp, bw, backend, U, psi, aos_rows, want, nbytes, t_ref, t_ref_eo):
+    """The Wilson hop in the kernel-internal layouts (lanes on the CPU, SoA on the GPU), on
+    links and field converted once, with its time ratio to the interleaved row of the same run."""
+    V = L ** 4
+    sites = (L,) * 4
+    aos = {row["op"]: row["seconds"] for row in aos_rows}
+    rows = []
+    if backend == "numpy":
+        lanes = wilson_simd.default_lanes(sites, psi.dtype)
+        Ul = wilson_simd.links_to_lanes(U, lanes)
+        pl = wilson_simd.spinor_to_lanes(psi, lanes)
+        t_conv = harness.best_time(
+            lambda: wilson_simd.spinor_from_lanes(wilson_simd.spinor_to_lanes(psi, lanes)),
+            repeat=3, min_time=0.0)
+        cases = [("wilson_hop_lanes", "wilson_hop", None, nbytes["full"], 1, t_ref),
+                 ("wilson_hop_lanes_eo", "wilson_hop_eo", 0, nbytes["eo"], 2, t_ref_eo)]
+        for name, peer, parity, b, div, t_r in cases:
+            if not want(name):
+                continue
+            rows.append(measure(name, lambda: wilson_simd.wilson_hop_lanes(Ul, pl, 1, True,
+                                                                           parity),
+                                xp, V, b, FLOPS["wilson"] / div, bw, t_r))
+            rows[-1].update({"lanes": list(lanes), "convert_seconds": t_conv,
+                             "kernel": "lattice_ml.kernels.wilson_simd"})
+            if peer in aos:
+                rows[-1]["vs_aos"] = aos[peer] / rows[-1]["seconds"]
+    else:
+        Us = wilson_soa.links_to_soa(U)
+        ps = wilson_soa.spinor_to_soa(psi)
+        cases = [("wilson_hop_soa", "wilson_hop", Us, None, nbytes["full"], 1, t_ref),
+                 ("wilson_hop_soa_eo", "wilson_hop_eo", Us, 0, nbytes["eo"], 2, t_ref_eo)]
+        if cdtype == "complex64":   # the 1248-byte row of the standard tables
+            U12s = wilson_soa.links_to_soa(_contiguous(compress_links(U), backend))
+            cases.append(("wilson_hop_soa_12", "wilson_hop_12", U12s, None, nbytes["12"], 1,
+                          t_ref))
+        for name, peer, links, parity, b, div, t_r in cases:
+            if not want(name):
+                continue
+            rows.append(measure(name, lambda: wilson_soa.wilson_hop_soa(links, ps, sites, 1,
+                                                                        True, parity),
+                                xp, V, b, FLOPS["wilson"] / div, bw, t_r))
+            rows[-1]["kernel"] = "lattice_ml.kernels.wilson_soa"
+            if peer in aos:
+                rows[-1]["vs_aos"] = aos[peer] / rows[-1]["seconds"]
+    for row in rows:
+        row.update({"L": L, "dtype": cdtype})
     return rows
 
 
@@ -173,7 +246,36 @@ def cg_rows(L, xp, backend):
                  "iterations": int(np.max(np.asarray(info.iterations))),
                  "host_syncs": info.host_syncs, "check_every": 1,
                  "speedup": dt / rows[0]["seconds"]})
+    if backend == "numpy":
+        rows.append(cg_lanes_row(L, U, b, W, x, rows[0]["seconds"]))
     return rows
+
+
+def cg_lanes_row(L, U, b, W, x_ref, t_aos):
+    """The same CG solve with the operator in the lanes layout (links converted once, the
+    source and the solution once per solve, inside the timing): ``D = (m + 4) - H``, the normal
+    operator ``D^dag D`` from :func:`wilson_simd.wilson_hop_lanes`; CG runs on the real lanes
+    arrays (the real form of a hermitian operator is symmetric, and its real inner products are
+    the real parts of the complex ones). ``vs_aos``: the interleaved solve's time / this one."""
+    lanes = wilson_simd.default_lanes((L,) * 4, b.dtype)
+    Ul = wilson_simd.links_to_lanes(U, lanes)
+    diag = W.diag
+    hop = wilson_simd.wilson_hop_lanes
+
+    def normal(v):
+        Dv = diag * v - hop(Ul, v, 1, True, None)
+        return diag * Dv - hop(Ul, Dv, -1, True, None)
+
+    normal(wilson_simd.spinor_to_lanes(b, lanes))   # compile / warm up
+    t0 = time.perf_counter()
+    xl, info = cg(normal, wilson_simd.spinor_to_lanes(b, lanes), tol=1e-8, maxiter=5000)
+    x = wilson_simd.spinor_from_lanes(xl)
+    dt = time.perf_counter() - t0
+    dev = float(np.max(np.abs(x - x_ref)) / np.max(np.abs(x_ref)))
+    return {"op": f"cg_wilson_normal_{L}^4", "mode": "lanes", "seconds": dt,
+            "iterations": int(np.max(np.asarray(info.iterations))), "host_syncs": info.host_syncs,
+            "check_every": "default", "vs_aos": t_aos / dt, "lanes": list(lanes),
+            "max_rel_deviation_from_aos_solution": dev}
 
 
 def _threads():
@@ -189,29 +291,40 @@ def main(argv=None) -> None:
     ap.add_argument("--dtypes", nargs="+", default=["complex64", "complex128"])
     ap.add_argument("--cg", type=int, default=8, help="CG lattice extent (0: skip)")
     ap.add_argument("--ref-repeat", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None, help="Numba threads (default: all)")
+    ap.add_argument("--threads", type=int, nargs="+", default=None,
+                    help="Numba thread counts, each measured in turn (default: all)")
+    ap.add_argument("--ops", nargs="+", default=None,
+                    help="only these rows (e.g. wilson_hop wilson_hop_lanes); default all")
     args = ap.parse_args(argv)
-    if args.threads:
-        import numba
-        numba.set_num_threads(args.threads)
+    import numba
 
     xp = namespace_by_name(args.backend)
     load_before = os.getloadavg()
     sizes = args.sizes or ([8, 12, 16] if args.backend == "numpy" else [8, 16, 24, 32])
-    bw_name, bw = harness.memory_bandwidth(args.backend)
-    print(f"# {bw_name}: {bw / 1e9:.2f} GB/s; load average {load_before}")
     rows = []
-    for L in sizes:
-        for cdtype in args.dtypes:
-            rows += dslash_rows(L, cdtype, xp, bw, args.backend, args.ref_repeat)
-    harness.print_table(rows, ["op", "L", "dtype", "seconds", "GB/s", "GFLOP/s", "frac_bw",
-                               "speedup", "core_ns_per_site", "kernel"])
+    bandwidths = {}
+    for threads in args.threads or [None]:
+        if threads:
+            numba.set_num_threads(threads)
+        bw_name, bw = harness.memory_bandwidth(args.backend)
+        bandwidths[str(_threads())] = bw
+        print(f"# {_threads()} Numba threads, {bw_name}: {bw / 1e9:.2f} GB/s; load average "
+              f"{os.getloadavg()}")
+        for L in sizes:
+            for cdtype in args.dtypes:
+                for row in dslash_rows(L, cdtype, xp, bw, args.backend, args.ref_repeat,
+                                       args.ops):
+                    row["threads"] = _threads()
+                    rows.append(row)
+    harness.print_table(rows, ["op", "L", "dtype", "threads", "seconds", "GB/s", "GFLOP/s",
+                               "frac_bw", "speedup", "vs_aos", "core_ns_per_site", "kernel"])
     cg_res = cg_rows(args.cg, xp, args.backend) if args.cg else []
     if cg_res:
         harness.print_table(cg_res, ["op", "mode", "check_every", "seconds", "iterations",
-                                     "host_syncs", "speedup"])
+                                     "host_syncs", "speedup", "vs_aos"])
     path = harness.record("kernels-dirac", rows + cg_res, args.backend,
-                          {"bandwidth": {"name": bw_name, "bytes_per_second": bw},
+                          {"bandwidth": {"name": bw_name, "bytes_per_second": bw,
+                                         "per_thread_count": bandwidths},
                            "byte_model": {"wilson_reals_per_site": WILSON_REALS,
                                           "staggered_reals_per_site": STAGGERED_REALS},
                            "flops_per_site": FLOPS,
