@@ -2,7 +2,8 @@
 dependence, flow MCMC against HMC.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py su3_2d [--L 16] [--beta 4 5 6]
-        [--train-steps 100] [--batch 16] [--ess-samples 512] [--loops small|large]
+        [--train-steps 100] [--batch 16] [--ess-samples 512] [--loops small|large|traces]
+        [--no-baselines] [--no-identity] [--nlo]
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py step
         [--L 16] [--batch 8] [--loops small] [--n-t 2] [--repeat 3] [--memory states|stages]
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauge_flows.py u1_2d [--L 8] [--beta 2]
@@ -17,8 +18,14 @@ dependence, flow MCMC against HMC.
 Adam for ``--train-steps`` steps, with parameters, training wall time and the step-size check of
 :meth:`GradientFlow.step_size_check`. ``--loops small``: plaquette, 1x2 rectangle, 2x2 square,
 1x3 rectangle (n_t = 2: 8 parameters); ``large``: also both Polyakov loops and the 2x3 rectangle
-(n_t = 3: 21 parameters); ``--n-t`` overrides the number of time basis functions. Training time is
-reported as CPU seconds (``time.process_time``) and wall seconds.
+(n_t = 3: 21 parameters); ``traces``: plaquette, its class functions Re Tr P^2, Re (Tr P)^2,
+|Tr P|^2 (:mod:`lattice_ml.flows.loop_functions`) and the 1x2 rectangle (n_t = 2: 10
+parameters); ``small_traces``: ``small`` and the three plaquette class functions (14);
+``--n-t`` overrides the number of time basis functions. Training time is reported as CPU
+seconds (``time.process_time``) and wall seconds; the ESS of fresh samples with the bootstrap
+spread of its estimate (``*_err``). ``--no-baselines`` / ``--no-identity`` skip the ESS of the
+identity and of Lüscher's LO map; ``--nlo`` adds that of LO + the NLO single-plaquette class
+functions (zero parameters, :func:`lattice_ml.flows.trivializing.luscher_nlo_plaquette`).
 
 ``step``: CPU seconds (``time.process_time``, run it with one thread) of one reverse-KL training
 step of :class:`FlowTrainer` with a learned gradient flow (2D SU(3), beta 4), with the array-API
@@ -71,7 +78,13 @@ RECT_1x3 = [(0, 1), (0, 1), (0, 1), (1, 1), (0, -1), (0, -1), (0, -1), (1, -1)]
 RECT_2x3 = [(0, 1), (0, 1), (0, 1), (1, 1), (1, 1), (0, -1), (0, -1), (0, -1), (1, -1), (1, -1)]
 LOOP_SETS = {"small": (("plaquette", "rectangle", SQUARE_2x2, RECT_1x3), 2),
              "large": (("plaquette", "rectangle", SQUARE_2x2, RECT_1x3, RECT_2x3, "polyakov"), 3),
-             "plaquette": (("plaquette",), 1)}
+             "plaquette": (("plaquette",), 1),
+             # the plaquette's class functions (lattice_ml.flows.loop_functions)
+             "traces": (("plaquette", "plaquette:re_tr2", "plaquette:re_tr_sq",
+                         "plaquette:abs_tr_sq", "rectangle"), 2),
+             "small_traces": (("plaquette", "rectangle", SQUARE_2x2, RECT_1x3,
+                               "plaquette:re_tr2", "plaquette:re_tr_sq",
+                               "plaquette:abs_tr_sq"), 2)}
 
 
 def ess_of(flow, action, n, seed, chunk=128):
@@ -82,6 +95,13 @@ def ess_of(flow, action, n, seed, chunk=128):
         lw.append(to_numpy(-action.action(U) - logq))
     lw = np.concatenate(lw)[:n]
     return effective_sample_size(lw), lw
+
+
+def ess_spread(lw, n_boot=200, seed=0):
+    """Bootstrap standard deviation of the ESS estimate of the log-weights ``lw``."""
+    g = np.random.default_rng(seed)
+    return float(np.std([effective_sample_size(lw[g.integers(0, len(lw), len(lw))])
+                         for _ in range(n_boot)], ddof=1))
 
 
 def train(flow, action, steps, batch, lr, seed):
@@ -149,11 +169,24 @@ def run_table(N, L, betas, args, name):
         lo = luscher_flow(action, (L, L), XP, n_steps=args.n_steps)
         learned = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps,
                                memory=args.memory)
-        row = {"beta": beta, "L": L}
-        row["ess_identity"], _ = ess_of(ident, action, args.ess_samples, 1)
-        t0 = time.perf_counter()
-        row["ess_luscher_lo"], _ = ess_of(lo, action, args.ess_samples, 2)
-        row["sample_s_per_cfg"] = (time.perf_counter() - t0) / args.ess_samples
+        row = {"beta": beta, "L": L, "loops": list(learned.loop_names), "n_steps": args.n_steps}
+        row["ess_identity"] = float("nan")
+        if args.baselines and args.identity:
+            row["ess_identity"], _ = ess_of(ident, action, args.ess_samples, 1)
+        if args.baselines:
+            t0 = time.perf_counter()
+            row["ess_luscher_lo"], lw = ess_of(lo, action, args.ess_samples, 2)
+            row["ess_luscher_lo_err"] = ess_spread(lw)
+            row["sample_s_per_cfg"] = (time.perf_counter() - t0) / args.ess_samples
+        else:
+            row["ess_luscher_lo"] = float("nan")
+        if args.nlo:
+            nlo = luscher_flow(action, (L, L), XP, loops=LOOP_SETS["traces"][0][:4], n_t=2,
+                               n_steps=args.n_steps, order=2)
+            row["ess_luscher_nlo_plaquette"], lw = ess_of(nlo, action, args.ess_samples, 6)
+            row["ess_luscher_nlo_plaquette_err"] = ess_spread(lw)
+            print(f"beta {beta}: Lüscher LO + NLO single-plaquette part "
+                  f"{row['ess_luscher_nlo_plaquette']:.3f}", flush=True)
         print(f"beta {beta}: identity {row['ess_identity']:.3f}  Lüscher LO "
               f"{row['ess_luscher_lo']:.3f}; training {learned.n_parameters} parameters",
               flush=True)
@@ -163,13 +196,16 @@ def run_table(N, L, betas, args, name):
         row["train_batch"] = args.batch
         row["train_s"] = wall
         row["train_cpu_s"] = cpu
-        row["ess_learned"], _ = ess_of(learned, action, args.ess_samples, 4)
+        row["ess_learned"], lw = ess_of(learned, action, args.ess_samples, 4)
+        row["ess_learned_err"] = ess_spread(lw)
+        row["loss_last10"] = float(np.mean(hist["loss"][-10:])) if args.train_steps else None
         z = learned.draw_latent(RandomStreams(5, 64, XP))
         row["step_check_rms"] = learned.step_size_check(action, z)["rms"]
         row["theta"] = learned.params_to_host()["theta"].tolist()
         rows.append(row)
         print_table([row], ["beta", "ess_identity", "ess_luscher_lo", "parameters",
-                            "ess_learned", "train_s", "train_cpu_s", "step_check_rms"])
+                            "ess_learned", "ess_learned_err", "train_s", "train_cpu_s",
+                            "step_check_rms"])
     return rows
 
 
@@ -363,6 +399,13 @@ def main(argv=None):
     p.add_argument("--mcmc-updates", type=int, default=300)
     p.add_argument("--loops", choices=sorted(LOOP_SETS), default="small")
     p.add_argument("--n-t", type=int, default=None)
+    p.add_argument("--no-baselines", dest="baselines", action="store_false",
+                   help="su3_2d: skip the ESS of the identity and of Lüscher's map")
+    p.add_argument("--no-identity", dest="identity", action="store_false",
+                   help="su3_2d: skip the ESS of the identity map")
+    p.add_argument("--nlo", action="store_true",
+                   help="su3_2d: also the ESS of Lüscher's map with the NLO single-plaquette "
+                        "class functions (zero parameters)")
     p.add_argument("--memory", choices=["states", "stages", "constant"], default="states",
                    help="GradientFlow memory of the learned flows (stages: fastest training)")
     p.add_argument("--repeat", type=int, default=3)

@@ -17,6 +17,21 @@ loops of type i through ``U_mu(x)`` — the exponent of a stout step with weight
 (:func:`lattice_ml.smearing.stout.stout_generator`), so the flow is gauge covariant:
 ``F(g U g^dagger) = g F(U) g^dagger``.
 
+Class functions of loops ("trace functions")
+--------------------------------------------
+A term may also be a loop type with a class function ``f`` of the loop matrix,
+``w_i = sum over the loops of f(W)``: ``"plaquette:re_tr2"`` (``Re Tr W^2``),
+``"plaquette:re_tr_sq"`` (``Re (Tr W)^2``), ``"plaquette:abs_tr_sq"`` (``|Tr W|^2``, refused
+for U(1) where it is 1), also as a pair ``("plaquette", "re_tr2")`` or ``(steps, "re_tr2")``;
+a bare name is ``Re Tr W`` (``"plaquette:re_tr"``). Their vector field is
+``Z_l = -sum_i c_i sum_{loops through l} TA(M_i(W_l)) / 2`` (``W_l`` the loop read from the
+link, ``M`` with ``d/ds f(e^{sT} W) = Re Tr(T M)``: ``2 W^2``, ``2 (Tr W) W``,
+``2 conj(Tr W) W``), and since ``Delta f`` is again a combination of these functions plus a
+constant, ``div Z = sum_i c_i n_i sum_W (Delta f_i)(W)`` stays in closed form
+(:mod:`lattice_ml.flows.loop_functions`, which also gives the pull-backs). The plain ``Re Tr W``
+terms keep the stout vector field and its Numba kernels; the class-function terms are computed
+by the array-API code of that module and added to the stage exponents.
+
 The coefficients are smooth in t, ``c_i(t) = sum_j theta_ij P_j(2t - 1)`` with Legendre
 polynomials ``P_j``, ``j < n_t``: ``theta`` ``[n_W, n_t]`` is the whole parameter set (the
 ``n_t x n_W`` count of Bacchio, Kessel, Schaefer & Vaitl, PRD 107 (2023) L051504).
@@ -30,7 +45,8 @@ so
 
     div Z_t = -C sum_i n_i c_i(t) w_i(U_t)                                          (*)
 
-with no derivative to evaluate: ``log J = int_0^1 div Z_t dt`` is integrated alongside the links.
+(for a class-function term ``-C w_i`` becomes ``sum_W (Delta f_i)(W)``, see above) with no
+derivative to evaluate: ``log J = int_0^1 div Z_t dt`` is integrated alongside the links.
 
 Integrator and exactness of the density
 ---------------------------------------
@@ -86,6 +102,8 @@ from ..groups import dagger, expm_algebra, haar_random, project_algebra, trace
 from ..smearing.expderiv import expm_pullback
 from ..smearing.loop_sets import custom_loops, polyakov_loops, resolve_loops
 from ..smearing.stout import stout_generator, stout_generator_pullback
+from .loop_functions import (FUNCTIONS, casimir, laplacian, loop_function_field,
+                             loop_function_pullback, loop_function_sums, loop_readings)
 
 __all__ = ["GradientFlow", "SCHEMES", "casimir", "loop_lengths", "legendre_basis"]
 
@@ -97,11 +115,6 @@ SCHEMES = {
     "euler": {"alpha": ((1.0,),), "c": (0.0,), "q": (1.0,), "order": 1},
 }
 _NAMED = ("plaquette", "rectangle", "chair", "polyakov")
-
-
-def casimir(N: int) -> float:
-    """``C`` with ``sum_a T_a T_a = -C 1``: ``(N^2 - 1)/(2N)`` for SU(N), ``1/2`` for U(1)."""
-    return 0.5 if N == 1 else (N * N - 1) / (2.0 * N)
 
 
 def legendre_basis(t: float, n_t: int) -> np.ndarray:
@@ -154,29 +167,50 @@ def loop_lengths(loopsets, shape) -> list[int]:
     return out
 
 
-def _loop_specs(loops, shape) -> tuple[list, list[str]]:
-    """Loop types as ``(specs for resolve_loops, names)``; "polyakov" gives one type per
-    direction."""
+def _split_term(item):
+    """``(loop, function)`` of one entry of ``loops``: ``"plaquette"``, ``"plaquette:re_tr2"``,
+    ``("plaquette", "re_tr2")``, a step sequence or ``(step sequence, "re_tr2")``."""
+    if isinstance(item, str):
+        loop, _, fname = item.partition(":")
+        return loop, (fname or "re_tr")
+    item = tuple(item)
+    if len(item) == 2 and isinstance(item[1], str):
+        return item[0], item[1]
+    return item, "re_tr"
+
+
+def _loop_specs(loops, shape) -> tuple[list, list[str], list[str]]:
+    """Terms as ``(specs for resolve_loops, names, class functions)``; "polyakov" gives one type
+    per direction."""
     D = len(shape)
     if isinstance(loops, str):
         loops = [loops]
-    specs, names = [], []
-    for item in loops:
+    specs, names, funcs = [], [], []
+    for entry in loops:
+        item, fname = _split_term(entry)
+        if fname not in FUNCTIONS:
+            raise ValueError(f"unknown loop function {fname!r} in {entry!r}; choose from "
+                             f"{', '.join(FUNCTIONS)}")
+        suffix = "" if fname == "re_tr" else ":" + fname
         if item == "polyakov":
             for mu in range(D):
                 specs.append(polyakov_loops(shape[mu], D, mu))
-                names.append(f"polyakov_{mu}")
+                names.append(f"polyakov_{mu}" + suffix)
+                funcs.append(fname)
         elif isinstance(item, str):
             if item not in _NAMED:
                 raise ValueError(f"unknown loop type {item!r}; choose from {', '.join(_NAMED)} "
                                  "or give a closed step sequence [(mu, +-1), ...]")
             specs.append(item)
-            names.append(item)
+            names.append(item + suffix)
+            funcs.append(fname)
         else:
             steps = tuple((int(m), int(s)) for m, s in item)
             specs.append(custom_loops([steps], D))
-            names.append("loop" + "".join(f"{'+' if s > 0 else '-'}{m}" for m, s in steps))
-    return specs, names
+            names.append("loop" + "".join(f"{'+' if s > 0 else '-'}{m}" for m, s in steps)
+                         + suffix)
+            funcs.append(fname)
+    return specs, names, funcs
 
 
 class GradientFlow:
@@ -218,11 +252,29 @@ class GradientFlow:
             raise ValueError(f"memory must be 'states', 'stages' or 'constant', not {memory!r}")
         self.scheme, self.n_steps, self.n_t, self.memory = scheme, n_steps, n_t, memory
         self.exp_method = exp_method
-        specs, self.loop_names = _loop_specs(loops, self.shape)
-        self.loops = specs
-        self.loopsets = resolve_loops(specs, self.D)
-        self.lengths = loop_lengths(self.loopsets, self.shape)
-        self.n_w = len(self.loopsets)
+        specs, self.loop_names, self.functions = _loop_specs(loops, self.shape)
+        if len(set(self.loop_names)) != len(self.loop_names):
+            raise ValueError(f"a term is given twice in loops: {self.loop_names}")
+        if N == 1 and "abs_tr_sq" in self.functions:
+            raise ValueError("|Tr W|^2 = 1 for U(1): a constant is no flow term")
+        all_sets = resolve_loops(specs, self.D)
+        #: per term (row of theta): the loop length n_i
+        self.lengths = loop_lengths(all_sets, self.shape)
+        self.n_w = len(all_sets)
+        # the plain Re Tr W terms go through stout_generator (Numba kernels); the other class
+        # functions through lattice_ml.flows.loop_functions, grouped by loop type
+        self._plain = [i for i, f in enumerate(self.functions) if f == "re_tr"]
+        self.loops = [specs[i] for i in self._plain]
+        self.loopsets = [all_sets[i] for i in self._plain]
+        groups = {}
+        for i, f in enumerate(self.functions):
+            if f != "re_tr":
+                key = self.loop_names[i].rpartition(":")[0]
+                groups.setdefault(key, (all_sets[i], self.lengths[i], []))[2].append((i, f))
+        n_sites = math.prod(self.shape)
+        #: ``(loops by mu, length n, number of distinct loops, [(term, function), ...])``
+        self._tf_types = [(by_mu, n, sum(len(p) for p in by_mu) * n_sites // n, terms)
+                          for by_mu, n, terms in groups.values()]
         self.xp = xp
         dtype = dtype or xp.float64
         if theta is None:
@@ -266,7 +318,14 @@ class GradientFlow:
         return xp.sum(th * P[None, :], axis=1)
 
     def _rho(self, c, scale):
-        return [c[i] * (0.5 * scale) for i in range(self.n_w)]
+        """The stout weights of the plain ``Re Tr W`` terms."""
+        return [c[i] * (0.5 * scale) for i in self._plain]
+
+    def _host_coefficients(self, t: float) -> list[float]:
+        """``c_i(t)`` as host floats (the weights of the class-function terms)."""
+        c = np.asarray(to_numpy(self.params["theta"]), dtype=np.float64) @ \
+            legendre_basis(t, self.n_t)
+        return [float(v) for v in c]
 
     # -- one step ------------------------------------------------------------------------------
     def _step(self, U, t: float, eps: float, keep: bool, total: bool = False):
@@ -283,14 +342,30 @@ class GradientFlow:
             ts = t + sch["c"][s] * eps
             c = self.coefficients(ts)
             cdt = W.dtype
-            Z, staples = stout_generator(W, [xp.astype(r, real_dtype_of(xp, cdt))
-                                             for r in self._rho(c, eps)], self.loops)
-            w = None
+            Z, staples = None, None
+            if self._plain:
+                Z, staples = stout_generator(W, [xp.astype(r, real_dtype_of(xp, cdt))
+                                                 for r in self._rho(c, eps)], self.loops)
+            readings, ch = None, None
+            if self._tf_types:
+                ch = self._host_coefficients(ts)
+                readings = [loop_readings(W, by_mu) for by_mu, _, _, _ in self._tf_types]
+                for (_, _, _, terms), rd in zip(self._tf_types, readings):
+                    V = loop_function_field(W, rd, {f: eps * ch[i] for i, f in terms})
+                    Z = V if Z is None else Z + V
+            w, tfs = None, None
             if sch["q"][s] != 0.0:
-                w = self._loop_sums(W, staples)
                 div = 0.0
-                for i in range(self.n_w):
-                    div = div - C * self.lengths[i] * c[i] * w[i]
+                if self._plain:
+                    w = self._loop_sums(W, staples)
+                    for k, i in enumerate(self._plain):
+                        div = div - C * self.lengths[i] * c[i] * w[k]
+                if self._tf_types:
+                    tfs = [self._tf_divergence_sums(rd, typ)
+                           for rd, typ in zip(readings, self._tf_types)]
+                    for (_, n, _, terms), lap in zip(self._tf_types, tfs):
+                        for i, _ in terms:
+                            div = div + (n * ch[i]) * lap[i]
                 dlogJ = dlogJ + sch["q"][s] * eps * div
             Zs.append(Z)
             X = Zs[0] * alpha[0]
@@ -299,21 +374,31 @@ class GradientFlow:
             E = expm_algebra(X, method=self.exp_method)
             if keep:
                 stages.append({"W": W, "t": ts, "c": c, "staples": staples, "w": w, "X": X,
-                               "E": E})
+                               "E": E, "readings": readings, "ch": ch, "tf_lap": tfs})
             if total:
                 Etot = E if Etot is None else E @ Etot
             W = E @ W
         return W, dlogJ, (Etot if total else stages)
 
+    def _tf_divergence_sums(self, readings, typ):
+        """``{term: sum_W (Delta f)(W)}`` ``[batch]`` for the class-function terms of one loop
+        type (:func:`~lattice_ml.flows.loop_functions.laplacian`)."""
+        _, n, n_loops, terms = typ
+        laps = {i: laplacian(f, self.N) for i, f in terms}
+        need = sorted({g for coef, _ in laps.values() for g in coef})
+        sums = loop_function_sums(readings, need, n)
+        return {i: sum(a * sums[g] for g, a in coef.items()) + const * n_loops
+                for i, (coef, const) in laps.items()}
+
     def _loop_sums(self, U, staples):
-        """``w_i`` ``[batch]`` per type: ``(1/n_i) sum_{x,mu} Re Tr(U_mu S_i,mu)``."""
+        """``w_i`` ``[batch]`` per plain type: ``(1/n_i) sum_{x,mu} Re Tr(U_mu S_i,mu)``."""
         xp = namespace(U)
         out = []
         axes = tuple(range(1, self.D + 1))
-        for i in range(self.n_w):
+        for k, i in enumerate(self._plain):
             tot = 0.0
             for mu in range(self.D):
-                S = staples[mu][i]
+                S = staples[mu][k]
                 if S is None:
                     continue
                 tot = tot + xp.sum(xp.real(trace(link(U, mu) @ S)), axis=axes)
@@ -339,20 +424,48 @@ class GradientFlow:
             # the vector field of stage s (its rho = eps c / 2)
             W, c = st["W"], st["c"]
             rdt = real_dtype_of(xp, W.dtype)
-            rho = [xp.astype(r, rdt) for r in self._rho(c, eps)]
-            G_s, g_rho = stout_generator_pullback(W, rho, KZ[s], self.loops, st["staples"])
-            G = G + G_s
-            dc = np.array([float(to_numpy(g)) * 0.5 * eps for g in g_rho])
+            dc = np.zeros(self.n_w)
+            if self._plain:
+                rho = [xp.astype(r, rdt) for r in self._rho(c, eps)]
+                G_s, g_rho = stout_generator_pullback(W, rho, KZ[s], self.loops,
+                                                      st["staples"])
+                G = G + G_s
+                for k, i in enumerate(self._plain):
+                    dc[i] = float(to_numpy(g_rho[k])) * 0.5 * eps
+            ch, readings = st["ch"], st["readings"]
+            for (_, _, _, terms), rd in zip(self._tf_types, readings or ()):
+                G_t, dw = loop_function_pullback(W, rd, {f: eps * ch[i] for i, f in terms},
+                                                 KZ[s])
+                G = G + G_t
+                for i, f in terms:
+                    dc[i] += eps * float(to_numpy(dw[f]))
             if sch["q"][s] != 0.0:
-                k = sch["q"][s] * eps * (-C)
-                # d div / dU: a vector field with weights n_i c_i / 2 (module docstring, (*))
-                rho_div = [xp.astype(c[i] * (0.5 * self.lengths[i]), rdt)
-                           for i in range(self.n_w)]
-                Zd, _ = stout_generator(W, rho_div, self.loops, st["staples"])
+                k = sch["q"][s] * eps
                 gl = xp.astype(g_logJ, W.dtype)
-                G = G + (k * gl)[(...,) + (None,) * (Zd.ndim - 1)] * Zd
-                for i in range(self.n_w):
-                    dc[i] += k * self.lengths[i] * float(to_numpy(xp.sum(g_logJ * st["w"][i])))
+                Zd = None
+                if self._plain:
+                    # d div / dU: a vector field with weights n_i c_i / 2 (module docstring, (*))
+                    rho_div = [xp.astype(c[i] * (0.5 * self.lengths[i]), rdt)
+                               for i in self._plain]
+                    Zd, _ = stout_generator(W, rho_div, self.loops, st["staples"])
+                    Zd = Zd * (-C)
+                    for j, i in enumerate(self._plain):
+                        dc[i] += -C * k * self.lengths[i] * float(
+                            to_numpy(xp.sum(g_logJ * st["w"][j])))
+                for typ, rd, lap in zip(self._tf_types, readings or (), st["tf_lap"] or ()):
+                    _, nl, _, terms = typ
+                    # d div / dU: the gradient of sum_terms n c (Delta f), a combination of the
+                    # class functions with the coefficients of laplacian()
+                    wts = {}
+                    for i, f in terms:
+                        coef, _ = laplacian(f, self.N)
+                        for g, a in coef.items():
+                            wts[g] = wts.get(g, 0.0) + nl * ch[i] * a
+                        dc[i] += k * nl * float(to_numpy(xp.sum(g_logJ * lap[i])))
+                    V = loop_function_field(W, rd, wts)
+                    Zd = V if Zd is None else Zd + V
+                if Zd is not None:
+                    G = G + (k * gl)[(...,) + (None,) * (Zd.ndim - 1)] * Zd
             g_theta += dc[:, None] * legendre_basis(st["t"], self.n_t)[None, :]
         return G
 

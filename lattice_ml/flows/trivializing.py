@@ -16,8 +16,39 @@ each of their ``n_i`` links once has ``Delta w_i = -C n_i w_i`` (``C`` the Casim
 
 For the Wilson action ``k_plaq = beta / N`` (``S = -(beta/N) sum Re Tr P``): ``c_plaq = beta /
 (4 C N)`` (``beta/2`` for U(1), ``beta/16`` for SU(3)); for the improved actions ``k_plaq =
-beta c0 / N``, ``k_rect = beta c1 / N`` (``n = 4, 6``). The next order adds t-dependent terms
-with products of traces that a loop action cannot represent; the learned flow starts here.
+beta c0 / N``, ``k_rect = beta c1 / N`` (``n = 4, 6``).
+
+Next-to-leading order (Wilson action), the single-plaquette part
+----------------------------------------------------------------------
+At order ``beta^2`` (``<S>_t`` only adds constants) with ``S~^(1) = S / (4C)``:
+
+    -Delta S~^(2)_t = -(t / 4C) dS . dS + const,
+    dS . dS = sum_links sum_a (d^a S)^2 = k^2 sum_l sum_{P, P' through l} sum_a Re Tr(T_a P_l) Re Tr(T_a P'_l)
+
+and ``sum_a Re Tr(T_a A) Re Tr(T_a B) = (1/4)[Re Tr(A B^dagger) - Re Tr(A B) + (1/N)(Re(Tr A
+Tr B) - Re(Tr A conj Tr B))]`` (SU(N); U(1) without the ``1/N`` terms). The terms ``P = P'``
+(each plaquette at its 4 links) are class functions of one plaquette:
+
+    (dS . dS)_diag = k^2 sum_P [N - Re Tr P^2 + (1/N)(Re (Tr P)^2 - |Tr P|^2)].
+
+The terms ``P != P'`` (two plaquettes sharing a link) give ``Re Tr`` of the 1x2 rectangle, the
+trace of a loop through the shared link twice and products of the traces of the two plaquettes.
+The group Laplacian maps class functions of one plaquette to class functions of that plaquette
+(:func:`lattice_ml.flows.loop_functions.laplacian`) and functions of two neighbouring plaquettes
+to functions of the two (never to one plaquette alone), so the equation splits, and its
+one-plaquette part is solved exactly within the flow's terms: with ``S~^(2) = -t sum_P sum_f
+x_f f(P)`` over ``f in (re_tr2, re_tr_sq, abs_tr_sq)`` and ``Delta f = sum_g L_fg g + const``,
+
+    4 L^T x = -(k^2 / 4C) r,     r = (-1, 1/N, -1/N)        (U(1): f = re_tr2 only, r = -1),
+
+i.e. for SU(3) ``x = (-3/5, 2/5, -1/9) beta^2 / 192``, for U(1) ``x = -beta^2 / 16``
+(:func:`luscher_nlo_plaquette`). The coefficients are linear in t: ``c_f(t) = x_f t``, the
+Legendre coefficients ``(x_f / 2, x_f / 2)`` (``n_t >= 2``). The two-plaquette part is not
+included: its rectangle coefficient mixes, through the Laplacian, with the products of traces
+and the doubly-traversed loop that the flow does not have, so keeping the rectangle alone would
+not be a consistent truncation. This is therefore not the full NLO map of Lüscher (and of the
+"Lüscher NL" baseline of Bacchio et al.), but the exact NLO projection onto single-plaquette
+class functions.
 """
 
 from __future__ import annotations
@@ -25,16 +56,39 @@ from __future__ import annotations
 import numpy as np
 
 from .gradient_flow import GradientFlow, casimir
+from .loop_functions import laplacian
 
-__all__ = ["luscher_coefficients", "luscher_flow"]
+__all__ = ["luscher_coefficients", "luscher_flow", "luscher_nlo_plaquette"]
 
 
-def luscher_coefficients(action, loop_names, lengths, n_t: int) -> np.ndarray:
+def luscher_nlo_plaquette(beta: float, N: int) -> dict:
+    """``{term name: x_f}`` of the NLO single-plaquette part ``c_f(t) = x_f t`` of the
+    trivialising map of the Wilson action (module docstring)."""
+    k = beta / N
+    C = casimir(N)
+    if N == 1:
+        coef, _ = laplacian("re_tr2", 1)
+        Lf = sum(coef.values())                     # re_tr_sq = re_tr2 for U(1)
+        return {"plaquette:re_tr2": -(k * k / (4 * C * 4)) * (-1.0) / Lf}
+    fs = ("re_tr2", "re_tr_sq", "abs_tr_sq")
+    L = np.zeros((3, 3))
+    for i, f in enumerate(fs):
+        coef, _ = laplacian(f, N)
+        for g, a in coef.items():
+            L[i, fs.index(g)] = a
+    r = np.array([-1.0, 1.0 / N, -1.0 / N])
+    x = np.linalg.solve(4.0 * L.T, -(k * k / (4 * C)) * r)
+    return {f"plaquette:{f}": float(v) for f, v in zip(fs, x)}
+
+
+def luscher_coefficients(action, loop_names, lengths, n_t: int, order: int = 1) -> np.ndarray:
     """``theta`` ``[n_W, n_t]`` of the leading-order trivialising map for ``action`` (a
     :class:`~lattice_ml.gauge.GaugeAction`) on the loop types ``loop_names`` (with their
     lengths): ``c_i = k_i / (C n_i)`` in the constant Legendre polynomial, zero elsewhere.
     The action's loops must be among the flow's (``"plaquette"``, and ``"rectangle"`` when the
-    action has rectangles)."""
+    action has rectangles). ``order=2`` adds the NLO single-plaquette class functions (Wilson
+    action only; the flow needs the terms ``plaquette:re_tr2`` (and for SU(N)
+    ``plaquette:re_tr_sq``, ``plaquette:abs_tr_sq``) and ``n_t >= 2``; module docstring)."""
     k = {}
     if action.terms in ("all", "plaquette"):
         k["plaquette"] = action.beta * action.c0 / action.N
@@ -49,14 +103,29 @@ def luscher_coefficients(action, loop_names, lengths, n_t: int) -> np.ndarray:
     for i, name in enumerate(loop_names):
         if name in k:
             theta[i, 0] = k[name] / (C * lengths[i])
+    if order == 2:
+        if "rectangle" in k or action.terms != "all" or action.c0 != 1.0:
+            raise ValueError(f"the NLO map is derived for the Wilson action, not {action!r}")
+        if n_t < 2:
+            raise ValueError("the NLO map is linear in t: it needs n_t >= 2")
+        nlo = luscher_nlo_plaquette(action.beta, action.N)
+        missing = [name for name in nlo if name not in loop_names]
+        if missing:
+            raise ValueError(f"the NLO map needs the terms {missing} in the flow (it has "
+                             f"{list(loop_names)})")
+        for name, x in nlo.items():
+            theta[list(loop_names).index(name), :2] = [0.5 * x, 0.5 * x]   # x t = x (P0 + P1)/2
+    elif order != 1:
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
     return theta
 
 
 def luscher_flow(action, shape, xp, *, loops=("plaquette",), n_t: int = 1, n_steps: int = 8,
-                 **kwargs) -> GradientFlow:
+                 order: int = 1, **kwargs) -> GradientFlow:
     """A :class:`GradientFlow` for ``action`` on ``shape`` starting at (or, with no further
-    training, equal to) the leading-order trivialising map."""
+    training, equal to) the leading-order trivialising map (``order=2``: with the NLO
+    single-plaquette class functions)."""
     flow = GradientFlow(shape, action.N, xp, loops=loops, n_t=n_t, n_steps=n_steps, **kwargs)
-    theta = luscher_coefficients(action, flow.loop_names, flow.lengths, n_t)
+    theta = luscher_coefficients(action, flow.loop_names, flow.lengths, n_t, order=order)
     flow.load_params({"theta": theta})
     return flow
