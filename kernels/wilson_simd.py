@@ -198,6 +198,22 @@ def _cpu_loop(R: int, lanes: tuple):
     return loop
 
 
+def check_arguments(links, field, sign, parity, extents, what: str):
+    """The checks shared with :mod:`.wilson_soa`: links and field both float32 or both
+    float64, batches equal or one of them 1, ``sign`` +-1, ``parity`` None or 0/1 with even
+    ``extents`` (named ``what`` in the message)."""
+    if links.dtype != field.dtype or field.dtype not in (np.float32, np.float64):
+        raise TypeError(f"links and field must both be float32 or float64; got {links.dtype}, "
+                        f"{field.dtype}")
+    Bu, Bp = links.shape[0], field.shape[0]
+    if not (Bu == Bp or Bu == 1 or Bp == 1):
+        raise ValueError(f"link batch {Bu} and field batch {Bp} do not broadcast")
+    if sign not in (1, -1):
+        raise ValueError(f"sign must be +1 or -1, not {sign}")
+    if parity is not None and (parity not in (0, 1) or any(L % 2 for L in extents)):
+        raise ValueError(f"parity needs even {what}; got {tuple(extents)}")
+
+
 def wilson_hop_lanes(Ul, psil, sign=1, antiperiodic=True, parity=None):
     """``H psi`` (``sign = +1``) or ``H^dag psi`` (``-1``) in the lanes layout: doubled links
     ``Ul`` (:func:`links_to_lanes`), spinor ``psil`` (:func:`spinor_to_lanes`), both NumPy,
@@ -206,9 +222,6 @@ def wilson_hop_lanes(Ul, psil, sign=1, antiperiodic=True, parity=None):
     ``max(Bu, Bp)``)."""
     if not (isinstance(Ul, np.ndarray) and isinstance(psil, np.ndarray)):
         raise TypeError("wilson_hop_lanes takes NumPy arrays")
-    if Ul.dtype != psil.dtype or psil.dtype not in (np.float32, np.float64):
-        raise TypeError(f"links and field must both be float32 or float64; got {Ul.dtype}, "
-                        f"{psil.dtype}")
     if not (Ul.flags.c_contiguous and psil.flags.c_contiguous):
         raise ValueError("lanes arrays must be C-contiguous")
     lanes = tuple(int(n) for n in psil.shape[-4:])
@@ -219,13 +232,8 @@ def wilson_hop_lanes(Ul, psil, sign=1, antiperiodic=True, parity=None):
             or tuple(Ul.shape[7:9]) != (3, 2) or tuple(Ul.shape[-4:]) != lanes):
         raise ValueError(f"not lanes arrays of one lattice and split: links {Ul.shape}, "
                          f"field {psil.shape}")
+    check_arguments(Ul, psil, sign, parity, outer, "outer extents (sites / lanes)")
     Bu, Bp = Ul.shape[0], psil.shape[0]
-    if not (Bu == Bp or Bu == 1 or Bp == 1):
-        raise ValueError(f"link batch {Bu} and field batch {Bp} do not broadcast")
-    if sign not in (1, -1):
-        raise ValueError(f"sign must be +1 or -1, not {sign}")
-    if parity is not None and (parity not in (0, 1) or any(L % 2 for L in outer)):
-        raise ValueError(f"parity needs even outer extents (sites / lanes); outer {outer}")
     B = max(Bu, Bp)
     out = np.empty((B,) + tuple(psil.shape[1:]), dtype=psil.dtype)
     rdt = psil.dtype.type

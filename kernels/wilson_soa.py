@@ -35,6 +35,7 @@ import numpy as np
 
 from ..backend import make_complex, namespace
 from ._common import THREADS_PER_BLOCK, array_module, blocks_for
+from .wilson_simd import check_arguments
 
 __all__ = ["eo_order", "spinor_to_soa", "spinor_from_soa", "links_to_soa", "links_from_soa",
            "wilson_hop_soa", "FLOPS_PER_SITE"]
@@ -124,16 +125,7 @@ def _check(Us, psis, sites, sign, parity):
             or Us.shape[1] != 4 or Us.shape[2] not in (2, 3) or tuple(Us.shape[3:]) != (3, 2, V)):
         raise ValueError(f"not SoA arrays of {tuple(sites)}: links {Us.shape}, field "
                          f"{psis.shape}")
-    if Us.dtype != psis.dtype or psis.dtype not in (np.float32, np.float64):
-        raise TypeError(f"links and field must both be float32 or float64; got {Us.dtype}, "
-                        f"{psis.dtype}")
-    Bu, Bp = Us.shape[0], psis.shape[0]
-    if not (Bu == Bp or Bu == 1 or Bp == 1):
-        raise ValueError(f"link batch {Bu} and field batch {Bp} do not broadcast")
-    if sign not in (1, -1):
-        raise ValueError(f"sign must be +1 or -1, not {sign}")
-    if parity is not None and (parity not in (0, 1) or any(L % 2 for L in sites)):
-        raise ValueError(f"parity needs even extents; got {tuple(sites)}")
+    check_arguments(Us, psis, sign, parity, sites, "extents")
 
 
 def wilson_hop_soa(Us, psis, sites, sign=1, antiperiodic=True, parity=None):

@@ -19,7 +19,7 @@ from lattice_ml.groups import haar_random
 from lattice_ml.kernels import wilson as kwil
 from lattice_ml.kernels import wilson_simd as ws
 from lattice_ml.kernels import wilson_soa as so
-from lattice_ml.kernels._common import cuda_simulator, cuda_usable
+from test_kernels_dirac import _device, _host, needs_cuda  # noqa: E402  (simulator or GPU)
 
 NP = namespace_by_name("numpy")
 EPS = {"float32": np.finfo(np.float32).eps, "float64": np.finfo(np.float64).eps}
@@ -145,21 +145,23 @@ def test_lanes_kernel_equals_reference_and_interleaved_kernel(real):
     assert_close(lanes_hop(U, psi[1:], lanes), wilson_hop.reference(U, psi[1:]), tol)
 
 
+# (lanes, lattice, link rows): a split along one direction with four lanes (a rotation of
+# the lanes, not a swap), one along two directions with four lanes in one of them
+OTHER_SPLITS = {"float64": (((1, 2, 2, 2), (4, 4, 4, 4), 2), ((1, 1, 1, 4), (2, 2, 4, 8), 3)),
+                "float32": (((2, 1, 4, 1), (4, 2, 8, 2), 3), ((2, 1, 4, 1), (4, 2, 8, 2), 2))}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("real", ["float64", "float32"])
 def test_lanes_kernel_two_row_links_and_other_splits(real):
-    """Two-row links (third row rebuilt) and lane splits along one and along all directions,
-    with more than two lanes in a direction (a rotation, not a swap)."""
+    """Two-row links (third row rebuilt in the lane loop) and other lane splits."""
     tol = 200 * EPS[real]
-    for lanes, sites in (((1, 2, 2, 2), (4, 4, 4, 4)), ((1, 1, 1, 4), (2, 2, 4, 8)),
-                         ((2, 1, 4, 1), (4, 2, 8, 2))):
-        U, psi = fields(sites, real)
-        U12 = np.ascontiguousarray(compress_links(U))
-        for sign, ap, parity in ((1, True, None), (-1, False, 0), (1, True, 1)):
+    for lanes, sites, R in OTHER_SPLITS[real]:
+        U, psi = fields(sites, real, batch=2)
+        links = np.ascontiguousarray(compress_links(U)) if R == 2 else U
+        for sign, ap, parity in ((1, True, None), (-1, False, 0), (1, True, 1), (-1, True, None)):
             want = wilson_hop.reference(U, psi, sign, ap, parity)
-            assert_close(lanes_hop(U12, psi, lanes, sign, ap, parity), want, tol)
-            if lanes != (1, 2, 2, 2):
-                assert_close(lanes_hop(U, psi, lanes, sign, ap, parity), want, tol)
+            assert_close(lanes_hop(links, psi, lanes, sign, ap, parity), want, tol)
 
 
 def test_lanes_kernel_is_vectorised():
@@ -188,21 +190,6 @@ def test_lanes_kernel_is_vectorised():
 # ------------------------------------------------------------------------------------------
 # CUDA SoA kernel (simulator on the CPU, or a real GPU)
 # ------------------------------------------------------------------------------------------
-def _device(a):
-    """NumPy under the simulator; CuPy arrays on a real GPU."""
-    if cuda_simulator():
-        return a
-    cupy = pytest.importorskip("cupy")
-    return cupy.asarray(a)
-
-
-def _host(a):
-    return a if isinstance(a, np.ndarray) else a.get()
-
-
-needs_cuda = pytest.mark.skipif(not cuda_usable(), reason="no CUDA GPU and no CUDA simulator")
-
-
 @needs_cuda
 @pytest.mark.parametrize("real", ["float32", "float64"])
 def test_soa_cuda_kernel_equals_reference(real):
