@@ -7,6 +7,18 @@ value.
         [--skip-ptc]
     python benchmarks/bench_preconditioners.py --theory su3_4d [--L 8] [--betas 6]
         [--csw 1.769] [--deltas ...] [--sweeps 100] [--block 4] [--n-vec 12] [--n-smooth 8]
+    ... [--arpack] [--mg NAME:key=value,key=value ...]
+
+``--mg`` (repeatable) replaces the default multigrid row by named configurations of
+:class:`TwoLevelMultigrid`, e.g. ``--mg mg_mr:block=8x8,n_smooth=8
+--mg mg_sap:block=8x8,smoother=sap,sap_solver=exact`` (``AxB`` a tuple; every other key a
+keyword of ``TwoLevelMultigrid``; ``n_vec`` defaults to 8 in 2D, ``--n-vec`` in 4D; the coarse
+solve is direct up to a coarse dimension of 2048, GMRES beyond). Each configuration is set up
+at every mass, its setup CPU time recorded apart, with ``break_even_rhs``: the number of
+right-hand sides on one configuration from which setup plus solves beat the best existing
+solver (``ceil(setup / (t_best - t_mg))``, CPU seconds). ``--arpack``: the 2D ``m_c`` from six
+ARPACK eigenvalues of smallest real part as in 4D, not the dense spectrum (for 64^2 and
+beyond). Run with ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` and compare CPU seconds.
 
 ``--theory su3_4d``: quenched SU(3) configurations (heatbath + 2 over-relaxation sweeps from the
 unit field, ``--sweeps``), the clover operator with ``--csw`` (default 1.769, the
@@ -47,6 +59,7 @@ weights until the cost is within 5% of the fully trained network's.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,6 +82,7 @@ from lattice_ml.samplers.heatbath import Heatbath  # noqa: E402
 
 TOL = 1e-10
 xp = namespace_by_name("numpy")
+_LOAD0 = list(os.getloadavg())
 
 
 def thermalise(beta, L, sweeps, seed):
@@ -151,8 +165,45 @@ def critical_mass_arpack(W0, k=6, tol=1e-8):
     return float(-low.real), float(abs(low.imag)), lam, count[0]
 
 
+def parse_mg(spec):
+    """``"name:key=value,..."`` -> ``(name, kwargs)`` (``AxB`` tuples, ints, floats, strings)."""
+    name, _, rest = spec.partition(":")
+    kw = {}
+    for item in filter(None, rest.split(",")):
+        key, _, val = item.partition("=")
+        if "x" in val and all(p.isdigit() for p in val.split("x")):
+            kw[key] = tuple(int(p) for p in val.split("x"))
+        else:
+            for conv in (int, float, str):
+                try:
+                    kw[key] = conv(val)
+                    break
+                except ValueError:
+                    pass
+    return name, kw
+
+
+def run_multigrid(W, eta, name, kw):
+    """Set up ``TwoLevelMultigrid(W, **kw)`` and solve with FGMRES(30): one row."""
+    kw = dict(kw)
+    block = tuple(kw.pop("block"))
+    n_coarse = int(np.prod([L // b for L, b in zip(W.sites, block)])) * 2 * kw.get("n_vec", 8)
+    kw.setdefault("coarse_solver", "direct" if n_coarse <= 2048 else "gmres")
+    mg, t_setup = timed(lambda: TwoLevelMultigrid(W, block, **kw))
+    cpu_setup = _CPU["last"]
+    (x, info), dt = timed(lambda: fgmres(W.apply, eta, M=mg, restart=30, tol=TOL,
+                                         maxiter=100000))
+    row = dict(solver=name, iterations=int(info.iterations[0]), matvecs=int(info.matvecs),
+               seconds=dt, setup_seconds=t_setup, cpu_seconds=_CPU["last"],
+               cpu_setup_seconds=cpu_setup, residual=rel_res(W, x, eta), block=list(block),
+               coarse_iterations=int(mg.coarse_iterations),
+               smoother_applications=getattr(mg.smoother, "applications", None),
+               **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()})
+    return row
+
+
 def run_solvers(W, eta, net, rows, tag, block=(4, 4), n_vec=8, coarse_solver="direct",
-                n_smooth=4):
+                n_smooth=4, mg_configs=None):
     failed = {}
     prep = W.prepare_source(eta)
     tol_eo = TOL * float(np.sqrt(to_numpy(norm2(eta))[0] / to_numpy(norm2(prep))[0])) * 0.999
@@ -183,17 +234,15 @@ def run_solvers(W, eta, net, rows, tag, block=(4, 4), n_vec=8, coarse_solver="di
         out[name] = dict(tag, solver=name, iterations=int(info.iterations[0]),
                          matvecs=int(info.matvecs), seconds=dt, cpu_seconds=_CPU["last"],
                          residual=rel_res(W, x, eta))
-    mg, t_setup = timed(lambda: TwoLevelMultigrid(W, block, n_vec=n_vec, n_smooth=n_smooth,
-                                                  coarse_solver=coarse_solver))
-    cpu_setup = _CPU["last"]
-    (x, info), dt = timed(lambda: fgmres(W.apply, eta, M=mg, restart=30, tol=TOL,
-                                         maxiter=100000))
-    out["fgmres_mg"] = dict(tag, solver="fgmres_mg", iterations=int(info.iterations[0]),
-                            matvecs=int(info.matvecs), seconds=dt, setup_seconds=t_setup,
-                            cpu_seconds=_CPU["last"], cpu_setup_seconds=cpu_setup,
-                            residual=rel_res(W, x, eta), block=list(block), n_vec=n_vec,
-                            coarse_solver=coarse_solver, n_smooth=n_smooth,
-                            coarse_iterations=int(mg.coarse_iterations))
+    if not mg_configs:
+        mg_configs = [("fgmres_mg", dict(block=block, n_vec=n_vec, n_smooth=n_smooth,
+                                         coarse_solver=coarse_solver))]
+    for name, kw in mg_configs:
+        kw = dict(kw)
+        kw.setdefault("n_vec", n_vec)
+        out[name] = dict(tag, **run_multigrid(W, eta, name, kw))
+        print(f"  {name}: {out[name]['iterations']} it, {out[name]['cpu_seconds']:.2f} CPU s, "
+              f"setup {out[name]['cpu_setup_seconds']:.2f} CPU s", flush=True)
     existing = [k for k in ("cgnr_eo", "bicgstab_eo", "bicgstab") if k in out]
     best = min(existing, key=lambda k: out[k]["seconds"])
     for r in out.values():
@@ -210,6 +259,9 @@ def run_solvers(W, eta, net, rows, tag, block=(4, 4), n_vec=8, coarse_solver="di
         if "cpu_setup_seconds" in r:
             r["cpu_speedup_vs_best_with_setup"] = out[best_cpu]["cpu_seconds"] / (
                 r["cpu_seconds"] + r["cpu_setup_seconds"])
+            gain = out[best_cpu]["cpu_seconds"] - r["cpu_seconds"]
+            r["break_even_rhs"] = (int(np.ceil(r["cpu_setup_seconds"] / gain)) if gain > 0
+                                   else None)
     rows.extend(out.values())
     rows.extend(failed.values())
     return out
@@ -257,13 +309,22 @@ def main_su3_4d(args):
             out = run_solvers(W, eta, None, rows, dict(beta=beta, L=L, csw=args.csw, delta=d,
                                                        mass=mc + d),
                               block=block, n_vec=args.n_vec, coarse_solver=coarse,
-                              n_smooth=args.n_smooth)
-            harness.print_table(list(out.values()), ["delta", "solver", "iterations",
-                                                     "matvecs", "cpu_seconds", "residual",
-                                                     "cpu_speedup_vs_best"])
+                              n_smooth=args.n_smooth, mg_configs=args.mg_configs)
+            harness.print_table(list(out.values()), COLUMNS_CPU)
     path = harness.record("preconditioners-su3-4d", rows, "numpy", {"configs": configs,
-                                                                    "tol": TOL})
+                                                                    "tol": TOL, **threads()})
     print(path)
+
+
+COLUMNS_CPU = ["delta", "solver", "iterations", "matvecs", "cpu_seconds", "cpu_setup_seconds",
+               "residual", "cpu_speedup_vs_best", "break_even_rhs"]
+
+
+def threads():
+    """The thread settings and the load average (the machine is shared)."""
+    return {"env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                                   "OMP_NUM_THREADS")},
+            "loadavg_start": _LOAD0, "loadavg_end": list(os.getloadavg())}
 
 
 def main():
@@ -281,7 +342,12 @@ def main():
     ap.add_argument("--transfer-beta", type=float, default=4.0)
     ap.add_argument("--skip-ptc", action="store_true",
                     help="no FGMRES + PTC rows (it stagnates at very light masses)")
+    ap.add_argument("--arpack", action="store_true",
+                    help="u1_2d: m_c from six ARPACK eigenvalues (not the dense spectrum)")
+    ap.add_argument("--mg", action="append", default=[], metavar="NAME:key=value,...",
+                    help="a multigrid configuration (repeatable; replaces the default row)")
     args = ap.parse_args()
+    args.mg_configs = [parse_mg(m) for m in args.mg]
     four = args.theory == "su3_4d"
     args.L = args.L or (8 if four else 32)
     args.betas = args.betas or ([6.0] if four else [2.0, 4.0, 6.0])
@@ -292,28 +358,37 @@ def main():
     for beta in args.betas:
         U = thermalise(beta, args.L, args.sweeps, seed=int(10 * beta))
         U0 = U[0:1, ...]
-        mc, lam_min = critical_mass(U0)
         plaq = plaquette(U)
-        configs.append(dict(beta=beta, L=args.L, plaquette=plaq.tolist(), m_c=mc))
+        if args.arpack:
+            (mc, im, lam, nmv), t_eig = timed(lambda: critical_mass_arpack(
+                WilsonDirac(U0, mass=0.0)))
+            configs.append(dict(beta=beta, L=args.L, plaquette=plaq.tolist(), m_c=mc,
+                                im_lambda=im, eigenvalues=[[float(z.real), float(z.imag)]
+                                                           for z in lam],
+                                arpack_matvecs=nmv, arpack_cpu_seconds=_CPU["last"]))
+        else:
+            mc, lam_min = critical_mass(U0)
+            configs.append(dict(beta=beta, L=args.L, plaquette=plaq.tolist(), m_c=mc))
         print(f"beta {beta}: plaquette {plaq}, m_c = {mc:.5f}", flush=True)
-        net, rec = trained_net(U0, mc + 0.1)
-        configs[-1].update(ptc_train_seconds=rec.seconds, ptc_cost=[float(rec.cost[0]),
-                                                                    float(rec.cost[-1])])
+        net = None
+        if not (args.skip_ptc and beta != args.transfer_beta):
+            net, rec = trained_net(U0, mc + 0.1)
+            configs[-1].update(ptc_train_seconds=rec.seconds, ptc_cost=[float(rec.cost[0]),
+                                                                        float(rec.cost[-1])])
         eta = RandomStreams(seed=7, n_chains=1, xp=xp).complex_normal((args.L, args.L, 2, 1))
         for d in args.deltas:
             W = WilsonDirac(U0, mass=mc + d)
             out = run_solvers(W, eta, None if args.skip_ptc else net, rows,
-                              dict(beta=beta, L=args.L, delta=d, mass=mc + d))
-            harness.print_table(list(out.values()), ["beta", "delta", "solver", "iterations",
-                                                     "matvecs", "seconds", "residual",
-                                                     "speedup_vs_best"])
+                              dict(beta=beta, L=args.L, delta=d, mass=mc + d),
+                              mg_configs=args.mg_configs)
+            harness.print_table(list(out.values()), ["beta"] + COLUMNS_CPU)
         if beta == args.transfer_beta:
             transfer = run_transfer(U, net, mc, args)
     if transfer:
         harness.print_table(transfer, ["target", "network", "iterations", "seconds",
                                        "cost", "retrain_steps"])
     path = harness.record("preconditioners-u1", rows, "numpy",
-                          {"configs": configs, "transfer": transfer, "tol": TOL})
+                          {"configs": configs, "transfer": transfer, "tol": TOL, **threads()})
     print(path)
 
 
