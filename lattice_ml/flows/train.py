@@ -1,7 +1,9 @@
-"""Training a flow: reverse KL (self-training from the prior) and forward KL (from samples).
+"""Training a flow: reverse KL (self-training from the prior), forward KL (from samples) and the
+path-gradient estimator of the reverse KL.
 
 Losses, per batch of ``B`` configurations (batch axis first), with the target ``p(x) = exp(-S(x))
-/ Z`` and the flow density ``q`` (:mod:`lattice_ml.flows.flow`):
+/ Z`` and the flow density ``q`` (:mod:`lattice_ml.flows.flow`; gauge fields:
+:mod:`lattice_ml.flows.gradient_flow`):
 
 * reverse KL (``mode="reverse_kl"``), ``z_b ~ r``, ``x_b = f(z_b)``::
 
@@ -10,17 +12,36 @@ Losses, per batch of ``B`` configurations (batch axis first), with the target ``
 
   (``log r(z_b)`` does not depend on the parameters);
 * forward KL (``mode="forward_kl"``), ``x_b`` drawn uniformly (with replacement) from given
-  samples of ``p`` (e.g. HMC configurations), ``z_b = f^{-1}(x_b)``::
+  samples of ``p`` (e.g. HMC or heatbath configurations), ``z_b = f^{-1}(x_b)``::
 
       L = -(1/B) sum_b log q(x_b) = KL(p || q) + const
-      dL/dtheta = inverse vjp of (gz = z / B, glogdet = -1 / B).
+      dL/dtheta = inverse vjp of (gz = -grad log r(z) / B,  glogdet = -1 / B);
+
+* path gradient (``mode="path_gradient"``; Vaitl, Nicoli, Nakajima & Kessel, "Gradients should
+  stay on path", arXiv:2207.09213; for continuous flows Vaitl et al., arXiv:2206.09016): the
+  same loss value as reverse KL, with the gradient
+
+      g = (1/B) sum_b (dx_b/dtheta)^T grad_x [S(x) + log q(x)] |_{x = x_b, theta fixed}
+        = vjp of (gx = (grad_x log q - F(x)) / B,  glogJ = 0),
+      grad_x log q(x) = inverse vjp of (gz = grad log r(z),  glogdet = 1)   (no parameter part).
+
+  Its expectation is the reverse-KL gradient (the dropped term ``E_q[d log q_theta(x)/dtheta]``
+  at fixed ``x`` is ``d/dtheta int q = 0``), and it vanishes sample by sample where ``q ∝
+  exp(-S)``, so its variance falls to zero as the flow becomes exact. It needs the flow's
+  ``inverse_cache`` / ``inverse_vjp``; a gradient flow's inverse cache is taken from its forward
+  cache (:func:`lattice_ml.flows.gradient_flow_inverse.cache_from_forward`: the same trajectory,
+  no inversion), and its solve costs 10-40 backward passes per step (docs/training.md has the
+  measured cost and ESS).
+
+``grad log r`` is ``-z`` for the Gaussian prior of :class:`~lattice_ml.flows.flow.Flow` and zero
+for flows on links (Haar prior, density 1); a flow may define ``prior_score(z)`` instead.
 
 The effective sample size per configuration, ``ESS = (sum w)^2 / (B sum w^2)`` with ``log w =
 -S(x) - log q(x)`` for a batch drawn from the flow (:func:`lattice_ml.stats.effective_sample_size`;
 NaN when a log-weight is not finite),
 is recorded with the loss, the gradient norm and the learning rate in ``trainer.history``
-(reverse KL: the training batch itself; forward KL: an extra flow batch every ``ess_every``
-steps, NaN otherwise).
+(reverse KL and path gradient: the training batch itself; forward KL: an extra flow batch every
+``ess_every`` steps, NaN otherwise).
 
 Optimisation uses :mod:`lattice_ml.optim` (Adam, schedules, :func:`clip_by_global_norm`); a step
 whose gradient norm is not finite is skipped and counted. :meth:`FlowTrainer.state_dict` holds the
@@ -39,11 +60,14 @@ import numpy as np
 
 from ..backend import RandomStreams, namespace, to_numpy
 from ..optim import clip_by_global_norm, global_norm
-from .flow import Flow, effective_sample_size, prior_log_prob
+from .flow import Flow, effective_sample_size
+from .gradient_flow import GradientFlow
 
-__all__ = ["FlowTrainer", "ProgressPrinter", "reverse_kl_grads", "forward_kl_grads"]
+__all__ = ["FlowTrainer", "ProgressPrinter", "reverse_kl_grads", "forward_kl_grads",
+           "path_gradient_grads", "prior_score", "MODES"]
 
-_MODES = ("reverse_kl", "forward_kl")
+MODES = ("reverse_kl", "forward_kl", "path_gradient")
+"""The training modes of :class:`FlowTrainer` (module docstring)."""
 _HISTORY_KEYS = ("loss", "ess", "grad_norm", "lr", "time")
 
 
@@ -67,10 +91,47 @@ def forward_kl_grads(flow: Flow, x):
     xp = namespace(x)
     B = x.shape[0]
     z, ld, caches = flow.inverse_cache(x)
-    logq = prior_log_prob(z) + ld
+    logq = flow.prior_log_prob(z) + ld
     loss = -float(xp.mean(logq))
-    _, grads = flow.inverse_vjp(caches, z * (1.0 / B), xp.full((B,), -1.0 / B, dtype=x.dtype))
+    _, grads = flow.inverse_vjp(caches, prior_score(flow, z) * (-1.0 / B),
+                                xp.full((B,), -1.0 / B, dtype=ld.dtype))
     return loss, grads
+
+
+def path_gradient_grads(flow: Flow, action, z):
+    """``(loss, grads, log_w)`` of the path-gradient estimator (module docstring) for latent
+    fields ``z``: the loss and ``log_w`` of :func:`reverse_kl_grads`, the gradient through
+    ``grad_x [S + log q]`` at fixed parameters."""
+    xp = namespace(z)
+    B = z.shape[0]
+    x, logJ, caches = flow.forward_cache(z)
+    S = action.action(x)
+    logq = flow.prior_log_prob(z) - logJ
+    loss = float(xp.mean(logq + S))
+    if isinstance(flow, GradientFlow):
+        from .gradient_flow_inverse import cache_from_forward
+        inv = cache_from_forward(flow, z, caches)
+    else:
+        inv = flow.inverse_cache(x)[2]
+    ones = xp.ones((B,), dtype=logJ.dtype)
+    gq, _ = flow.inverse_vjp(inv, prior_score(flow, z), ones)
+    gx = (gq - action.force(x)) * (1.0 / B)
+    _, grads = flow.vjp(caches, gx, xp.zeros((B,), dtype=logJ.dtype))
+    return loss, grads, _host(-(S + logq))
+
+
+def prior_score(flow, z):
+    """``grad_z log r(z)`` of the flow's prior: ``flow.prior_score(z)`` where the flow defines
+    it, ``-z`` for the Gaussian prior of :class:`~lattice_ml.flows.flow.Flow`, zero for flows on
+    links (complex ``z``: the Haar prior, density 1)."""
+    if hasattr(flow, "prior_score"):
+        return flow.prior_score(z)
+    xp = namespace(z)
+    if xp.isdtype(z.dtype, "complex floating"):
+        return xp.zeros_like(z)
+    if isinstance(flow, Flow):
+        return -z
+    raise TypeError(f"{type(flow).__name__} has a real latent space but no prior_score(z)")
 
 
 def _host(a):
@@ -90,8 +151,9 @@ class FlowTrainer:
     seed : int
         Seed of the trainer's :class:`~lattice_ml.backend.RandomStreams` (one stream per batch
         entry: latent draws, sample indices).
-    mode : {"reverse_kl", "forward_kl"}
-    samples : array ``[N, *sites]``, forward KL only
+    mode : {"reverse_kl", "forward_kl", "path_gradient"}
+        Forward KL and path gradient need the flow's ``inverse_cache`` / ``inverse_vjp``.
+    samples : array ``[N, *sites]`` (links: ``[N, D, *sites, N_c, N_c]``), forward KL only
     max_grad_norm : float, optional
         Clip the gradient to this global norm (:func:`lattice_ml.optim.clip_by_global_norm`).
     ess_every : int
@@ -102,16 +164,18 @@ class FlowTrainer:
     def __init__(self, flow: Flow, action, optimizer, *, batch_size: int, seed: int = 0,
                  mode: str = "reverse_kl", samples=None, max_grad_norm: float | None = None,
                  ess_every: int = 10, xp=None, dtype: str = "float64", device=None):
-        if mode not in _MODES:
-            raise ValueError(f"training mode must be one of {_MODES}, not {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"training mode must be one of {MODES}, not {mode!r}")
+        if mode != "reverse_kl" and not (hasattr(flow, "inverse_cache") and
+                                         hasattr(flow, "inverse_vjp")):
+            raise ValueError(f"{mode} training needs the flow's inverse_cache and inverse_vjp; "
+                             f"{type(flow).__name__} has no such methods (use reverse_kl)")
         if not isinstance(batch_size, int) or batch_size < 2:
             raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}")
         if mode == "forward_kl":
             if samples is None:
                 raise ValueError("forward_kl training needs samples [N, *sites] of the target")
-            if tuple(samples.shape[1:]) != flow.shape:
-                raise ValueError(f"samples must have shape [N, {', '.join(map(str, flow.shape))}]"
-                                 f", got {tuple(samples.shape)}")
+            flow._check(samples, "samples")     # [N, *sites] or links [N, D, *sites, n, n]
         elif samples is not None:
             raise ValueError("samples are only used by forward_kl training")
         if max_grad_norm is not None and not max_grad_norm > 0:
@@ -141,9 +205,10 @@ class FlowTrainer:
         """One optimisation step; returns its record (also appended to ``history``)."""
         t0 = time.perf_counter()
         ess = math.nan
-        if self.mode == "reverse_kl":
+        if self.mode != "forward_kl":
             z = self.flow.draw_latent(self.rng)
-            loss, grads, log_w = reverse_kl_grads(self.flow, self.action, z)
+            grads_of = reverse_kl_grads if self.mode == "reverse_kl" else path_gradient_grads
+            loss, grads, log_w = grads_of(self.flow, self.action, z)
             ess = float(effective_sample_size(log_w)) if np.all(np.isfinite(log_w)) else math.nan
         else:
             xp = namespace(self.samples)
