@@ -249,6 +249,8 @@ BAD_FILES = [
      ["does not belong", "theory.form = 'standard'"]),
     ("[theory]\nform = \"standard\"\nbeta = 0.5\n", "theory.beta",
      ["does not belong", "theory.form = 'hopping'"]),
+    ("[flow]\nloss = \"forward_kl\"\n", "flow.loss", ["reverse_kl, path_gradient"]),
+    ("[flow]\nmemory = \"all\"\n", "flow.memory", ["stages, states, constant"]),
 ]
 
 

@@ -57,9 +57,25 @@ def test_gradient_flow_hmc_for_su3_trains_and_reports(tmp_path):
     s = _summary(out)
     assert s["flow"]["kind"] == "gradient" and s["flow"]["n_parameters"] == 4
     assert s["flow"]["loops"] == ["plaquette", "rectangle"] and s["flow"]["train_steps"] == 3
+    assert s["flow"]["loss"] == "reverse_kl" and s["flow"]["memory"] == "stages"
     assert np.isfinite(s["flow"]["final_loss"]) and s["train_seconds"] > 0
     assert s["integrator"] and 0 < s["acceptance"] <= 1
     assert 0 < s["observables"]["plaquette"]["mean"] < 1
+
+
+def test_path_gradient_training_from_the_command(tmp_path):
+    """flow.loss = path_gradient and flow.memory = constant reach the trainer and the flow; the
+    summary records both."""
+    code, out = _run(tmp_path, "su2", "theory.name=su2", "theory.beta=2.0",
+                     "lattice.shape=[4,4]", "sampler.name=flow", "flow.kind=gradient",
+                     "flow.loops=plaquette", "flow.n_t=1", "flow.n_steps=4",
+                     "flow.loss=path_gradient", "flow.memory=constant", "flow.train_steps=2",
+                     "flow.batch_size=4", "sampler.n_chains=2", "sampler.n_therm=2",
+                     "sampler.n_samples=20", "sampler.min_acceptance=0.05")
+    assert code == 0
+    s = _summary(out)
+    assert s["flow"]["loss"] == "path_gradient" and s["flow"]["memory"] == "constant"
+    assert s["flow"]["train_steps"] == 2 and np.isfinite(s["flow"]["final_loss"])
 
 
 def test_u1_coupling_flow_runs_from_the_command(tmp_path):

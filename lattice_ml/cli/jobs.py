@@ -172,9 +172,9 @@ def phi4_flow_job(config: dict) -> Job:
     is the field ``x``); ``"flow_hmc"``: HMC on the pulled-back action in the latent space (the
     chain state is the latent field ``z``; measurements use ``x = f(z)``). The flow (affine
     couplings, checkerboard masks, conditioners ``[1, channels × hidden_layers, 2]``; the
-    ``[flow]`` table) is trained by reverse KL with Adam and a cosine decay from ``lr`` to
-    ``lr/100``, from its own random streams (seed ``run.seed + 1``), so training is reproducible
-    and a resumed run retrains the same flow. ``description["flow"]`` reports the training and
+    ``[flow]`` table) is trained by ``flow.loss`` (reverse KL or path gradient) with Adam and a
+    cosine decay from ``lr`` to ``lr/100``, from its own random streams (seed ``run.seed + 1``),
+    so training is reproducible and a resumed run retrains the same flow. ``description["flow"]`` reports the training and
     the ESS of 4096 fresh samples.
     """
     from ..backend import namespace_by_name
@@ -218,8 +218,8 @@ def gauge_flow_job(config: dict) -> Job:
 
     * ``gradient``: the learned gradient flow of a loop action
       (:class:`~lattice_ml.flows.GradientFlow`, loops ``flow.loops``, ``flow.n_t`` Legendre
-      polynomials, ``flow.n_steps`` RK3 steps), started at Lüscher's leading-order map and
-      trained by reverse KL;
+      polynomials, ``flow.n_steps`` RK3 steps, ``flow.memory``), started at Lüscher's
+      leading-order map and trained by ``flow.loss`` (reverse KL or path gradient);
     * ``luscher``: Lüscher's leading-order trivialising map (:func:`~lattice_ml.flows.luscher_flow`,
       no parameters, no training);
     * ``coupling``: the U(1) plaquette coupling flow in 2D
@@ -251,9 +251,9 @@ def gauge_flow_job(config: dict) -> Job:
             (("plaquette", "rectangle") if action.c1 else ("plaquette",))
         n_t = fl["n_t"] if kind == "gradient" else 1
         flow = luscher_flow(action, lat.shape, xp, loops=loops, n_t=n_t, n_steps=fl["n_steps"],
-                            dtype=dtype)
+                            memory=fl["memory"], dtype=dtype)
         info = {"kind": kind, "loops": list(flow.loop_names), "n_t": n_t,
-                "n_steps": fl["n_steps"]}
+                "n_steps": fl["n_steps"], "memory": fl["memory"]}
     sampler, to_field, extra = _flow_sampler(flow, action, sm)
     train = dict(fl, train_steps=0) if kind == "luscher" else fl
 
@@ -286,8 +286,10 @@ def gauge_flow_job(config: dict) -> Job:
 
 def _train_flow(flow, action, fl: dict, run: dict, xp, progress, info: dict,
                 ess_samples: int = 4096) -> dict:
-    """Reverse-KL training of ``flow`` in place, with a progress line; the ``flow`` summary
-    items (``info`` describes the architecture) with the ESS of ``ess_samples`` fresh samples.
+    """Training of ``flow`` in place (``flow.loss``: the :class:`~lattice_ml.flows.FlowTrainer`
+    mode, reverse KL or path gradient), with a progress line; the ``flow`` summary items
+    (``info`` describes the architecture; ``loss`` the estimator) with the ESS of
+    ``ess_samples`` fresh samples.
     A loss that is not finite at the end fails the run (:class:`FlowTrainingError`)."""
     from ..backend import RandomStreams
     from ..flows import FlowTrainer, effective_sample_size
@@ -297,9 +299,12 @@ def _train_flow(flow, action, fl: dict, run: dict, xp, progress, info: dict,
     info = dict(info, n_parameters=flow.n_parameters, train_steps=fl["train_steps"],
                 batch_size=fl["batch_size"], lr=fl["lr"])
     if fl["train_steps"]:
+        info["loss"] = fl["loss"]
+    if fl["train_steps"]:
         trainer = FlowTrainer(flow, action, Adam(cosine_decay(fl["lr"], fl["train_steps"],
                                                               fl["lr"] / 100)),
                               batch_size=fl["batch_size"], seed=run["seed"] + 1,
+                              mode=fl["loss"],
                               max_grad_norm=fl["max_grad_norm"] or None, xp=xp, dtype=run["dtype"])
         with progress(fl["train_steps"], "train") as bar, np.errstate(all="ignore"):
             trainer.train(fl["train_steps"], callback=lambda tr, rec: bar.update(

@@ -241,6 +241,12 @@ def flow_rules(c: dict) -> None:
     if name != "phi4" and c["run"]["start_file"]:
         raise ConfigError("run.start_file", "the flow samplers start from a flow sample (flow) "
                           "or from Haar-random latent links (flow_hmc), not from a file")
+    if c["flow"]["loss"] == "path_gradient" and name != "phi4" and kind == "coupling":
+        from ..flows.u1_coupling import U1CouplingFlow
+        if not hasattr(U1CouplingFlow, "inverse_vjp"):
+            raise ConfigError("flow.loss", "the path gradient needs the flow's inverse vjp, "
+                              "which the U(1) coupling flow does not have: use 'reverse_kl' or "
+                              "flow.kind = 'gradient'")
     if kind in ("gradient", "luscher"):
         flow_loops(c)
         return

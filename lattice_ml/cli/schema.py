@@ -227,9 +227,11 @@ _HEATBATH = Table(
     },
 )
 
-# Normalizing-flow samplers: the flow is trained (reverse KL, Adam, cosine decay) before the
-# chains start; its kind, architecture and training live in the [flow] table.
+# Normalizing-flow samplers: the flow is trained (reverse KL or path gradient, Adam, cosine
+# decay) before the chains start; its kind, architecture and training live in the [flow] table.
 FLOW_KINDS = ("auto", "coupling", "gradient", "luscher")
+FLOW_LOSSES = ("reverse_kl", "path_gradient")     # the trainer's mode names (FlowTrainer)
+FLOW_MEMORY = ("stages", "states", "constant")    # GradientFlow(memory=...)
 _FLOW_TABLE = Table(
     doc="the normalizing flow of sampler.name = flow | flow_hmc; ignored by other samplers",
     checks=(rules.flow_rules,),
@@ -255,7 +257,15 @@ _FLOW_TABLE = Table(
                                doc="coupling: hidden convolutions per conditioner (0: one)"),
         "kernel": Param("int", 3, minimum=1,
                         doc="coupling: odd kernel size of the periodic convolutions"),
-        "train_steps": Param("int", 1000, minimum=0, doc="reverse-KL training steps (Adam)"),
+        "memory": Param("str", "stages", choices=FLOW_MEMORY, noun="flow memory",
+                        doc="gradient, luscher: what the forward pass keeps for the gradients: "
+                            "stages (every stage; fastest) | states (the links of every step) | "
+                            "constant (nothing: the steps are inverted again)"),
+        "loss": Param("str", "reverse_kl", choices=FLOW_LOSSES, noun="flow loss",
+                      doc="training estimator: reverse_kl | path_gradient (the same loss, "
+                          "gradient through grad log q at fixed parameters; lower variance "
+                          "near an exact flow, several times the cost per step)"),
+        "train_steps": Param("int", 1000, minimum=0, doc="training steps (Adam)"),
         "batch_size": Param("int", 64, minimum=2, doc="configurations per training step"),
         "lr": Param("float", 5e-3, minimum=0.0, exclusive_minimum=True,
                     doc="initial learning rate, cosine decay to lr/100 over train_steps"),
