@@ -27,6 +27,11 @@ spread of its estimate (``*_err``). ``--no-baselines`` / ``--no-identity`` skip 
 identity and of Lüscher's LO map; ``--nlo`` adds that of LO + the NLO single-plaquette class
 functions (zero parameters, :func:`lattice_ml.flows.trivializing.luscher_nlo_plaquette`).
 
+``su3_eval --records R.json ... --n-steps 16``: the trained flows of ``su3_2d`` records
+integrated with another number of steps (ESS with its spread, density error): training at a
+coarse step and sampling at a fine one, where the density error of the training step is
+above 0.01.
+
 ``step``: CPU seconds (``time.process_time``, run it with one thread) of one reverse-KL training
 step of :class:`FlowTrainer` with a learned gradient flow (2D SU(3), beta 4), with the array-API
 reference (``kernel_mode("off")``) and with the Numba kernels of ``kernels/gauge_flow.py``, in
@@ -219,6 +224,32 @@ def su3_2d(args):
     print(path)
 
 
+def su3_eval(args):
+    """The trained flows of ``su3_2d`` records (``--records``) integrated with ``--n-steps``:
+    ESS of fresh samples with its spread and the density error."""
+    import json
+    rows = []
+    for path in args.records:
+        doc = json.loads(Path(path).read_text())
+        loops, n_t = LOOP_SETS[doc["loops"]]
+        for r in doc["results"]:
+            action = GaugeAction(r["beta"], 3)
+            flow = luscher_flow(action, (r["L"], r["L"]), XP, loops=loops,
+                                n_t=np.shape(r["theta"])[1], n_steps=args.n_steps)
+            flow.load_params({"theta": np.asarray(r["theta"])})
+            row = {"record": Path(path).name, "loops": doc["loops"], "beta": r["beta"],
+                   "L": r["L"], "parameters": flow.n_parameters, "trained_n_steps": r["n_steps"],
+                   "n_steps": args.n_steps}
+            row["ess"], lw = ess_of(flow, action, args.ess_samples, 14)
+            row["ess_err"] = ess_spread(lw)
+            z = flow.draw_latent(RandomStreams(5, 64, XP))
+            row["step_check_rms"] = flow.step_size_check(action, z)["rms"]
+            rows.append(row)
+            print_table([row], ["loops", "beta", "L", "parameters", "n_steps", "ess", "ess_err",
+                                "step_check_rms"])
+    print(record("gauge-flows-su3-2d-eval", rows, "numpy", {"n_steps": args.n_steps}))
+
+
 def u1_2d(args):
     from gauge_exact import u1_plaquette, u1_topological_susceptibility
     rows = run_table(1, args.L, args.beta or [2.0], args, "u1_2d")
@@ -388,7 +419,7 @@ def _freezing_flow(action, L, n_chains, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["su3_2d", "u1_2d", "stepsize", "su3_4d", "freezing", "step"])
+    p.add_argument("what", choices=["su3_2d", "su3_eval", "u1_2d", "stepsize", "su3_4d", "freezing", "step"])
     p.add_argument("--L", type=int, default=16)
     p.add_argument("--beta", type=float, nargs="*")
     p.add_argument("--n-steps", type=int, default=8)
@@ -403,6 +434,8 @@ def main(argv=None):
                    help="su3_2d: skip the ESS of the identity and of Lüscher's map")
     p.add_argument("--no-identity", dest="identity", action="store_false",
                    help="su3_2d: skip the ESS of the identity map")
+    p.add_argument("--records", nargs="*", default=[],
+                   help="su3_eval: JSON records of su3_2d runs")
     p.add_argument("--nlo", action="store_true",
                    help="su3_2d: also the ESS of Lüscher's map with the NLO single-plaquette "
                         "class functions (zero parameters)")
@@ -415,7 +448,7 @@ def main(argv=None):
     p.add_argument("--samplers", nargs="*", default=["hmc", "flow"])
     args = p.parse_args(argv)
     {"su3_2d": su3_2d, "u1_2d": u1_2d, "stepsize": stepsize, "su3_4d": su3_4d,
-     "freezing": freezing, "step": step}[args.what](args)
+     "freezing": freezing, "step": step, "su3_eval": su3_eval}[args.what](args)
 
 
 if __name__ == "__main__":
