@@ -55,7 +55,8 @@ from ..backend import make_complex, namespace
 from ._wilson_layout_codegen import FASTMATH, build
 
 __all__ = ["default_lanes", "check_lanes", "spinor_to_lanes", "spinor_from_lanes",
-           "links_to_lanes", "links_from_lanes", "wilson_hop_lanes", "FLOPS_PER_SITE"]
+           "links_to_lanes", "links_from_lanes", "wilson_hop_lanes", "WilsonLanes",
+           "FLOPS_PER_SITE"]
 
 FLOPS_PER_SITE = 1320
 
@@ -243,3 +244,45 @@ def wilson_hop_lanes(Ul, psil, sign=1, antiperiodic=True, parity=None):
     loop(Ul.reshape(-1), psil.reshape(-1), out.reshape(-1), dims, p, rdt(sign),
          rdt(-1.0 if antiperiodic else 1.0), rdt(0.5))
     return out
+
+
+class WilsonLanes:
+    """The clover-free Wilson operator ``D = (m + 4) - H`` on lanes arrays: the kernel side of a
+    solver-level layout conversion. Links are converted once (here), a solve converts its
+    source with :meth:`to_lanes` and its solution with :meth:`from_lanes`, and every operator
+    application in between stays in the lanes layout (the vector updates of a Krylov solver
+    are layout-free: CG on the real lanes arrays is CG on the complex field, the real form of
+    a hermitian operator being symmetric).
+
+    ``U[Bu, 4, T, X, Y, Z, 3|2, 3]`` NumPy links, ``mass`` the bare mass, ``antiperiodic`` the
+    time boundary, ``lanes`` the split (default :func:`default_lanes`)."""
+
+    def __init__(self, U, mass: float, antiperiodic: bool = True, lanes=None):
+        self.lanes = tuple(lanes or default_lanes(tuple(U.shape[2:6]), U.dtype))
+        self.links = np.ascontiguousarray(links_to_lanes(U, self.lanes))
+        self.diag = float(mass) + 4.0
+        self.antiperiodic = bool(antiperiodic)
+
+    def to_lanes(self, psi):
+        """``psi[B, T, X, Y, Z, 4, 3]`` in the lanes layout."""
+        return np.ascontiguousarray(spinor_to_lanes(psi, self.lanes))
+
+    def from_lanes(self, a):
+        """A lanes field back in the library layout."""
+        return spinor_from_lanes(a)
+
+    def hop(self, a, sign: int = 1, parity=None):
+        """``H a`` (``sign`` = 1) or ``H^dag a`` (-1), one parity or all."""
+        return wilson_hop_lanes(self.links, a, sign, self.antiperiodic, parity)
+
+    def apply(self, a):
+        """``D a``."""
+        return self.diag * a - self.hop(a, 1)
+
+    def apply_dagger(self, a):
+        """``D^dag a``."""
+        return self.diag * a - self.hop(a, -1)
+
+    def normal(self, a):
+        """``D^dag D a`` (hermitian positive definite for m > 0)."""
+        return self.apply_dagger(self.apply(a))
