@@ -27,7 +27,9 @@ axes make an array carry its split):
 :func:`links_to_lanes` (once per configuration) and :func:`spinor_to_lanes` /
 :func:`spinor_from_lanes` (once per solve) convert from and to the library's layouts; they are
 array-API code (NumPy, CuPy, array-api-strict). The kernel :func:`wilson_hop_lanes` takes NumPy
-arrays.
+arrays; :class:`WilsonLanes` is the clover-free Wilson operator on them (a solver works on the
+lanes arrays between one conversion of its source and one of its solution). Measurements and
+how the body is made to vectorise: docs/kernels.md, "Kernel-internal layouts".
 
 Even/odd: with ``parity = p`` only the sites of parity ``p`` are computed and the others are
 zero, as in the library's full-size even/odd fields. All lanes of an outer site have its parity
