@@ -2,7 +2,10 @@
 arXiv:2101.08176): train by reverse KL on L x L at beta, then measure the ESS on fresh samples and
 run flow independence Metropolis against the exact plaquette and topological susceptibility.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_u1_coupling.py --steps 5000 --lr 5e-3 --cosine
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_u1_coupling.py --steps 8000 --lr 5e-3 --cosine \
+        --batch-late 128 --batch-late-from 6000 --max-time 5400
+
+(run C of docs/gauge_flows_coupling.md: ESS 0.47, acceptance 0.54 in 589 CPU s).
 
 Defaults: L = 8, beta = 2 (the tutorial point, exact <Q^2> = 1.2393), the library's default
 architecture (16 layers, conditioners [2, 8, 8, 7], kernel 3, six NCP components, the default
