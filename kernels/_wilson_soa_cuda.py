@@ -20,7 +20,7 @@ def soa_loop(R: int):
     Thread ``n`` of batch entry ``b`` takes the site at position ``n`` of the even/odd order
     (all even sites first): consecutive threads take consecutive positions, so their loads of
     one real of their own site (spinor, output, forward links) are consecutive addresses, and
-    those of a neighbour nearly so. ``dims = (B, Bu, Bp, T, X, Y, Z)``, Z even."""
+    those of a neighbour nearly so. ``dims = (B, Bu, Bp, T, X, Y, Z)``, every extent even."""
     site = build("soa", R, "cuda")
 
     @cuda.jit

@@ -101,6 +101,9 @@ def test_layouts_refuse_what_they_cannot_hold():
         ws.links_to_lanes(U[:, :2], (1, 1, 1, 2))
     with pytest.raises(ValueError, match="Z even"):
         so.spinor_to_soa(np.zeros((1, 2, 2, 2, 3, 4, 3), np.complex128))
+    U3, p3 = fields((3, 2, 2, 2), "float64")    # odd T: a neighbour may share the parity
+    with pytest.raises(ValueError, match="even extents"):
+        so.wilson_hop_soa(so.links_to_soa(U3), so.spinor_to_soa(p3), (3, 2, 2, 2))
     lanes = (1, 2, 2, 3)                  # outer extents 4, 2, 2, 2: a parity is possible
     Ul, pl = ws.links_to_lanes(U, lanes), ws.spinor_to_lanes(psi, lanes)
     with pytest.raises(TypeError, match="float32 or float64"):
