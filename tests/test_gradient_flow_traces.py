@@ -195,6 +195,8 @@ def test_nlo_plaquette_coefficients():
                                 x["plaquette:abs_tr_sq"]],
                                np.array([-3 / 5, 2 / 5, -1 / 9]) * 16 / 192, rtol=1e-12)
     assert luscher_nlo_plaquette(2.0, 1) == {"plaquette:re_tr2": pytest.approx(-0.25)}
+    # SU(2): the three functions are one, (Tr P)^2 (its matrix L was singular): -beta^2 / 96
+    assert luscher_nlo_plaquette(2.0, 2) == {"plaquette:re_tr_sq": pytest.approx(-4 / 96)}
     th = luscher_coefficients(GaugeAction(2.0, 1), ["plaquette", "plaquette:re_tr2"], [4, 4], 2,
                               order=2)
     np.testing.assert_allclose(th, [[1.0, 0.0], [-0.125, -0.125]])
@@ -205,7 +207,7 @@ def test_nlo_plaquette_coefficients():
                              [4, 6], 2, order=2)
 
 
-@pytest.mark.parametrize("N,beta", [(1, 1.0), (3, 3.0)])
+@pytest.mark.parametrize("N,beta", [(1, 1.0), (2, 2.0), (3, 3.0)])
 def test_nlo_plaquette_terms_are_optimal_along_their_line(N, beta):
     """An independent check of the NLO derivation: with LO fixed, the reverse KL along the line
     lambda * (NLO class-function coefficients) is lowest at lambda = 1 (same latent batch), and
@@ -215,7 +217,7 @@ def test_nlo_plaquette_terms_are_optimal_along_their_line(N, beta):
     from lattice_ml.flows.trivializing import luscher_flow
     act = GaugeAction(beta, N)
     loops = ("plaquette",) + tuple(f"plaquette:{f}" for f in
-                                   (("re_tr2",) if N == 1 else QUADRATIC))
+                                   {1: ("re_tr2",), 2: ("re_tr_sq",)}.get(N, QUADRATIC))
     f = luscher_flow(act, (4, 4), NP, loops=loops, n_t=2, n_steps=4, order=2)
     th = f.params_to_host()["theta"]
     z = f.draw_latent(RandomStreams(4, 256, NP))

@@ -41,7 +41,9 @@ x_f f(P)`` over ``f in (re_tr2, re_tr_sq, abs_tr_sq)`` and ``Delta f = sum_g L_f
 
     4 L^T x = -(k^2 / 4C) r,     r = (-1, 1/N, -1/N)        (U(1): f = re_tr2 only, r = -1),
 
-i.e. for SU(3) ``x = (-3/5, 2/5, -1/9) beta^2 / 192``, for U(1) ``x = -beta^2 / 16``
+(SU(2): ``Tr P`` is real, the three functions reduce to ``re_tr_sq`` with ``r = -1`` and
+``Delta (Tr P)^2 = -2 (Tr P)^2 + 2``), i.e. for SU(3) ``x = (-3/5, 2/5, -1/9) beta^2 / 192``,
+for SU(2) ``x = -beta^2 / 96``, for U(1) ``x = -beta^2 / 16``
 (:func:`luscher_nlo_plaquette`). The coefficients are linear in t: ``c_f(t) = x_f t``, the
 Legendre coefficients ``(x_f / 2, x_f / 2)`` (``n_t >= 2``). The two-plaquette part is not
 included: its rectangle coefficient mixes, through the Laplacian, with the products of traces
@@ -70,6 +72,12 @@ def luscher_nlo_plaquette(beta: float, N: int) -> dict:
         coef, _ = laplacian("re_tr2", 1)
         Lf = sum(coef.values())                     # re_tr_sq = re_tr2 for U(1)
         return {"plaquette:re_tr2": -(k * k / (4 * C * 4)) * (-1.0) / Lf}
+    if N == 2:
+        # Tr P is real: Re(Tr P)^2 = |Tr P|^2 = (Tr P)^2 and Re Tr P^2 = (Tr P)^2 - 2, so the
+        # three functions are one, re_tr_sq (r = -1; Delta (Tr P)^2 = -2 (Tr P)^2 + 2)
+        coef, _ = laplacian("re_tr_sq", 2)
+        Lf = coef["re_tr_sq"] + coef["re_tr2"]
+        return {"plaquette:re_tr_sq": -(k * k / (4 * C * 4)) * (-1.0) / Lf}
     fs = ("re_tr2", "re_tr_sq", "abs_tr_sq")
     L = np.zeros((3, 3))
     for i, f in enumerate(fs):
@@ -87,8 +95,9 @@ def luscher_coefficients(action, loop_names, lengths, n_t: int, order: int = 1) 
     lengths): ``c_i = k_i / (C n_i)`` in the constant Legendre polynomial, zero elsewhere.
     The action's loops must be among the flow's (``"plaquette"``, and ``"rectangle"`` when the
     action has rectangles). ``order=2`` adds the NLO single-plaquette class functions (Wilson
-    action only; the flow needs the terms ``plaquette:re_tr2`` (and for SU(N)
-    ``plaquette:re_tr_sq``, ``plaquette:abs_tr_sq``) and ``n_t >= 2``; module docstring)."""
+    action only; the flow needs ``n_t >= 2`` and the terms ``plaquette:re_tr2`` for U(1),
+    ``plaquette:re_tr_sq`` for SU(2), and all three of ``plaquette:re_tr2``,
+    ``plaquette:re_tr_sq``, ``plaquette:abs_tr_sq`` for N >= 3; module docstring)."""
     k = {}
     if action.terms in ("all", "plaquette"):
         k["plaquette"] = action.beta * action.c0 / action.N
