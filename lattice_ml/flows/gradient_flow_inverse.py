@@ -35,7 +35,8 @@ O(eps)``, so it is solved by the Neumann (fixed-point) iteration
     h <- h + c_k - [J_k^T h + glogdet grad dlogJ_k],          h = c_k at the start,
 
 a contraction with the rate ``|J_k - 1| ~ eps |dZ|`` (as the inverse of the step itself),
-iterated to round-off; an error names ``n_steps`` when it does not converge in 200 iterations
+iterated to round-off (or to the round-off floor of the backward pass: no smaller change in 8
+iterations, below ``1e-8`` relative); an error names ``n_steps`` when it does not converge in 200 iterations
 (or diverges). Each update is projected onto the algebra (``gz`` too): the backward pass returns
 algebra fields and is blind to the rest, so a round-off component outside the algebra would
 otherwise grow by itself at every iteration and compound over the steps.
@@ -139,7 +140,8 @@ def _solve_step_transpose(flow, stages, eps, c, gl, tol, k):
     xp = namespace(c)
     scale = float(xp.max(xp.abs(c)))
     h = c
-    err = math.inf
+    err = best = math.inf
+    stalled = 0
     for it in range(_MAX_ITER):
         th = np.zeros((flow.n_w, flow.n_t))
         with np.errstate(over="ignore", invalid="ignore"):     # a diverging series: below
@@ -155,6 +157,12 @@ def _solve_step_transpose(flow, stages, eps, c, gl, tol, k):
         r = err / prev if 0.0 < prev < math.inf else 1.0
         if err <= lim or (r < 1.0 and err * r / (1.0 - r) <= lim) or \
                 (r > 0.9 and err < 1e3 * lim):
+            return h, th
+        # stalled at the round-off floor of the backward pass (its intermediate terms can be
+        # much larger than h): no smaller change in 8 iterations, and small
+        stalled = stalled + 1 if err >= best else 0
+        best = min(best, err)
+        if stalled >= 8 and best < 1e-8 * scale:
             return h, th
         if not err < 1e8 * scale:           # diverging (or not finite): no use going on
             break
