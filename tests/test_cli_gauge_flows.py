@@ -78,6 +78,21 @@ def test_path_gradient_training_from_the_command(tmp_path):
     assert s["flow"]["train_steps"] == 2 and np.isfinite(s["flow"]["final_loss"])
 
 
+def test_class_functions_of_loops_from_the_command(tmp_path):
+    """flow.loops takes <loop>:<function> terms (and plaquette:re_tr as plaquette); the flow
+    has one coefficient per term and basis function."""
+    code, out = _run(tmp_path, "cf", "theory.name=su2", "theory.beta=2.0",
+                     "lattice.shape=[4,4]", "sampler.name=flow", "flow.kind=gradient",
+                     "flow.loops='plaquette:re_tr,plaquette:re_tr_sq'", "flow.n_t=2",
+                     "flow.n_steps=4", "flow.train_steps=2", "flow.batch_size=4",
+                     "sampler.n_chains=2", "sampler.n_therm=2", "sampler.n_samples=20",
+                     "sampler.min_acceptance=0.05")
+    assert code == 0
+    s = _summary(out)
+    assert s["flow"]["loops"] == ["plaquette", "plaquette:re_tr_sq"]
+    assert s["flow"]["n_parameters"] == 4 and np.isfinite(s["flow"]["final_loss"])
+
+
 def test_u1_coupling_flow_runs_from_the_command(tmp_path):
     code, out = _run(tmp_path, "cpl", "theory.name=u1", "theory.beta=1.0", "lattice.shape=[4,4]",
                      "sampler.name=flow", "flow.kind=coupling", "flow.n_layers=4",
@@ -106,6 +121,9 @@ def test_too_coarse_a_step_fails_before_sampling(tmp_path, capsys):
     (["theory.name=u1", "flow.kind=coupling", "lattice.shape=[6,6]"], "lattice.shape"),
     (["theory.name=su2", "flow.loops='plaquette,chair'"], "flow.loops"),
     (["theory.name=su2", "flow.loops='hexagon'"], "flow.loops"),
+    (["theory.name=su2", "flow.loops='plaquette:re_tr3'"], "flow.loops"),
+    (["theory.name=u1", "flow.loops='plaquette,plaquette:abs_tr_sq'"], "flow.loops"),
+    (["theory.name=su2", "flow.loops='plaquette,plaquette:re_tr'"], "flow.loops"),
     (["theory.name=schwinger"], "sampler.name"),
     (["theory.name=su2", "run.start_file='cfg.h5'"], "run.start_file"),
 ])

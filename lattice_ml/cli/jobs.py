@@ -300,7 +300,6 @@ def _train_flow(flow, action, fl: dict, run: dict, xp, progress, info: dict,
                 batch_size=fl["batch_size"], lr=fl["lr"])
     if fl["train_steps"]:
         info["loss"] = fl["loss"]
-    if fl["train_steps"]:
         trainer = FlowTrainer(flow, action, Adam(cosine_decay(fl["lr"], fl["train_steps"],
                                                               fl["lr"] / 100)),
                               batch_size=fl["batch_size"], seed=run["seed"] + 1,

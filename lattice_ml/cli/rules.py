@@ -189,19 +189,33 @@ def flow_kind(config: dict) -> str:
 
 def flow_loops(config: dict, table: str = "flow") -> tuple[str, ...]:
     """The loop types of ``flow.loops`` (or ``<table>.loops``, e.g. ``slhmc.loops``: the same
-    names), comma- or space-separated."""
+    names), comma- or space-separated. ``flow.loops`` also takes class functions of a loop
+    type, ``<loop>:<function>`` (:mod:`lattice_ml.flows.loop_functions`, e.g.
+    ``plaquette:re_tr2``)."""
+    from ..flows.loop_functions import FUNCTIONS
     text = config[table]["loops"]
     key = f"{table}.loops"
     words = text.replace(",", " ").split()
-    bad = [w for w in words if w not in GRADIENT_FLOW_LOOPS]
+    with_functions = table == "flow"
+    loops = [w.split(":", 1)[0] if with_functions else w for w in words]
+    funcs = [w.split(":", 1)[1] for w in words if with_functions and ":" in w]
+    bad = [w for w in loops if w not in GRADIENT_FLOW_LOOPS]
     if bad or not words:
+        extra = (", each optionally as <loop>:<function> with a function of "
+                 f"{', '.join(FUNCTIONS)}") if with_functions else ""
         raise ConfigError(key, f"loop types are {', '.join(GRADIENT_FLOW_LOOPS)} "
-                          f"(comma-separated), got {text!r}")
-    if "chair" in words and dimension(config) < 3:
+                          f"(comma-separated{extra}), got {text!r}")
+    bad = [f for f in funcs if f not in FUNCTIONS]
+    if bad:
+        raise ConfigError(key, f"loop functions are {', '.join(FUNCTIONS)}, got {bad[0]!r}")
+    if "abs_tr_sq" in funcs and gauge_N(config) == 1:
+        raise ConfigError(key, "|Tr W|^2 (abs_tr_sq) is constant for U(1): use re_tr2")
+    if "chair" in loops and dimension(config) < 3:
         raise ConfigError(key, "chair loops need at least three dimensions")
-    if len(set(words)) != len(words):
+    terms = [w[:-len(":re_tr")] if w.endswith(":re_tr") else w for w in words]
+    if len(set(terms)) != len(terms):
         raise ConfigError(key, f"a loop type is named twice: {text!r}")
-    return tuple(words)
+    return tuple(terms)
 
 
 def slhmc_rules(c: dict) -> None:
@@ -241,12 +255,6 @@ def flow_rules(c: dict) -> None:
     if name != "phi4" and c["run"]["start_file"]:
         raise ConfigError("run.start_file", "the flow samplers start from a flow sample (flow) "
                           "or from Haar-random latent links (flow_hmc), not from a file")
-    if c["flow"]["loss"] == "path_gradient" and name != "phi4" and kind == "coupling":
-        from ..flows.u1_coupling import U1CouplingFlow
-        if not hasattr(U1CouplingFlow, "inverse_vjp"):
-            raise ConfigError("flow.loss", "the path gradient needs the flow's inverse vjp, "
-                              "which the U(1) coupling flow does not have: use 'reverse_kl' or "
-                              "flow.kind = 'gradient'")
     if kind in ("gradient", "luscher"):
         flow_loops(c)
         return

@@ -242,7 +242,10 @@ _FLOW_TABLE = Table(
                           "coupling for phi4, gradient for gauge theories"),
         "loops": Param("str", "plaquette,rectangle",
                        doc="gradient: loop types of the flow action, comma-separated from "
-                           "plaquette, rectangle, chair (D >= 3), polyakov"),
+                           "plaquette, rectangle, chair (D >= 3), polyakov; a class function "
+                           "of a loop type as <loop>:<function>, function re_tr2 (Re Tr W^2), "
+                           "re_tr_sq (Re (Tr W)^2) or abs_tr_sq (|Tr W|^2; not U(1)), e.g. "
+                           "plaquette,plaquette:re_tr2"),
         "n_t": Param("int", 2, minimum=1,
                      doc="gradient: Legendre polynomials in t per loop coefficient"),
         "n_steps": Param("int", 8, minimum=1,
