@@ -71,15 +71,21 @@ MODES = ("reverse_kl", "forward_kl", "path_gradient")
 _HISTORY_KEYS = ("loss", "ess", "grad_norm", "lr", "time")
 
 
+def _flow_batch(flow, action, z):
+    """``(x, logJ, caches, S, log q, loss)`` of a batch drawn from the flow: the forward pass
+    and the reverse-KL loss ``mean(log q + S)`` that both reverse-KL estimators report."""
+    x, logJ, caches = flow.forward_cache(z)
+    S = action.action(x)
+    logq = flow.prior_log_prob(z) - logJ
+    return x, logJ, caches, S, logq, float(namespace(z).mean(logq + S))
+
+
 def reverse_kl_grads(flow: Flow, action, z):
     """``(loss, grads, log_w)`` of the reverse-KL loss for latent fields ``z[batch, *sites]``;
     ``log_w = -S(x) - log q(x)`` ``[batch]`` (host NumPy)."""
     xp = namespace(z)
     B = z.shape[0]
-    x, logJ, caches = flow.forward_cache(z)
-    S = action.action(x)
-    logq = flow.prior_log_prob(z) - logJ
-    loss = float(xp.mean(logq + S))
+    x, logJ, caches, S, logq, loss = _flow_batch(flow, action, z)
     gx = action.force(x) * (-1.0 / B)
     glogJ = xp.full((B,), -1.0 / B, dtype=logJ.dtype)
     _, grads = flow.vjp(caches, gx, glogJ)
@@ -104,10 +110,7 @@ def path_gradient_grads(flow: Flow, action, z):
     ``grad_x [S + log q]`` at fixed parameters."""
     xp = namespace(z)
     B = z.shape[0]
-    x, logJ, caches = flow.forward_cache(z)
-    S = action.action(x)
-    logq = flow.prior_log_prob(z) - logJ
-    loss = float(xp.mean(logq + S))
+    x, logJ, caches, S, logq, loss = _flow_batch(flow, action, z)
     if isinstance(flow, GradientFlow):
         from .gradient_flow_inverse import cache_from_forward
         inv = cache_from_forward(flow, z, caches)
