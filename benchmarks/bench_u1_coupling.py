@@ -123,6 +123,83 @@ def metropolis(flow, action, args, xp, V):
     return summ, rp, rq, wall
 
 
+def _charge_stats(hist, discard, V):
+    """Gamma-method analysis of a run's ``"Q"`` and ``"plaquette"`` histories (first ``discard``
+    updates dropped): tau_int(Q), <Q^2>, chi_t and the plaquette."""
+    P = np.stack([to_numpy(a) for a in hist["plaquette"]], axis=1)[:, discard:]
+    Q = np.round(np.stack([to_numpy(a) for a in hist["Q"]], axis=1)[:, discard:]
+                 .astype(np.float64))
+    rq, rq2, rp = gamma_method(Q), gamma_method(Q * Q), gamma_method(P.astype(np.float64))
+    return {"tau_int_Q": rq.tau_int, "tau_int_Q_error": rq.tau_int_error,
+            "Q2": rq2.value, "Q2_error": rq2.error, "tau_int_Q2": rq2.tau_int,
+            "chi_t": rq2.value / V, "chi_t_error": rq2.error / V,
+            "plaquette": rp.value, "plaquette_error": rp.error, "tau_int_plaquette": rp.tau_int,
+            "Q_changes_per_update": float(np.mean(np.abs(np.diff(Q, axis=1)) > 0))}
+
+
+def _hmc(action, args):
+    """HMC as in the HMC row of docs/gauge_flows.md: tau = 1 (jitter 0.2), Omelyan."""
+    from lattice_ml.samplers.hmc import HMC
+    from lattice_ml.samplers.integrators import Level
+    from lattice_ml.samplers.spaces import LieGroupSpace
+
+    return HMC([Level([action], args.hmc_steps, "omelyan")], LieGroupSpace(1), tau=1.0,
+               tau_jitter=0.2)
+
+
+def freezing(flow, action, args, xp, V):
+    """Topological freezing at ``L x L``: the fresh-sample ESS, then flow Metropolis (flow
+    start), optionally the flow/HMC mixture, and a short HMC run (cold start, float64, as the
+    HMC row of docs/gauge_flows.md) for the CPU time per trajectory on the same machine.
+    Cost per independent Q = 2 tau_int(Q) x CPU s per update of one chain."""
+    from lattice_ml.samplers.flow_mixture import FlowHMCMixture
+
+    obs = {"plaquette": average_plaquette, "Q": topological_charge_2d}
+    ess = fresh_ess(flow, action, args.ess_samples, 256, args.seed + 1, xp, args.dtype)
+    print(f"ESS (fresh, {args.ess_samples}) {ess:.4f}", flush=True)
+    rows = []
+    samplers = [("flow_metropolis", FlowMetropolis(flow, action), 0)]
+    if args.mix_hmc:
+        hmc = _hmc(action, args)
+        samplers.append((f"flow_metropolis+{args.mix_hmc}hmc",
+                         FlowHMCMixture(flow, action, hmc, args.mix_hmc), args.mix_hmc))
+    for name, sampler, n_hmc in samplers:
+        rng = RandomStreams(args.seed + 2, args.chains, xp, dtype=args.dtype)
+        c0 = time.process_time()
+        _, hist = sampler.run(rng, args.updates, obs)
+        cpu = (time.process_time() - c0) / (args.updates * args.chains)
+        row = {"sampler": name, "chains": args.chains, "updates": args.updates,
+               "discard": args.discard, "hmc_per_update": n_hmc, "dtype": args.dtype,
+               **sampler.summary(hist), "cpu_s_per_update": cpu,
+               **_charge_stats(hist, args.discard, V)}
+        row["cpu_s_per_independent_Q"] = 2 * row["tau_int_Q"] * cpu
+        rows.append(row)
+        print(row, flush=True)
+    if args.hmc_updates:
+        from lattice_ml.groups import random_near_identity
+
+        hmc = _hmc(action, args)
+        rng = RandomStreams(11, args.chains, xp)
+        U = random_near_identity(rng, (2, args.L, args.L), 1, 0.0)
+        hist = {"plaquette": [], "Q": []}
+        acc = []
+        c0 = time.process_time()
+        for _ in range(args.hmc_updates):
+            U, info = hmc.step(U, rng)
+            acc.append(to_numpy(info.accepted))
+            for k, f in obs.items():
+                hist[k].append(f(U))
+        cpu = (time.process_time() - c0) / (args.hmc_updates * args.chains)
+        row = {"sampler": "hmc", "chains": args.chains, "updates": args.hmc_updates,
+               "md_steps": args.hmc_steps, "integrator": "omelyan", "tau": 1.0,
+               "tau_jitter": 0.2, "start": "cold", "dtype": "float64",
+               "acceptance": float(np.mean(acc)), "cpu_s_per_update": cpu,
+               **_charge_stats(hist, min(args.discard, args.hmc_updates // 4), V)}
+        rows.append(row)
+        print(row, flush=True)
+    return ess, rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--L", type=int, default=8)
@@ -154,6 +231,16 @@ def main(argv=None):
     ap.add_argument("--chains", type=int, default=64)
     ap.add_argument("--updates", type=int, default=256)
     ap.add_argument("--discard", type=int, default=16)
+    ap.add_argument("--freezing", action="store_true",
+                    help="measure topological freezing at --L (tau_int(Q), CPU per independent "
+                         "Q) instead of the L-8 evaluation; with --init and --steps 0 a flow "
+                         "trained on another L is applied unchanged")
+    ap.add_argument("--mix-hmc", type=int, default=0,
+                    help="with --freezing: also run the flow/HMC mixture with this many HMC "
+                         "trajectories per flow step")
+    ap.add_argument("--hmc-updates", type=int, default=0,
+                    help="with --freezing: a short HMC run (cold start) for its CPU per update")
+    ap.add_argument("--hmc-steps", type=int, default=6)
     args = ap.parse_args(argv)
 
     xp = namespace_by_name("numpy")
@@ -173,6 +260,28 @@ def main(argv=None):
     print(f"{flow}: {flow.n_parameters} parameters", flush=True)
     hist, t_train, cpu_train = train(flow, action, args, xp)
     n_done = len(hist["loss"])
+    if args.freezing:
+        ess, rows = freezing(flow, action, args, xp, V)
+        res = {"what": "freezing", "L": args.L, "beta": args.beta, "init": args.init,
+               "n_layers": args.layers, "hidden": list(hidden), "n_mix": args.n_mix,
+               "n_parameters": flow.n_parameters, "fine_tune_steps": n_done,
+               "batch": args.batch, "lr": args.lr, "cosine": args.cosine,
+               "training_cpu_s": cpu_train, "training_wall_s": t_train,
+               "final_loss_mean100": float(np.mean(hist["loss"][-100:])) if n_done else None,
+               "history_every100": {k: [float(np.mean(v[i:i + 100]))
+                                        for i in range(0, len(v), 100)]
+                                    for k, v in hist.items()},
+               "ess_fresh": ess, "ess_samples": args.ess_samples,
+               "exact_Q2": V * u1_topological_susceptibility(args.beta, V),
+               "exact_plaquette": u1_plaquette(args.beta, V), "samplers": rows,
+               "load_average": os.getloadavg(),
+               "machine_note": "2-core shared sandbox CPU, OPENBLAS_NUM_THREADS=1"}
+        path = harness.record("u1_coupling-freezing", [res], "numpy")
+        if n_done:
+            np.savez(path.with_suffix(".npz"), **{
+                "/".join(k): v for k, v in _flat(flow.params_to_host())})
+        print(f"wrote {path}")
+        return
     ess = fresh_ess(flow, action, args.ess_samples, 256, args.seed + 1, xp, args.dtype)
     summ, rp, rq, t_mc = metropolis(flow, action, args, xp, V)
     exact_p = u1_plaquette(args.beta, V)
