@@ -41,6 +41,14 @@ rows by name, ``--ref-repeat 0`` skips the array-API timings.
 CG: ``lattice_ml.fermions.cg`` on the Wilson normal operator ``D^dag D`` (m = 0.1, Haar links,
 8^4 by default, batch 1, tol 1e-8) with kernels (auto) and without (off); iterations and
 seconds per solve; on the CPU also the same solve in the lanes layout (``mode`` "lanes").
+
+Operator layouts (CPU, ``--layout-sizes 12 16``): ``WilsonDirac(..., layout="lanes")`` against
+the default ``layout="site"`` in the same run, both precisions: ``op_apply`` times ``apply`` (the
+lanes operator converts the field to the lanes layout and back in every hop); ``op_cg`` a CG
+solve of ``D^dag D`` (m = 0.1, tol 1e-8 in float64, 1e-5 in float32) with ``layout`` "site",
+"lanes" (the solver-level hook: source and solution converted once per solve) and
+"lanes_per_apply" (the same operator without the hook, converting per hop). ``vs_site`` = the
+site row's time / this one.
 """
 
 from __future__ import annotations
@@ -270,6 +278,43 @@ def cg_lanes_row(L, U, b, W, x_ref, t_aos):
             "max_rel_deviation_from_aos_solution": dev}
 
 
+def operator_rows(L, cdtype):
+    """``WilsonDirac.apply`` and a CG solve with ``layout="lanes"`` against ``layout="site"``
+    (module docstring); NumPy, one call of each after a warm-up."""
+    real = "float32" if cdtype == "complex64" else "float64"
+    xp = namespace_by_name("numpy")
+    U = haar_links(L, real, xp)
+    b = normal_field(L, 4, real, xp)
+    ops = {lay: WilsonDirac(U, mass=0.1, layout=lay) for lay in ("site", "lanes")}
+    rows = []
+    for lay, W in ops.items():
+        W.apply(b)  # compile / warm up
+        t = harness.best_time(lambda: W.apply(b), repeat=3, min_time=0.2)
+        rows.append({"op": "op_apply", "L": L, "dtype": cdtype, "layout": lay, "seconds": t,
+                     "core_ns_per_site": core_seconds(lambda: W.apply(b), n=2) / L ** 4 * 1e9})
+    tol = 1e-5 if real == "float32" else 1e-8
+    solves = [("site", ops["site"].normal), ("lanes", ops["lanes"].normal),
+              ("lanes_per_apply", lambda v: ops["lanes"].normal(v))]   # a lambda has no hook
+    x_ref = None
+    for lay, A in solves:
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        x, info = cg(A, b, tol=tol, maxiter=5000)
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        x_ref = x if x_ref is None else x_ref
+        rows.append({"op": "op_cg", "L": L, "dtype": cdtype, "layout": lay, "seconds": dt,
+                     "core_seconds": dc, "tol": tol,
+                     "iterations": int(np.max(np.asarray(info.iterations))),
+                     "max_rel_deviation_from_site_solution":
+                         float(np.max(np.abs(x - x_ref)) / np.max(np.abs(x_ref)))})
+    for op in ("op_apply", "op_cg"):
+        site = next(r["seconds"] for r in rows if r["op"] == op and r["layout"] == "site")
+        for r in rows:
+            if r["op"] == op:
+                r["vs_site"] = site / r["seconds"]
+    return rows
+
+
 def _threads():
     import numba
     return numba.get_num_threads()
@@ -283,6 +328,8 @@ def main(argv=None) -> None:
     ap.add_argument("--dtypes", nargs="+", default=["complex64", "complex128"])
     ap.add_argument("--cg", type=int, default=8, help="CG lattice extent (0: skip)")
     ap.add_argument("--ref-repeat", type=int, default=2)
+    ap.add_argument("--layout-sizes", type=int, nargs="*", default=[],
+                    help="CPU: WilsonDirac layout='lanes' vs 'site' (apply, CG) at these L")
     ap.add_argument("--threads", type=int, nargs="+", default=None,
                     help="Numba thread counts, each measured in turn (default: all)")
     ap.add_argument("--ops", nargs="+", default=None,
@@ -314,7 +361,17 @@ def main(argv=None) -> None:
     if cg_res:
         harness.print_table(cg_res, ["op", "mode", "check_every", "seconds", "iterations",
                                      "host_syncs", "speedup", "vs_aos"])
-    path = harness.record("kernels-dirac", rows + cg_res, args.backend,
+    op_res = []
+    if args.backend == "numpy":
+        for L in args.layout_sizes:
+            for cdtype in args.dtypes:
+                op_res += operator_rows(L, cdtype)
+    if op_res:
+        for r in op_res:
+            r["threads"] = _threads()
+        harness.print_table(op_res, ["op", "L", "dtype", "layout", "seconds", "iterations",
+                                     "vs_site", "core_ns_per_site"])
+    path = harness.record("kernels-dirac", rows + cg_res + op_res, args.backend,
                           {"bandwidth": {"name": bw_name, "bytes_per_second": bw,
                                          "per_thread_count": bandwidths},
                            "byte_model": {"wilson_reals_per_site": WILSON_REALS,

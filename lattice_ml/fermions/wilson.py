@@ -43,6 +43,25 @@ parities), the Schur complement on the even sites is
 ``prepare_source(eta)`` returns ``eta_e - D_eo D_oo^{-1} eta_o``; after solving
 ``Dhat_ee psi_e = prepared``, ``reconstruct(psi_e, eta)`` returns the full solution with
 ``psi_o = D_oo^{-1} (eta_o - D_oe psi_e)``. ``det D = det D_oo det Dhat_ee`` (tested).
+
+Kernel layout (``layout="lanes"``)
+---------------------------------
+With ``WilsonDirac(..., layout="lanes")`` (4D SU(3), NumPy arrays of one dtype) the hopping term
+runs in the vectorised lanes layout of :mod:`lattice_ml.kernels.wilson_simd` (several sites
+per SIMD vector). The links are converted once, when the operator is built; the fields stay
+``[batch, *sites, spin, colour]`` at the API. Two places convert a fermion:
+
+* every hop (``apply``, ``apply_eo``, ``prepare_source``, ..., clover or not) converts its input
+  to the lanes layout and its result back;
+* the solver-level hook: without clover, ``normal`` and ``normal_eo`` carry
+  ``solver_layout(b)`` (:func:`lattice_ml.fermions.solvers._common.enter_layout`), through
+  which :func:`~lattice_ml.fermions.solvers.cg` converts the right-hand side once at entry and
+  the solution once at exit, and applies the operator on the lanes arrays in between (the
+  vector updates of CG are layout-free).
+
+Under ``LATTICE_ML_KERNELS=off`` (or a ``kernel_mode("off")`` context) and for arrays other
+than NumPy the operator takes the dispatched ``wilson_hop`` as with ``layout="site"``. Results
+equal the site layout's to round-off (the sums run in another order).
 """
 
 from __future__ import annotations
@@ -63,6 +82,7 @@ __all__ = ["WilsonDirac", "kappa_from_mass", "mass_from_kappa", "clover_field_st
            "wilson_hop", "compress_links", "decompress_links"]
 
 _BOUNDARIES = ("antiperiodic", "periodic")
+_LAYOUTS = ("site", "lanes")
 
 
 def kappa_from_mass(mass: float, D: int) -> float:
@@ -232,6 +252,86 @@ def _parity_mask_host(sites: tuple, parity: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------
+# the lanes layout of the hopping kernel (lattice_ml.kernels.wilson_simd)
+# ------------------------------------------------------------------------------------------
+def _lanes_refusal(U, D: int, N: int) -> str | None:
+    """Why the lanes layout cannot hold these links (None if it can)."""
+    if D != 4 or N != 3:
+        return f"the lanes kernel is for 4D SU(3) links; got D = {D}, N = {N}"
+    if not isinstance(U, np.ndarray):
+        return f"the lanes kernel takes NumPy arrays; got {type(U).__module__}.{type(U).__name__}"
+    if U.dtype not in (np.complex64, np.complex128):
+        return f"the lanes kernel is for complex64 or complex128 links; got {U.dtype}"
+    return None
+
+
+def _lanes_enabled() -> bool:
+    """The kernel mode lets a CPU kernel run (``auto`` or ``cpu``)."""
+    from ..dispatch import current_mode
+    return current_mode() in ("auto", "cpu")
+
+
+class _Lanes:
+    """The links of one operator in the lanes layout (converted once) and the conversions of
+    fields: what :class:`WilsonDirac` holds with ``layout="lanes"``."""
+
+    def __init__(self, U, lanes, antiperiodic: bool):
+        from ..kernels import wilson_simd
+        self.simd = wilson_simd
+        sites = tuple(U.shape[2:6])
+        self.lanes = tuple(lanes) if lanes is not None else wilson_simd.default_lanes(sites,
+                                                                                     U.dtype)
+        outer = wilson_simd.check_lanes(sites, self.lanes)
+        # the kernel's even/odd mode needs every lane of an outer site to have its parity
+        self.parity_ok = all(L % 2 == 0 for L in outer)
+        self.links = np.ascontiguousarray(wilson_simd.links_to_lanes(U, self.lanes))
+        self.dtype = U.dtype
+        self.antiperiodic = bool(antiperiodic)
+        self._masks: dict[int, np.ndarray] = {}
+
+    def usable(self, psi, parity=None) -> bool:
+        """Whether a hop of ``psi`` (NumPy, the links' dtype) can run in the lanes layout now."""
+        return (isinstance(psi, np.ndarray) and psi.dtype == self.dtype and psi.ndim == 7
+                and (parity is None or self.parity_ok) and _lanes_enabled())
+
+    def to(self, psi):
+        return np.ascontiguousarray(self.simd.spinor_to_lanes(psi, self.lanes))
+
+    def back(self, a):
+        return self.simd.spinor_from_lanes(a)
+
+    def hop(self, a, sign: int, parity=None):
+        """``H a`` / ``H^dag a`` on a lanes array (one parity or all)."""
+        return self.simd.wilson_hop_lanes(self.links, a, sign, self.antiperiodic, parity)
+
+    def mask(self, sites, parity: int):
+        """1 on the sites of ``parity`` as a real lanes array ``[1, ..., 4, 3, 2, *lanes]``."""
+        if parity not in self._masks:
+            m = _parity_mask_host(tuple(sites), parity)[None, ..., None, None]
+            m = np.broadcast_to(m.astype(self.dtype), (1, *sites, 4, 3))
+            self._masks[parity] = self.to(np.ascontiguousarray(m) * (1 + 1j))
+        return self._masks[parity]
+
+
+class _LayoutOperator:
+    """A callable ``op(psi)`` on library-layout fields that also tells a solver how to run it
+    in the kernel's layout: ``solver_layout(b)`` returns ``(inner, to, back)`` (the operator on
+    converted arrays, the conversion of ``b`` (and of a start vector), the conversion of the
+    solution back) or ``None`` when ``b`` cannot take that layout (the solver then calls
+    ``op`` itself)."""
+
+    def __init__(self, fn, hook=None):
+        self._fn, self._hook = fn, hook
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, psi):
+        return self._fn(psi)
+
+    def solver_layout(self, b):
+        return None if self._hook is None else self._hook(b)
+
+
+# ------------------------------------------------------------------------------------------
 class WilsonDirac:
     """Wilson (clover) Dirac operator on the links ``U`` (see the module docstring).
 
@@ -247,12 +347,22 @@ class WilsonDirac:
         Sheikholeslami-Wohlert coefficient (0 = plain Wilson).
     check : bool
         Validate that the links are unitary (``groups.check_links``; one host sync).
+    layout : ``"site"`` (default) or ``"lanes"``
+        Layout of the hopping kernel. ``"lanes"``: the vectorised CPU kernel
+        (:mod:`lattice_ml.kernels.wilson_simd`; 4D SU(3) NumPy links, else ValueError naming
+        why), links converted here, fields converted per hop or once per solve (module
+        docstring, "Kernel layout").
+    lanes : tuple of 4 ints, optional
+        The lane split for ``layout="lanes"`` (default
+        :func:`lattice_ml.kernels.wilson_simd.default_lanes`).
     """
 
     def __init__(self, U, mass: float, boundary: str = "antiperiodic", csw: float = 0.0,
-                 check: bool = True):
+                 check: bool = True, layout: str = "site", lanes=None):
         D, sites, N = _check_link_layout(U, check)
         self.boundary = _check_boundary(boundary)
+        if layout not in _LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose 'site' or 'lanes'")
         if not math.isfinite(float(mass)):
             raise ValueError(f"mass must be finite, got {mass!r}")
         if not (math.isfinite(float(csw)) and float(csw) >= 0.0):
@@ -278,6 +388,13 @@ class WilsonDirac:
             # clover(x) = csw (i/2) sum_{mu<nu} sigma_munu (x) F_munu(x), kept as a list of terms
             self._clover = [(sig[mu, nu, ...], (0.5j * self.csw) * F[(mu, nu)])
                             for (mu, nu) in F]
+        self.layout = layout
+        self._lanes = None
+        if layout == "lanes":
+            why = _lanes_refusal(U, D, N)
+            if why is not None:
+                raise ValueError(f"layout='lanes': {why}")
+            self._lanes = _Lanes(U, lanes, self.boundary == "antiperiodic")
 
     @property
     def kappa(self) -> float:
@@ -285,7 +402,8 @@ class WilsonDirac:
 
     def __repr__(self) -> str:
         return (f"WilsonDirac(D={self.D}, sites={list(self.sites)}, N={self.N}, "
-                f"mass={self.mass}, csw={self.csw}, boundary={self.boundary!r})")
+                f"mass={self.mass}, csw={self.csw}, boundary={self.boundary!r}, "
+                f"layout={self.layout!r})")
 
     # -- checks --------------------------------------------------------------------------------
     def _check(self, psi, name="fermion field"):
@@ -295,7 +413,11 @@ class WilsonDirac:
     def _hop(self, psi, sign: int, parity: int | None = None):
         """``sign = +1``: ``H psi = 1/2 sum_mu [(1 - g_mu) U_mu(x) psi(x+mu)
         + (1 + g_mu) U_mu(x-mu)^dag psi(x-mu)]``; ``sign = -1``: ``H^dag`` (projectors swapped);
-        ``parity``: only the sites of that parity (see :func:`wilson_hop`)."""
+        ``parity``: only the sites of that parity (see :func:`wilson_hop`). With the lanes
+        layout the field is converted to it and back."""
+        L = self._lanes
+        if L is not None and L.usable(psi, parity):
+            return L.back(L.hop(L.to(psi), sign, parity))
         return wilson_hop(self.U, psi, sign, self.boundary == "antiperiodic", parity)
 
     def _local(self, psi):
@@ -351,9 +473,39 @@ class WilsonDirac:
         self._check(psi)
         return self._local(psi) - self._hop(psi, -1)
 
-    def normal(self, psi):
-        """``D_W^dag D_W psi`` (hermitian, non-negative; positive definite when D_W is invertible)."""
-        return self.apply_dagger(self.apply(psi))
+    @property
+    def normal(self):
+        """``normal(psi) = D_W^dag D_W psi`` (hermitian, non-negative; positive definite when
+        D_W is invertible). With the lanes layout and no clover it carries the solver-level
+        hook ``solver_layout`` (module docstring)."""
+        return _LayoutOperator(lambda psi: self.apply_dagger(self.apply(psi)),
+                               self._lanes_normal if self._lanes_hookable() else None)
+
+    def _lanes_hookable(self) -> bool:
+        return self._lanes is not None and self._clover is None
+
+    def _lanes_normal(self, b):
+        L = self._lanes
+        if not L.usable(b):
+            return None
+        d = self.diag
+
+        def inner(a):
+            y = d * a - L.hop(a, 1)
+            return d * y - L.hop(y, -1)
+        return inner, L.to, L.back
+
+    def _lanes_normal_eo(self, b):
+        L = self._lanes
+        if not L.usable(b, 0):
+            return None
+        d, me = self.diag, L.mask(self.sites, 0)
+
+        def inner(a):
+            pe = a * me
+            y = d * pe - L.hop(L.hop(pe, 1, 1) / d, 1, 0)
+            return d * y - L.hop(L.hop(y, -1, 1) / d, -1, 0)
+        return inner, L.to, L.back
 
     def hopping(self, psi):
         """The off-diagonal part ``H psi`` with ``D_W = A - H`` (see module docstring)."""
@@ -394,9 +546,12 @@ class WilsonDirac:
         pe = self.even(psi_e)
         return self._local(pe) - self._hop(self._local_inv(self._hop(pe, -1, 1)), -1, 0)
 
-    def normal_eo(self, psi_e):
-        """``Dhat_ee^dag Dhat_ee psi_e`` (for CG on the even sites)."""
-        return self.apply_eo_dagger(self.apply_eo(psi_e))
+    @property
+    def normal_eo(self):
+        """``normal_eo(psi_e) = Dhat_ee^dag Dhat_ee psi_e`` (for CG on the even sites); the
+        solver-level hook as for :attr:`normal`."""
+        return _LayoutOperator(lambda psi_e: self.apply_eo_dagger(self.apply_eo(psi_e)),
+                               self._lanes_normal_eo if self._lanes_hookable() else None)
 
     def prepare_source(self, eta):
         """Even-site source of the Schur system: ``eta_e - D_eo D_oo^{-1} eta_o

@@ -247,6 +247,26 @@ def check_interval(b, check_every, callback=None, name: str = "solver") -> int:
     return int(check_every)
 
 
+def enter_layout(A, b, x0=None, callback=None):
+    """The solver-level layout hook: an operator ``A`` with a method ``solver_layout(b)`` that
+    returns ``(inner, to, back)`` (e.g. ``WilsonDirac(..., layout="lanes").normal``) is solved
+    in its kernel's layout: ``b`` and ``x0`` converted once with ``to``, ``inner`` applied to the
+    converted arrays, the solution converted once with ``back`` (a ``callback`` gets it
+    converted back at every call). Returns ``(A, b, x0, callback, back)``, ``back`` None when
+    the operator has no hook or declines ``b`` (``solver_layout`` returned None), or ``x0``
+    does not match ``b`` (the solver's own check then names it). Inner products and norms are
+    sums over the same numbers in either layout, so the recursion is the same to round-off."""
+    hook = getattr(A, "solver_layout", None)
+    if hook is None or (x0 is not None and tuple(x0.shape) != tuple(b.shape)):
+        return A, b, x0, callback, None
+    lay = hook(b)
+    if lay is None:
+        return A, b, x0, callback, None
+    inner, to, back = lay
+    cb = None if callback is None else (lambda k, x, rel: callback(k, back(x), rel))
+    return inner, to(b), (None if x0 is None else to(x0)), cb, back
+
+
 def _check_rhs(xp, b, name: str, what: str = "right-hand side b"):
     if b.ndim < 1:
         raise ValueError(f"{name}: {what} must have a leading batch axis, got a 0-d array")

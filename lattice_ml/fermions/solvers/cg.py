@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ...backend import namespace
-from ._common import _cg_step, _host, _ratio, _Run, check_interval, norm2
+from ._common import _cg_step, _host, _ratio, _Run, check_interval, enter_layout, norm2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -45,6 +45,10 @@ def cg(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
         which it converges); ``info.matvecs`` counts the up to ``check_every - 1`` idle
         iterations at the end, ``info.host_syncs`` the transfers.
 
+    An operator with the solver-level layout hook (``solver_layout``, e.g.
+    ``WilsonDirac(..., layout="lanes").normal``) is solved in its kernel's layout, ``b`` and
+    the solution converted once (:func:`~lattice_ml.fermions.solvers._common.enter_layout`).
+
     Returns
     -------
     x : array like ``b``
@@ -54,8 +58,10 @@ def cg(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
     ``alpha = <r,r>/<p,Ap>``, ``x += alpha p``, ``r -= alpha A p``,
     ``beta = <r',r'>/<r,r>``, ``p = r' + beta p``.
     """
-    return _cg(A, b, x0, tol, maxiter, raise_on_failure, restart_on_true_residual, callback,
-               "cg", check_every)
+    A, b, x0, callback, back = enter_layout(A, b, x0, callback)
+    x, info = _cg(A, b, x0, tol, maxiter, raise_on_failure, restart_on_true_residual, callback,
+                  "cg", check_every)
+    return (x if back is None else back(x)), info
 
 
 def _cg(A, b, x0, tol, maxiter, raise_on_failure, restart, callback, name, check_every=None):
