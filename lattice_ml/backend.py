@@ -63,7 +63,13 @@ _BACKENDS = ("numpy", "cupy", "array_api_strict")
 
 
 def namespace(*arrays: Any):
-    """Array-API namespace shared by ``arrays`` (NumPy and CuPy through ``array_api_compat``)."""
+    """Array-API namespace shared by ``arrays`` (NumPy and CuPy through ``array_api_compat``);
+    the namespace of a decomposed array (:class:`lattice_ml.parallel.DomainArray`, which takes
+    ordinary operands along) if one of them is."""
+    for a in arrays:
+        ns = getattr(a, "__lattice_ml_namespace__", None)
+        if ns is not None:
+            return ns()
     return array_api_compat.array_namespace(*arrays)
 
 

@@ -145,9 +145,11 @@ def trace():
 
 def _array_target(args, kwargs) -> str | None:
     """``"cpu"`` if every array argument is a NumPy array, ``"cuda"`` if every one is a CuPy
-    array, ``None`` otherwise (strict arrays, mixed types, no arrays)."""
+    array, ``None`` otherwise (strict arrays, decomposed arrays, mixed types, no arrays)."""
     kinds = set()
     for a in (*args, *kwargs.values()):
+        if getattr(a, "__lattice_ml_domain__", False):
+            return None  # a decomposed array (lattice_ml.parallel): the reference, never a kernel
         mod = type(a).__module__
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
             continue

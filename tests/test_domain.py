@@ -1,0 +1,238 @@
+"""Domain decomposition behind ``shift`` (lattice_ml.parallel: DomainArray, its namespace,
+reproducible sums): in-process unit tests on one rank (NumPy and array-api-strict local
+arrays), and real ``mpiexec -n 1, 2, 4`` launches of tests/mpi/domain_*.py whose results must
+be bit-identical across grids of ranks and agree with the plain one-process code to round-off.
+Skips the launches when mpi4py or mpiexec is absent."""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_mpi import launch, needs_mpi  # noqa: E402
+
+from lattice_ml import dispatch  # noqa: E402
+from lattice_ml.backend import CounterRandomStreams, namespace, namespace_by_name, to_numpy  # noqa: E402
+from lattice_ml.lattice import shift  # noqa: E402
+from lattice_ml.parallel import (SERIAL, Decomposition, DomainArray, DomainNamespace,  # noqa: E402
+                                 _pieces, reproducible_sum)
+
+BACKENDS = ["numpy", "array_api_strict"]
+
+
+def serial(shape=(4, 2, 2, 2)):
+    return Decomposition(SERIAL, shape, (1,) * len(shape))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reproducible_sum_is_order_free_and_within_an_ulp_of_fsum(backend):
+    """Wide dynamic range and cancellation: the sum of a permuted array has the same bits, and
+    is within one ulp of math.fsum (the correctly rounded sum); pairwise xp.sum is not."""
+    xp = namespace_by_name(backend)
+    gen = np.random.default_rng(3)
+    n = 4096
+    host = gen.normal(size=(3, n)) * np.exp(gen.uniform(-30, 30, size=(3, n)))
+    host[1] = np.concatenate([host[1, :n // 2], -host[1, :n // 2]]) + gen.normal(size=n) * 1e-8
+    host[2, :] = 0.0
+    x = xp.asarray(host)
+    got = to_numpy(reproducible_sum(SERIAL, x, n))
+    perm = gen.permutation(n)
+    again = to_numpy(reproducible_sum(SERIAL, xp.asarray(host[:, perm]), n))
+    assert np.array_equal(got, again)
+    ref = np.array([math.fsum(r) for r in host])
+    # the stated bound: half an ulp plus the dropped remainders count 2^(e - K W - 1)
+    W, K = _pieces(n)
+    e = np.frexp(np.max(np.abs(host), axis=1))[1]
+    assert np.all(np.abs(got - ref) <= np.spacing(np.abs(ref)) / 2 + n * np.ldexp(1.0, e - K * W - 1))
+    assert np.abs(got[0] - ref[0]) <= np.spacing(np.abs(ref[0])) / 2     # no cancellation
+    assert got[2] == 0.0
+    pairwise = np.sum(host, axis=1)
+    assert np.all(np.abs(got - ref) <= np.abs(pairwise - ref))
+    # complex parts separately; float32 summed in float64 and rounded once
+    z = xp.asarray(host[:2] + 1j * host[:2, ::-1])
+    zs = to_numpy(reproducible_sum(SERIAL, z, n))
+    assert np.array_equal(zs.real, got[:2]) and np.array_equal(zs.imag, got[:2])
+    f = xp.asarray(host[:1].astype(np.float32))
+    fs = to_numpy(reproducible_sum(SERIAL, f, n))
+    assert fs.dtype == np.float32
+    assert fs[0] == np.float32(math.fsum(host[:1].astype(np.float32).astype(np.float64)[0]))
+
+
+def test_reproducible_sum_tiny_huge_and_non_finite_values():
+    xp = namespace_by_name("numpy")
+    tiny = np.full((1, 8), 3e-310)
+    assert to_numpy(reproducible_sum(SERIAL, xp.asarray(tiny), 8))[0] == math.fsum(tiny[0])
+    big = np.array([[1e30, -1e30, 1.0, 2.0**-60], [1.7e308, -1.7e308, 1.0, 0.0]])
+    got = to_numpy(reproducible_sum(SERIAL, xp.asarray(big), 4))
+    assert got[0] == 1.0
+    # 1.0 lies below the K W bits under 2^1024: dropped, within the stated bound
+    W, K = _pieces(4)
+    assert got[1] == 0.0 and 1.0 <= 4 * 2.0 ** (1024 - K * W - 1)
+    bad = np.array([[1.0, np.inf], [1.0, np.nan]])
+    out = to_numpy(reproducible_sum(SERIAL, xp.asarray(bad), 2))
+    assert out[0] == np.inf and np.isnan(out[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_namespace_of_a_decomposed_array(backend):
+    """__array_namespace__, backend.namespace with plain operands, global shape, local block,
+    indexing and stacking of non-site axes, ordinary operands broadcast as global arrays."""
+    xp = namespace_by_name(backend)
+    dec = serial()
+    full = CounterRandomStreams(1, 2, xp).normal((3,) + dec.shape + (2,))
+    f = dec.scatter(full, 2)
+    dx = namespace(f)
+    assert isinstance(dx, DomainNamespace) and namespace(f, full) is dx
+    assert f.__array_namespace__() is dx
+    assert f.shape == tuple(full.shape) and f.ndim == full.ndim
+    g = f[:, 1, ...]
+    assert isinstance(g, DomainArray) and g.site_axis == 1
+    assert np.array_equal(to_numpy(g.gather()), to_numpy(full[:, 1, ...]))
+    h = f[..., None, 0]
+    assert h.site_axis == 2 and h.shape == tuple(full.shape[:-1]) + (1,)
+    sign = xp.reshape(xp.asarray([1.0, -1.0, 1.0, -1.0]), (1, 1, 4, 1, 1, 1, 1))
+    assert np.array_equal(to_numpy((f * sign).gather()), to_numpy(full * sign))
+    assert np.array_equal(to_numpy(dx.where(f > 0, f, 0.0 * f).gather()),
+                          to_numpy(xp.where(full > 0, full, 0.0 * full)))
+    st = dx.stack([f, 2.0 * f], axis=1)
+    assert st.site_axis == 3 and np.array_equal(to_numpy(st.gather()),
+                                                to_numpy(xp.stack([full, 2.0 * full], axis=1)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_antiperiodic_shift_of_a_decomposed_field(backend):
+    xp = namespace_by_name(backend)
+    dec = serial()
+    full = CounterRandomStreams(2, 2, xp).normal(dec.shape + (3,))
+    f = dec.scatter(full, 1)
+    for mu in range(4):
+        for step in (-1, 1, 2):
+            got = shift(f, mu, step, antiperiodic=True)
+            assert np.array_equal(to_numpy(got.gather()),
+                                  to_numpy(shift(full, mu, step, antiperiodic=True)))
+
+
+def test_what_cannot_be_decomposed_is_refused_by_name():
+    xp = namespace_by_name("numpy")
+    dec = serial()
+    f = dec.scatter(CounterRandomStreams(3, 2, xp).normal(dec.shape + (2,)), 1)
+    dx = namespace(f)
+    cases = [(lambda: dx.reshape(f, (2, -1)), "reshape"),
+             (lambda: dx.sum(f, axis=(1, 2)), "sum"),
+             (lambda: dx.roll(f, 1), "roll"),
+             (lambda: f[:, 0], "indexing"),
+             (lambda: dx.take(f, xp.asarray([0]), axis=1), "take"),
+             (lambda: dx.fft.fftn(f, axes=(1, 2, 3, 4)), "fft.fftn"),
+             (lambda: dx.argmax(f), "argmax"),
+             (lambda: dx.prod(f), "prod"),
+             (lambda: dx.concat([f, f], axis=1), "concat"),
+             (lambda: np.asarray(f), "__array__"),
+             (lambda: to_numpy(f), "__dlpack"),
+             (lambda: float(f), "float"),
+             (lambda: f + xp.ones((2, 3, 2, 2, 2, 2)), "operator")]
+    for fn, name in cases:
+        with pytest.raises(NotImplementedError, match=f"^{name}.* on a decomposed array"):
+            fn()
+
+
+def test_dispatch_takes_the_reference_for_decomposed_arrays():
+    """Numba kernels address neighbours themselves: never on a local block."""
+    xp = namespace_by_name("numpy")
+    dec = serial((4, 4, 4, 4))
+    from lattice_ml.groups import haar_random
+    U = haar_random(CounterRandomStreams(4, 1, xp), (4,) + dec.shape, 3)
+    Ud = dec.scatter(U, 2)
+    with dispatch.kernel_mode("cpu"):
+        assert dispatch.selected("gauge_force", Ud, 5.5, 1.0, None) == "reference"
+        assert dispatch.selected("gauge_force", U, 5.5, 1.0, None) != "reference"
+
+
+def test_block_draws_equal_the_global_draw():
+    xp = namespace_by_name("numpy")
+    dec = serial((4, 2, 2, 2))
+    r1 = dec.random(CounterRandomStreams(5, 2, xp), 2)
+    r2 = CounterRandomStreams(5, 2, xp)
+    got = r1.normal((3,) + dec.shape + (8,))
+    assert isinstance(got, DomainArray)
+    assert np.array_equal(to_numpy(got.gather()), to_numpy(r2.normal((3,) + dec.shape + (8,))))
+    u = r1.uniform(())                      # not a field: drawn whole, streams in step
+    assert not isinstance(u, DomainArray) and np.array_equal(u, r2.uniform(()))
+
+
+# -- real launches ---------------------------------------------------------------------------------
+@needs_mpi
+def test_namespace_on_two_ranks():
+    """roll along every axis by -5..5 (halo exchange), reproducible sums/means (every grid of 2
+    ranks and one rank: same bits, within an ulp of fsum), max/min/any, stack/reshape."""
+    res = launch(2, "domain_namespace.py", "numpy")
+    assert "ranks=2 ok" in res.stdout
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("n, backend", [(4, "numpy"), (4, "array_api_strict"),
+                                        (1, "array_api_strict")])
+def test_namespace_on_one_and_four_ranks(n, backend):
+    res = launch(n, "domain_namespace.py", backend)
+    assert f"ranks={n} ok" in res.stdout
+
+
+def _ops(tmp_path, n, backend, *grids):
+    out = tmp_path / f"ops-{n}-{backend}.npz"
+    res = launch(n, "domain_ops.py", backend, out, *grids, timeout=900)
+    assert f"ranks={n}" in res.stdout
+    with np.load(out) as d:
+        return {k: d[k] for k in d}
+
+
+def _check_ops(results):
+    """Every decomposed run bit-identical to every other; each within round-off (1e-12
+    relative) of the plain one-process NumPy code; CG iterations equal."""
+    plain = {k.split("/", 1)[1]: v for k, v in results.items() if k.startswith("plain/")}
+    runs = {}
+    for k, v in results.items():
+        g, q = k.split("/", 1)
+        if g != "plain":
+            runs.setdefault(q, []).append((g, v))
+    assert set(runs) == set(plain) and len(next(iter(runs.values()))) >= 2
+    for q, vals in runs.items():
+        for g, v in vals[1:]:
+            assert np.array_equal(v, vals[0][1]), (q, g, vals[0][0])
+        v, ref = vals[0][1], plain[q]
+        if v.dtype.kind in "bi":
+            assert np.array_equal(v, ref), q
+            continue
+        # Delta H is a difference of Hamiltonians of the size of the action
+        scale = np.max(np.abs(plain["phi4_action" if q.startswith("phi4") else "gauge_action"])) \
+            if q.endswith("delta_h") else np.max(np.abs(ref))
+        assert np.max(np.abs(v - ref)) <= 1e-12 * scale, (q, np.max(np.abs(v - ref)) / scale)
+
+
+@needs_mpi
+def test_operators_on_two_ranks_equal_one_rank_bit_for_bit(tmp_path):
+    """Plaquette, SU(3) Wilson action and force, a pure-gauge HMC trajectory, Wilson Dirac
+    (antiperiodic) and a CGNR solve, phi^4 action and HMC on 4^4: the 2x1x1x1 grid of 2 ranks
+    equals the 1x1x1x1 grid of one rank bit for bit, and the plain code to 1e-12."""
+    _check_ops(_ops(tmp_path, 2, "numpy", "2x1x1x1"))
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_operators_on_one_two_and_four_ranks_bit_for_bit(tmp_path):
+    """The same on 1 rank, the grids 1x1x1x2 (2 ranks), 2x2x1x1 and 1x1x2x2 (4 ranks),
+    compared across launches; and with array-api-strict local arrays on 2 ranks."""
+    results = {}
+    for n, grids in ((1, ("1x1x1x1",)), (2, ("1x1x1x2",)), (4, ("2x2x1x1", "1x1x2x2"))):
+        for k, v in _ops(tmp_path, n, "numpy", *grids).items():
+            results[f"{n}:{k}" if not k.startswith("plain/") else k] = v
+    _check_ops(results)
+    strict = _ops(tmp_path, 2, "array_api_strict", "2x1x1x1")
+    _check_ops(strict)
+    for k, v in strict.items():
+        if k.startswith("serial/"):
+            assert np.array_equal(v, results["1:1x1x1x1/" + k.split("/", 1)[1]]) or \
+                v.dtype.kind not in "fc", k
