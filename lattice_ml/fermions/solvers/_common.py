@@ -416,6 +416,11 @@ class _Run:
                                            device=device_of(self.b))
         return self._act_dev
 
+    def device_target2(self):
+        """The stopping targets ``tol^2 |b|^2`` on the device (float64; after
+        :meth:`device_active`)."""
+        return self._t2_dev
+
     def device_advance(self, ok_dev, rr_dev, finite_dev):
         """The stopping rule of :meth:`advance` evaluated on the device, so that no value leaves
         it: entries ``ok_dev & finite_dev`` stay active while ``rr_dev`` (the recursion's

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ...backend import device_of, namespace, real_dtype_of
-from ._common import _host, _is_complex, _Run, norm2, vdot
+from ._common import _host, _is_complex, _Run, check_interval, norm2, vdot
 
 
 # ----------------------------------------------------------------------------------------------
@@ -16,7 +16,8 @@ from ._common import _host, _is_complex, _Run, norm2, vdot
 def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 10000,
              raise_on_failure: bool = True, restart_on_true_residual: bool = True,
              breakdown_tol: float | None = None, shadow: str = "random",
-             restart_tol: float = 0.0, shadow_restarts: int = 10):
+             restart_tol: float = 0.0, shadow_restarts: int = 10,
+             check_every: int | None = None):
     """BiCGStab (van der Vorst 1992) for a general non-singular ``A``, every entry on its own.
 
     Recursion (per entry), ``r_0 = b - A x_0``, shadow residual ``rhat`` (see below),
@@ -61,6 +62,16 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
     ``rho = <r_0, r_1> = 0`` exactly at iteration 2. A delocalised shadow vector has no such
     symmetry.
 
+    ``check_every``: iterations between two reads of the recursion's scalars on the host, as
+    for :func:`~lattice_ml.fermions.solvers.cg` (default 1 on host arrays, 10 on a device).
+    Every decision of an iteration (the breakdown and restart tests, convergence on ``s``, the
+    stopping rule) is taken on the device with masks; the host replays the buffered scalars
+    (messages, history, counts), so iterates and record do not depend on it, except that an
+    entry that lost bi-orthogonality restarts at the next read instead of at once (its
+    iterates are the same; its history rows in between repeat its last value).
+    ``info.host_syncs`` counts the reads (one per interval, one per such restart and per
+    true-residual check).
+
     Returns ``(x, SolverInfo)`` as :func:`cg`.
     """
     name = "bicgstab"
@@ -77,10 +88,12 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
         raise ValueError(f"bicgstab: shadow_restarts must be a non-negative integer, got "
                          f"{shadow_restarts!r}")
     n_shadow = np.zeros(run.nb, dtype=np.int64)
+    every = check_interval(b, check_every, None, name)
     sdt, col = b.dtype, run.col                     # scalars in the field's dtype
+    xdev = device_of(b)
 
     def ones():
-        return xp.ones((run.nb,), dtype=sdt, device=device_of(b))
+        return xp.ones((run.nb,), dtype=sdt, device=xdev)
 
     shadows = _Shadows(xp, b, shadow)
 
@@ -100,57 +113,139 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
     v = xp.zeros_like(b)
     p = xp.zeros_like(b)
     run.begin(_host(norm2(r))[0])
+    lost_tol = max(restart_tol, breakdown_tol)
     while True:
+        act = run.device_active()
         while np.any(run.active):
-            run.iters += run.active
-            act = run.mask(run.active)
-            rho_new = vdot(rhat, r)
-            # breakdown test on rho' is done on the host together with the next ones
-            safe = lambda d: xp.where(act & (d != 0), d, ones())  # noqa: E731
-            beta = (rho_new / safe(rho)) * (alpha / safe(omega))
-            p = xp.where(col(act), r + col(beta) * (p - col(omega) * v), p)
-            v = xp.where(col(act), A(p), v)
-            run.matvecs += 1
-            rv = vdot(rhat, v)
-            alpha_new = rho_new / safe(rv)
-            s = r - col(alpha_new) * v
-            h_ss, bad, lost = _rho_and_rv_breakdowns(run, breakdown_tol, rho_new, rv, rhat2, r,
-                                                     v, s, max(restart_tol, breakdown_tol),
-                                                     n_shadow < shadow_restarts)
-            ok = run.active & ~bad & ~lost
-            half = ok & (h_ss <= run.target2)          # converged on s: x += alpha p, done
-            x = xp.where(col(run.mask(ok)), x + col(alpha_new) * p, x)
-            t = A(s)
-            run.matvecs += 1
-            omega_new, bad_om = _omega(run, t, s, ok & ~half, sdt, ones)
-            full = ok & ~half & ~bad_om
-            fmc = col(run.mask(full))
-            x = xp.where(fmc, x + col(omega_new) * s, x)
-            r = xp.where(fmc, s - col(omega_new) * t,
-                         xp.where(col(run.mask(half | bad_om)), s, r))
-            rho = xp.where(run.mask(ok), rho_new, rho)
-            alpha = xp.where(run.mask(ok), alpha_new, alpha)
-            omega = xp.where(run.mask(full), omega_new, omega)
-            run.advance(ok, _host(norm2(r))[0])
-            if np.any(lost):
+            can_lose = run.mask(run.active & (n_shadow < shadow_restarts))
+            buffered = []
+            for _ in range(every):
+                # one iteration with every decision taken on the device (device masks);
+                # its scalars are buffered for the host's replay
+                rho_new = vdot(rhat, r)
+                safe = lambda d: xp.where(act & (d != 0), d, ones())  # noqa: E731
+                beta = (rho_new / safe(rho)) * (alpha / safe(omega))
+                p = xp.where(col(act), r + col(beta) * (p - col(omega) * v), p)
+                v = xp.where(col(act), A(p), v)
+                run.matvecs += 1
+                rv = vdot(rhat, v)
+                alpha_new = rho_new / safe(rv)
+                s = r - col(alpha_new) * v
+                lost, bad_rho, bad_rv, ss = _rho_and_rv_tests(
+                    xp, act, can_lose, breakdown_tol, lost_tol, rho_new, rv, rhat2, r, v, s)
+                ok = act & ~bad_rho & ~bad_rv & ~lost
+                # converged on s: x += alpha p, done
+                half = ok & (xp.astype(ss, xp.float64) <= run.device_target2())
+                x = xp.where(col(ok), x + col(alpha_new) * p, x)
+                t = A(s)
+                run.matvecs += 1
+                full0 = ok & ~half
+                tt, ts = norm2(t), vdot(t, s)
+                omega_new = ts / xp.where(full0 & (tt != 0), xp.astype(tt, sdt), ones())
+                bad_om = full0 & ~(xp.isfinite(tt) & (tt > 0) & xp.isfinite(omega_new)
+                                   & (omega_new != 0))
+                full = full0 & ~bad_om
+                x = xp.where(col(full), x + col(omega_new) * s, x)
+                r = xp.where(col(full), s - col(omega_new) * t,
+                             xp.where(col(half | bad_om), s, r))
+                rho = xp.where(ok, rho_new, rho)
+                alpha = xp.where(ok, alpha_new, alpha)
+                omega = xp.where(full, omega_new, omega)
+                rr_new = norm2(r)
+                # an entry with an omega breakdown stays in the recursion (r = s), as it always
+                # did; lost and broken-down entries stop here
+                act = run.device_advance(ok, rr_new, ok)
+                buffered.append(_bicg_scalars(xp, rr_new, (rho_new, rv, omega_new), tt,
+                                              (ok, lost, bad_rho, bad_rv, bad_om)))
+            # the host replays the buffered iterations (one transfer) with the device's
+            # decisions; entries that lost bi-orthogonality restart afterwards, in the order
+            # of the iterations at which they were lost (one shadow vector each time, as with
+            # check_every = 1)
+            lost_groups = []
+            for vals in run.fetch(buffered):
+                if not np.any(run.active):
+                    break
+                run.iters += run.active
+                rr_h, (h_rho, h_rv, h_om), h_tt, (ok_h, lost_h, brho_h, brv_h, bom_h) = \
+                    _unpack_bicg(vals, _is_complex(xp, b))
+                run.break_down(np.flatnonzero(brho_h & run.active), lambda e: (
+                    f"rho = <rhat, r> = {h_rho[e]:.3e} vanishes or is not finite"))
+                run.break_down(np.flatnonzero(brv_h & run.active), lambda e: (
+                    f"<rhat, A p> = {h_rv[e]:.3e} vanishes or is not finite"))
+                run.break_down(np.flatnonzero(bom_h & run.active), lambda e: (
+                    f"omega = <t, s>/<t, t> = {h_om[e]:.3e} vanishes or is not finite "
+                    f"(<t, t> = {h_tt[e]:.3e})"))
+                lost_h = lost_h & run.active
+                run.advance(ok_h & run.active, rr_h)
+                if np.any(lost_h):
+                    lost_groups.append(lost_h)
+            if lost_groups:
                 # lost bi-orthogonality: these entries start again from their true residual
-                # with a fresh shadow vector (the recursion's scalars reset)
+                # with a fresh shadow vector (the recursion's scalars reset); their iterates
+                # have not moved since
                 rt = b - A(x)
                 run.matvecs += 1
                 rt2 = _host(norm2(rt))[0]
-                r, rhat, rhat2, p, v, rho, alpha, omega = restart_from(
-                    lost, rt, r, rhat, p, v, rho, alpha, omega)
-                n_shadow += lost
-                run.restarts += lost
-                run.rr = np.where(lost, rt2, run.rr)
-                run.active = run.active | (lost & (rt2 > run.target2)
-                                           & (run.iters < run.maxiter))
+                run.host_syncs += 1
+                for lost_h in lost_groups:
+                    r, rhat, rhat2, p, v, rho, alpha, omega = restart_from(
+                        lost_h, rt, r, rhat, p, v, rho, alpha, omega)
+                    n_shadow += lost_h
+                    run.restarts += lost_h
+                    run.rr = np.where(lost_h, rt2, run.rr)
+                    run.active = run.active | (lost_h & (rt2 > run.target2)
+                                               & (run.iters < run.maxiter))
+                act = run.device_active()
         restarted = run.restart(A, x, restart_on_true_residual)
         if restarted is None:
             return run.finish(x)
         rt, redo = restarted
         r, rhat, rhat2, p, v, rho, alpha, omega = restart_from(
             redo, rt, r, rhat, p, v, rho, alpha, omega)
+
+
+def _rho_and_rv_tests(xp, act, can_lose, breakdown_tol, lost_tol, rho, rv, rhat2, r, v, s):
+    """The device tests of ``rho' = <rhat, r>`` and ``<rhat, v>`` against ``breakdown_tol``
+    times the norms (and of finiteness), as device masks: ``lost`` (``|rho'| <= lost_tol
+    ||rhat|| ||r||`` with the entry still restartable, ``can_lose``: restarted with a fresh
+    shadow vector instead of stopped), ``bad_rho``, ``bad_rv``; and ``|s|^2``."""
+    rr, v2, ss = norm2(r), norm2(v), norm2(s)
+    nrm = xp.sqrt(rhat2) * xp.sqrt(rr)
+    finite = xp.isfinite(rho)
+    a_rho = xp.abs(rho)
+    lost = act & can_lose & finite & (a_rho <= lost_tol * nrm)
+    bad_rho = act & ~lost & ~(finite & (a_rho > breakdown_tol * nrm))
+    bad_rv = act & ~lost & ~bad_rho & ~(
+        xp.isfinite(rv) & xp.isfinite(ss)
+        & (xp.abs(rv) > breakdown_tol * xp.sqrt(rhat2) * xp.sqrt(v2)))
+    return lost, bad_rho, bad_rv, ss
+
+
+def _parts(xp, z):
+    """Real and imaginary parts of ``z`` (zero imaginary part for a real ``z``)."""
+    if _is_complex(xp, z):
+        return (xp.real(z), xp.imag(z))
+    return (z, xp.zeros_like(z))
+
+
+def _bicg_scalars(xp, rr_new, complexes, tt, masks):
+    """One iteration's scalars for :meth:`_Run.fetch`: all ``[batch]`` of the real dtype of
+    ``rr_new`` (complex ones split into real and imaginary parts, masks as 0/1)."""
+    rdt = rr_new.dtype
+    out = [rr_new]
+    for z in complexes:
+        out += [xp.astype(a, rdt) for a in _parts(xp, z)]
+    out.append(xp.astype(tt, rdt))
+    out += [xp.astype(m, rdt) for m in masks]
+    return tuple(out)
+
+
+def _unpack_bicg(vals, cplx: bool):
+    """Inverse of :func:`_bicg_scalars` on the host (``cplx``: complex fields)."""
+    rr = vals[0]
+    cx = tuple(vals[1 + 2 * i] + 1j * vals[2 + 2 * i] if cplx else vals[1 + 2 * i]
+               for i in range(3))
+    return rr, cx, vals[7], tuple(m != 0 for m in vals[8:13])
 
 
 def _default_breakdown_tol(xp, dtype) -> float:
@@ -179,40 +274,3 @@ class _Shadows:
             z = z + 1j * g.standard_normal(one)
         z = xp.asarray(z[None, ...], dtype=b.dtype, device=device_of(b))
         return xp.zeros_like(res) + z
-
-
-def _rho_and_rv_breakdowns(run, breakdown_tol, rho, rv, rhat2, r, v, s, restart_tol=0.0,
-                           restartable=None):
-    """Host check of ``rho' = <rhat, r>`` and ``<rhat, v>`` against ``breakdown_tol`` times the
-    norms (and of finiteness); records the breakdowns. Entries with ``|rho'| <= restart_tol
-    ||rhat|| ||r||`` that are still ``restartable`` (host mask) are returned as ``lost``
-    instead (the caller restarts them with a fresh shadow vector). Returns ``(|s|^2, bad,
-    lost)`` (host)."""
-    h_rho, h_rv, h_rh2, h_rr, h_v2, h_ss = _host(rho, rv, rhat2, norm2(r), norm2(v), norm2(s))
-    nrm = np.sqrt(h_rh2) * np.sqrt(h_rr)
-    finite = np.isfinite(h_rho)
-    lost = run.active & finite & (np.abs(h_rho) <= restart_tol * nrm)
-    lost &= restartable if restartable is not None else False
-    bad_rho = run.active & ~lost & ~(finite & (np.abs(h_rho) > breakdown_tol * nrm))
-    bad_rv = run.active & ~lost & ~bad_rho & ~(
-        np.isfinite(h_rv) & np.isfinite(h_ss)
-        & (np.abs(h_rv) > breakdown_tol * np.sqrt(h_rh2) * np.sqrt(h_v2)))
-    run.break_down(np.flatnonzero(bad_rho),
-                   lambda e: f"rho = <rhat, r> = {h_rho[e]:.3e} vanishes or is not finite")
-    run.break_down(np.flatnonzero(bad_rv),
-                   lambda e: f"<rhat, A p> = {h_rv[e]:.3e} vanishes or is not finite")
-    return h_ss, bad_rho | bad_rv, lost
-
-
-def _omega(run, t, s, full, sdt, ones):
-    """``omega = <t, s> / <t, t>`` for the entries ``full`` (host mask), and the host mask of
-    those where it vanishes or is not finite (recorded as breakdowns)."""
-    xp = run.xp
-    tt, ts = norm2(t), vdot(t, s)
-    omega = ts / xp.where(run.mask(full) & (tt != 0), xp.astype(tt, sdt), ones())
-    h_tt, h_om = _host(tt, omega)
-    bad = full & ~(np.isfinite(h_tt) & (h_tt > 0) & np.isfinite(h_om) & (h_om != 0))
-    run.break_down(np.flatnonzero(bad),
-                   lambda e: f"omega = <t, s>/<t, t> = {h_om[e]:.3e} vanishes or is not finite "
-                   f"(<t, t> = {h_tt[e]:.3e})")
-    return omega, bad
