@@ -16,6 +16,12 @@ in time).
 Site parity is ``(x_0 + ... + x_{D-1}) mod 2``; even sites have parity 0. Momenta are
 ``p_mu = 2 pi n_mu / L_mu`` with ``n_mu = 0, ..., L_mu - 1`` and the lattice momentum squared is
 ``phat^2 = sum_mu 4 sin^2(p_mu / 2)``.
+
+Decomposed fields (:class:`lattice_ml.parallel.DomainArray`: the sites split over MPI ranks)
+go through the same code: their namespace turns the roll of :func:`shift` into a halo exchange,
+and the antiperiodic sign, built for the global extent, is cut to the rank's block when it
+multiplies the field. Given the namespace of a decomposed field, :class:`Lattice` returns its
+masks and momenta as the rank's block (flat site indices are refused).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from .backend import device_constant, device_of, namespace, real_dtype_of
+from .parallel import DomainNamespace
 
 __all__ = ["Lattice", "shift", "site_axes"]
 
@@ -68,6 +75,18 @@ def shift(field, mu: int, step: int = 1, site_axis: int = 1, antiperiodic: bool 
     return out
 
 
+def _site_array(xp, host: np.ndarray, dtype, device):
+    """``host`` ``[*sites]`` as an array of ``xp``; for the namespace of a decomposed field,
+    the rank's block."""
+    if isinstance(xp, DomainNamespace):
+        return xp.sites(host, dtype=dtype, device=device)
+    return xp.asarray(host, dtype=dtype, device=device)
+
+
+def _no_flat_indices(xp, name: str) -> None:
+    if isinstance(xp, DomainNamespace):
+        raise NotImplementedError(f"Lattice.{name} on a decomposed lattice: flat site indices "
+                                  f"are not decomposed (docs/parallel.md)")
 
 
 class Lattice:
@@ -123,24 +142,26 @@ class Lattice:
 
     def parity(self, xp, device=None):
         """Array ``[*sites]`` of site parities (0 even, 1 odd), integer dtype."""
-        return xp.asarray(self._parity_host, device=device)
+        return _site_array(xp, self._parity_host, None, device)
 
     def even_mask(self, xp, dtype=None, device=None):
         """Array ``[*sites]``: 1 on even sites, 0 on odd (``dtype`` default bool)."""
         m = self._parity_host == 0
-        return xp.asarray(m if dtype is None else m.astype(np.float64), dtype=dtype, device=device)
+        return _site_array(xp, m if dtype is None else m.astype(np.float64), dtype, device)
 
     def odd_mask(self, xp, dtype=None, device=None):
         """Array ``[*sites]``: 1 on odd sites, 0 on even (``dtype`` default bool)."""
         m = self._parity_host == 1
-        return xp.asarray(m if dtype is None else m.astype(np.float64), dtype=dtype, device=device)
+        return _site_array(xp, m if dtype is None else m.astype(np.float64), dtype, device)
 
     def even_indices(self, xp, device=None):
         """Flat (C-order) indices of the even sites, ascending."""
+        _no_flat_indices(xp, "even_indices")
         return xp.asarray(np.flatnonzero(self._parity_host == 0), device=device)
 
     def odd_indices(self, xp, device=None):
         """Flat (C-order) indices of the odd sites, ascending."""
+        _no_flat_indices(xp, "odd_indices")
         return xp.asarray(np.flatnonzero(self._parity_host == 1), device=device)
 
     # -- momenta -------------------------------------------------------------------------------
@@ -149,8 +170,8 @@ class Lattice:
         grids = np.indices(self.shape).astype(np.float64)
         out = []
         for mu, L in enumerate(self.shape):
-            out.append(xp.asarray(2.0 * np.pi * grids[mu] / L, dtype=dtype or xp.float64,
-                                  device=device))
+            out.append(_site_array(xp, 2.0 * np.pi * grids[mu] / L, dtype or xp.float64,
+                                   device))
         return tuple(out)
 
     def phat_squared(self, xp, dtype=None, device=None):

@@ -694,7 +694,7 @@ def reproducible_sum(comm: Communicator, x, count: int):
 
     Binned summation (Demmel & Nguyen, IEEE TC 64 (2015) 2060; ReproBLAS): one exact global
     ``M = max |x|`` (per output), ``2^(e-1) <= M < 2^e``; every number is cut into K integers
-    ``n_k = round(r_k 2^(W(k+1)-e))``, ``r_{k+1} = r_k - n_k 2^(e-W(k+1))``, all exact; the
+    ``n_k = round(r_k 2^(W(k+1)-e))`` (rounded to nearest even as ``(y + 1.5 2^52) - 1.5 2^52``), ``r_{k+1} = r_k - n_k 2^(e-W(k+1))``, all exact; the
     integers of piece k are summed exactly (:func:`_pieces`: ``count 2^W <= 2^52``), the ranks'
     partial sums added exactly, and the K totals ``S_k 2^(e-W(k+1))`` rounded once
     (``math.fsum``). The error is at most half an ulp of the result plus
@@ -721,7 +721,8 @@ def reproducible_sum(comm: Communicator, x, count: int):
     e = np.maximum(e, K * W - 1074)
     dev = device_of(x)
     sums = np.zeros((K,) + out_shape)
-    r = xp.where(xp.isfinite(x), x, xp.zeros_like(x))
+    r = x if np.all(finite) else xp.where(xp.isfinite(x), x, xp.zeros_like(x))
+    magic = 1.5 * 2.0 ** 52        # (y + magic) - magic rounds |y| <= 2^51 to an integer
 
     def power(t):                  # 2^t, |t| <= 1074, as a per-output column
         return xp.asarray(np.ldexp(1.0, t)[..., None], dtype=xp.float64, device=dev)
@@ -729,7 +730,7 @@ def reproducible_sum(comm: Communicator, x, count: int):
     for k in range(K):
         t = W * (k + 1) - e        # scale by 2^t in two exact steps (2^t alone may overflow)
         t1 = t // 2
-        n = xp.round((r * power(t1)) * power(t - t1))
+        n = ((r * power(t1)) * power(t - t1) + magic) - magic
         r = r - (n * power(-t1)) * power(t1 - t)
         sums[k] = to_numpy(xp.sum(n, axis=-1))
     if comm.comm is not None:
@@ -846,6 +847,15 @@ class DomainNamespace:
 
     def isdtype(self, dtype, kind):
         return self.local.isdtype(dtype, kind)
+
+    def sites(self, host, dtype=None, device=None):
+        """This rank's block of the host array ``host`` ``[*sites, ...]`` of the global lattice
+        (parity masks, momenta: ``lattice.Lattice`` builds them so) as a :class:`DomainArray`
+        with site axis 0."""
+        host = np.asarray(host)
+        block = host[self.dec.block(host.ndim, 0)]
+        return DomainArray(self.local.asarray(np.ascontiguousarray(block), dtype=dtype,
+                                              device=device), self.dec, 0)
 
     # -- shifts ----------------------------------------------------------------------------------
     def roll(self, x, shift, axis=None):
@@ -1016,16 +1026,25 @@ class DomainNamespace:
                            x.site_axis - sum(a < x.site_axis for a in axes))
 
     def reshape(self, x, shape, copy=None):
-        """Reshapes that keep every axis up to the last site axis and change only the axes
-        after it (internal axes); anything else (merging or splitting sites) is refused."""
+        """Reshapes of the axes before the site axes and of those after them, separately (the
+        site axes stay one contiguous block of the lattice's extents); merging or splitting
+        sites is refused."""
         if not isinstance(x, DomainArray):
             return self.local.reshape(x, shape)
-        shape, head = tuple(int(s) for s in shape), x.site_axis + x.dec.D
-        if shape[:head] != x.shape[:head] or -1 in shape[:head]:
-            _refuse("reshape", f"{x.shape} -> {shape} does not keep the axes up to the last "
-                               f"site axis")
-        local = tuple(x.local.shape[:head]) + shape[head:]
-        return DomainArray(self.local.reshape(x.local, local), x.dec, x.site_axis)
+        D, old = x.dec.D, x.shape
+        shape = [int(s) for s in shape]
+        if shape.count(-1) == 1:
+            known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+            shape[shape.index(-1)] = x.size // known if known else 0
+        pre = int(np.prod(old[:x.site_axis], dtype=np.int64))
+        post = int(np.prod(old[x.site_axis + D:], dtype=np.int64))
+        for p in range(len(shape) - D + 1):
+            if tuple(shape[p:p + D]) == x.dec.shape \
+                    and int(np.prod(shape[:p], dtype=np.int64)) == pre \
+                    and int(np.prod(shape[p + D:], dtype=np.int64)) == post:
+                local = tuple(shape[:p]) + x.dec.local_shape + tuple(shape[p + D:])
+                return DomainArray(self.local.reshape(x.local, local), x.dec, p)
+        _refuse("reshape", f"{old} -> {tuple(shape)} does not keep the site axes as one block")
 
     def broadcast_to(self, x, shape):
         if not isinstance(x, DomainArray):

@@ -8,7 +8,9 @@ whole field bit for bit; ``xp.sum``/``xp.mean`` over all site axes (with and wit
 axes, real and complex, float32 and float64, keepdims) give the same bits on every grid and
 on one rank, the sum within half an ulp of ``math.fsum`` of the numbers plus the stated bound,
 also for sums with heavy cancellation; ``max``/``min``/``any`` over the sites equal the
-one-process ones; a field built with ``xp.stack`` / indexing / ``reshape`` of internal axes
+one-process ones; the Lattice's parity and momenta for the decomposed namespace are the
+blocks and antiperiodic shifts (steps beyond the block) the blocks of the whole field's; a field
+built with ``xp.stack`` / indexing / ``reshape`` of internal axes
 gathers to the one-process result.
 """
 
@@ -19,6 +21,7 @@ import sys
 import numpy as np
 
 from lattice_ml.backend import CounterRandomStreams, namespace, namespace_by_name, to_numpy
+from lattice_ml.lattice import Lattice, shift
 from lattice_ml.parallel import SERIAL, Decomposition, world
 
 
@@ -96,6 +99,16 @@ def main():
                 sums.setdefault((shape, "cancel", "float64"), []).append(s)
                 ref = fsum_ref(to_numpy(cancel), sites)
                 assert np.all(np.abs(s - ref) <= np.spacing(np.abs(ref))), (dims, "cancel")
+            # site constants of the Lattice come out as the block; antiperiodic shifts
+            lat = Lattice(shape)
+            assert np.array_equal(to_numpy(lat.parity(dx).gather()), to_numpy(lat.parity(xp)))
+            assert np.array_equal(to_numpy(lat.phat_squared(dx).gather()),
+                                  to_numpy(lat.phat_squared(xp)))
+            for mu in range(D):
+                for step in (-3, -1, 1, 2, 5):
+                    got = shift(f, mu, step, site_axis, antiperiodic=True).gather()
+                    assert np.array_equal(to_numpy(got), to_numpy(
+                        shift(full, mu, step, site_axis, antiperiodic=True))), (dims, mu, step)
             # stack / index / reshape of internal axes
             st = dx.stack([f[..., 0], 2.0 * f[..., -1]], axis=-1)
             want = xp.stack([full[..., 0], 2.0 * full[..., -1]], axis=-1)
