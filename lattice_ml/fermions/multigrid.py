@@ -14,6 +14,16 @@ coarse site. With the basis ``V(y)`` ``[block dof, n_c]``::
 
     restriction   (R phi)(y) = V(y)^dag phi|_B(y),      prolongation  P = R^dag,   R P = 1.
 
+Bootstrap (adaptive) setup
+--------------------------
+Inverse iteration from random vectors finds the low modes slowly in 4D. With ``n_adapt``
+passes (Frommer et al., SIAM J. Sci. Comput. 36 (2014) A1581, DD-alphaAMG; Brezina et al.'s
+adaptive AMG), the two-level preconditioner ``M`` built from the current vectors is itself the
+approximate inverse: ``v_i <- M v_i / |M v_i|`` for all vectors (one batch), then the basis,
+the coarse stencil and its inverse are rebuilt. Each pass costs ``n_vec`` applications of ``M``
+and one coarse-operator build. How well the coarse space holds a field ``v`` (e.g. a low
+eigenvector of ``D``): :meth:`TwoLevelMultigrid.defect`, ``|(1 - P R) v| / |v|``.
+
 Coarse operator
 ---------------
 ``D~ = R D P``. ``D`` couples nearest neighbours only, so ``D~`` does too::
@@ -79,24 +89,26 @@ def near_null_vectors(W, n_vec: int, n_iter: int = 3, inner_iter: int = 20, seed
     v = xp.asarray(h, dtype=W.dtype, device=W.device)
 
     def bicgstab_solve(x):
-        if B == 1:                                   # all vectors in one batched solve
-            y, _ = bicgstab(W.apply, x, maxiter=inner_iter, raise_on_failure=False)
-            return y
-        parts = [bicgstab(W.apply, x[k * B:(k + 1) * B, ...], maxiter=inner_iter,
-                          raise_on_failure=False)[0] for k in range(n_vec)]
-        return xp.concat(parts, axis=0)
+        return bicgstab(W.apply, x, maxiter=inner_iter, raise_on_failure=False)[0]
 
-    if solve is None:
-        solve = bicgstab_solve
-    elif B > 1:
-        inner = solve
-        solve = lambda x: xp.concat([inner(x[k * B:(k + 1) * B, ...])  # noqa: E731
-                                     for k in range(n_vec)], axis=0)
+    f = _per_vector(bicgstab_solve if solve is None else solve, n_vec, B, xp)
     for _ in range(n_iter):
-        v = solve(v)
-        nrm = xp.sqrt(norm2(v))
-        v = v / xp.reshape(xp.astype(nrm, v.dtype), (v.shape[0],) + (1,) * (v.ndim - 1))
+        v = _normalised(f(v))
     return [v[k * B:(k + 1) * B, ...] for k in range(n_vec)]
+
+
+def _per_vector(f, n_vec: int, B: int, xp):
+    """``f`` (a map on fields of the links' batch ``B``) applied to ``n_vec`` fields stacked
+    as ``[n_vec * B, ...]``: as one batch when ``B == 1``, vector by vector otherwise."""
+    if B == 1:
+        return f
+    return lambda x: xp.concat([f(x[k * B:(k + 1) * B, ...]) for k in range(n_vec)], axis=0)
+
+
+def _normalised(v):
+    xp = namespace(v)
+    nrm = xp.sqrt(norm2(v))
+    return v / xp.reshape(xp.astype(nrm, v.dtype), (v.shape[0],) + (1,) * (v.ndim - 1))
 
 
 # ------------------------------------------------------------------------------------------
@@ -197,10 +209,13 @@ class TwoLevelMultigrid:
         The near-null vectors' iteration (``n_iter`` times): ``v <- BiCGStab(D, v)`` with
         ``inner_iter`` steps (inverse iteration), or ``v <- v - S(D v)`` with the SAP smoother
         ``S`` (smoothing ``D v = 0``, as in the DD-alphaAMG setup; needs ``smoother="sap"``).
+    n_adapt : int
+        Bootstrap passes after that (:meth:`adapt`): ``v_i <- M v_i`` with the multigrid built
+        so far, then the coarse space rebuilt (the adaptive setup of DD-alphaAMG).
     coarse_solver : ``"direct"`` or ``"gmres"`` (``coarse_tol``, ``coarse_restart``)
 
     ``setup_seconds`` records the wall time of the setup (vectors, basis, coarse operator,
-    dense inverse).
+    dense inverse, bootstrap passes; ``adapt_seconds`` those of each pass).
     """
 
     def __init__(self, W, block: Sequence[int], *, n_vec: int = 8, vectors=None,
@@ -208,7 +223,7 @@ class TwoLevelMultigrid:
                  smoother="mr", n_smooth: int = 4, coarse_solver: str = "direct",
                  coarse_tol: float = 0.05, coarse_restart: int = 30,
                  sap_block: Sequence[int] | None = None, sap_cycles: int = 1, sap_mr: int = 4,
-                 sap_solver: str = "mr", null_solver: str = "bicgstab"):
+                 sap_solver: str = "mr", null_solver: str = "bicgstab", n_adapt: int = 0):
         t0 = time.perf_counter()
         if coarse_solver not in ("direct", "gmres"):
             raise ValueError(f"coarse_solver must be 'direct' or 'gmres', not {coarse_solver!r}")
@@ -226,24 +241,51 @@ class TwoLevelMultigrid:
                                        block_solver=sap_solver)
         elif isinstance(smoother, str) or not callable(smoother):
             raise ValueError(f"smoother must be 'mr', 'sap' or a callable, not {smoother!r}")
+        if int(n_adapt) < 0:
+            raise ValueError(f"n_adapt must be >= 0, got {n_adapt}")
         if vectors is None:
             smooth = None
             if null_solver == "sap":                  # v <- v - S(D v): smooth D v = 0
                 smooth = lambda v, S=smoother: v - S(W.apply(v))  # noqa: E731
             vectors = near_null_vectors(W, n_vec, n_iter, inner_iter, seed, solve=smooth)
-        self.vectors = list(vectors)
         self.chiral = bool(chiral)
+        self.coarse_solver, self.coarse_tol, self.coarse_restart = (coarse_solver, coarse_tol,
+                                                                   coarse_restart)
+        self.smoother = smoother
+        self.coarse_iterations = 0
+        self._build(list(vectors))
+        self.adapt_seconds = []
+        for _ in range(int(n_adapt)):
+            ta = time.perf_counter()
+            self.adapt()
+            self.adapt_seconds.append(time.perf_counter() - ta)
+        self.setup_seconds = time.perf_counter() - t0
+
+    def _build(self, vectors):
+        """Basis, coarse stencil and (direct coarse solve) its dense inverse from ``vectors``."""
+        W = self.W
+        self.vectors = vectors
         self.V = self._basis(self.vectors)           # [B, *coarse, block_dof, n_c]
         self.n_c = self.V.shape[-1]
         self.coarse_op = self._galerkin()
-        self.coarse_solver, self.coarse_tol, self.coarse_restart = (coarse_solver, coarse_tol,
-                                                                   coarse_restart)
-        if coarse_solver == "direct":
+        if self.coarse_solver == "direct":
             self.coarse_op.solve_direct(self.xp.zeros((W.U.shape[0],) + self.blocking.coarse
                                                       + (self.n_c,), dtype=W.dtype))
-        self.smoother = smoother
-        self.coarse_iterations = 0
-        self.setup_seconds = time.perf_counter() - t0
+
+    def adapt(self):
+        """One bootstrap pass (module docstring): ``v_i <- M v_i`` with the current two-level
+        preconditioner (an approximate ``D^-1``: inverse iteration with the multigrid),
+        normalised, then basis, coarse stencil and coarse inverse rebuilt from them."""
+        xp, n, B = self.xp, len(self.vectors), self.W.U.shape[0]
+        v = _per_vector(self, n, B, xp)(xp.concat(self.vectors, axis=0))
+        v = _normalised(v)
+        self._build([v[k * B:(k + 1) * B, ...] for k in range(n)])
+
+    def defect(self, v):
+        """``|v - P R v| / |v|`` per batch entry (host array): how much of ``v`` (e.g. a low
+        eigenvector of ``D``) the coarse space misses (0 for ``v`` in the range of ``P``)."""
+        r = v - self.prolong(self.restrict(v))
+        return np.sqrt(to_numpy(norm2(r)) / to_numpy(norm2(v)))
 
     # -- basis --------------------------------------------------------------------------------
     def _chirality_masks(self):
