@@ -98,13 +98,17 @@ def train(flow, action, args, xp):
     return hist, time.perf_counter() - t0, time.process_time() - c0
 
 
-def fresh_ess(flow, action, n, batch, seed, xp, dtype):
+def fresh_ess(flow, action, n, batch, seed, xp, dtype, with_loss=False):
+    """ESS per configuration of ``n`` fresh samples (and, ``with_loss``, the reverse-KL loss
+    ``<log q + S>`` on them, ``KL(q||p) - ln Z``)."""
     rng = RandomStreams(seed, batch, xp, dtype=dtype)
     lw = []
     for _ in range(n // batch):
         U, logq = flow.sample(rng)
         lw.append(np.asarray(to_numpy(-action.action(U) - logq), dtype=np.float64))
-    return float(effective_sample_size(np.concatenate(lw)))
+    lw = np.concatenate(lw)
+    ess = float(effective_sample_size(lw))
+    return (ess, float(-np.mean(lw))) if with_loss else ess
 
 
 def metropolis(flow, action, args, xp, V):
@@ -155,9 +159,10 @@ def freezing(flow, action, args, xp, V):
     from lattice_ml.samplers.flow_mixture import FlowHMCMixture
 
     obs = {"plaquette": average_plaquette, "Q": topological_charge_2d}
-    ess = fresh_ess(flow, action, args.ess_samples, 256, args.seed + 1, xp, args.dtype)
-    print(f"ESS (fresh, {args.ess_samples}) {ess:.4f}", flush=True)
-    rows = []
+    ess, loss = fresh_ess(flow, action, args.ess_samples, 256, args.seed + 1, xp, args.dtype,
+                          with_loss=True)
+    print(f"ESS (fresh, {args.ess_samples}) {ess:.4f}, loss {loss:.2f}", flush=True)
+    rows = [{"sampler": "fresh samples", "ess": ess, "loss": loss}]
     samplers = [("flow_metropolis", FlowMetropolis(flow, action), 0)]
     if args.mix_hmc:
         hmc = _hmc(action, args)
