@@ -32,6 +32,15 @@ integrated with another number of steps (ESS with its spread, density error): tr
 coarse step and sampling at a fine one, where the density error of the training step is
 above 0.01.
 
+``su3_train --L-train 8 --eval-L 8 16 --eval-n-steps 8 16 --train-steps 600 --batch 16
+--batch-late 64 --batch-late-from 450 --cosine --lr 0.005 --check-every 100``: a longer
+training recipe (cosine learning rate, a larger batch late) at ``--L-train``, the trained
+coefficients (volume independent) evaluated on every ``--eval-L`` with every
+``--eval-n-steps``: ESS with its spread, the KL divergence against the exact ``log Z = V log
+c_0`` (character expansion) and the density error; training stops if the KL of the last 20
+steps falls below -0.1 (the optimiser exploiting the integration error). ``--init-record``
+starts from a record's theta.
+
 ``step``: CPU seconds (``time.process_time``, run it with one thread) of one reverse-KL training
 step of :class:`FlowTrainer` with a learned gradient flow (2D SU(3), beta 4), with the array-API
 reference (``kernel_mode("off")``) and with the Numba kernels of ``kernels/gauge_flow.py``, in
@@ -43,8 +52,10 @@ acceptance, plaquette and chi_t against the exact values.
 ``stepsize``: ESS, acceptance and the plaquette of flow Metropolis at n_steps = 2, 4, 8, 16 with
 the same parameters: the integration error against the statistical error.
 
-``su3_4d``: 4D SU(3) (L^4, beta = 6): identity, leading order and a learned flow (plaquette,
-rectangle, chair), ESS and flow-Metropolis acceptance and plaquette: the machinery in 4D.
+``su3_4d``: 4D SU(3) (L^4, beta = 6): the heatbath plaquette on the same volume
+(``--reference-sweeps``), leading order and a learned flow (``--loops4d plc``: plaquette,
+rectangle, chair; ``plc_traces``: with the plaquette's class functions) trained with the recipe
+of ``su3_train``; ESS, reverse KL of fresh samples, flow-Metropolis acceptance and plaquette.
 
 ``freezing``: 2D U(1) at weak coupling (L = 16, beta = 6, exact chi_t = 0.0046668): tau_int of
 the topological charge and the CPU cost per independent sample of Q for HMC against flow
@@ -59,6 +70,7 @@ import argparse
 import math
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +262,115 @@ def su3_eval(args):
     print(record("gauge-flows-su3-2d-eval", rows, "numpy", {"n_steps": args.n_steps}))
 
 
+def sun_log_c0(beta, N, points=96):
+    """``log c_0 = log int dU exp((beta/N) Re Tr U)`` (Haar measure) by Weyl integration over the
+    eigenphases: ``log Z = V log c_0`` of 2D SU(N) on a torus of V plaquettes (Wilson action
+    ``S = -(beta/N) sum Re Tr P``), up to the corrections ``V <P>^V`` of ``gauge_exact``."""
+    grid = 2 * np.pi * np.arange(points) / points
+    thetas = np.meshgrid(*([grid] * (N - 1)), indexing="ij")
+    phases = [*thetas, -sum(thetas)]
+    z = [np.exp(1j * t) for t in phases]
+    vdm = np.ones_like(phases[-1])
+    for i in range(N):
+        for j in range(i + 1, N):
+            vdm = vdm * np.abs(z[i] - z[j]) ** 2
+    re_tr = sum(np.cos(t) for t in phases)
+    return float(beta + np.log(np.sum(vdm * np.exp(beta / N * (re_tr - N))) / np.sum(vdm)))
+
+
+def _schedule(args, steps):
+    from lattice_ml.optim import constant, cosine_decay
+    return cosine_decay(args.lr, steps, args.lr_min) if args.cosine else constant(args.lr)
+
+
+TrainResult = namedtuple("TrainResult", "loss cpu wall late checks stopped")
+
+
+def train_recipe(flow, action, args, log_z):
+    """``--train-steps`` reverse-KL steps with the recipe of ``su3_train`` (cosine lr with
+    ``--cosine``, batch ``--batch-late`` from ``--batch-late-from``); the KL divergence printed is
+    the mean loss of the last 20 steps plus the exact ``log_z`` (not printed if None). Returns ``(losses, CPU s, wall
+    s, first step of the late batch)``."""
+    opt = Adam(_schedule(args, args.train_steps))
+    late = args.batch_late_from if args.batch_late else args.train_steps
+    trainers = [FlowTrainer(flow, action, opt, batch_size=args.batch, seed=3, max_grad_norm=10.0)]
+    if args.batch_late:
+        trainers.append(FlowTrainer(flow, action, opt, batch_size=args.batch_late, seed=13,
+                                    max_grad_norm=10.0))
+    loss, cpu0, t0 = [], time.process_time(), time.perf_counter()
+    checks, stopped = [], None
+    for k in range(args.train_steps):
+        rec = trainers[int(k >= late)].step()
+        loss.append(rec["loss"])
+        if k % max(1, args.train_steps // 20) == 0 or k == args.train_steps - 1:
+            kl = "" if log_z is None else f"KL {np.mean(loss[-20:]) + log_z:.4f}  "
+            print(f"    step {k:5d}  lr {rec['lr']:.4f}  loss {np.mean(loss[-20:]):.3f}  {kl}"
+                  f"cpu {time.process_time() - cpu0:.0f} s", flush=True)
+        if args.check_every and (k + 1) % args.check_every == 0:
+            c = flow.step_size_check(action, flow.draw_latent(RandomStreams(5 + k, 16, XP)))
+            checks.append((k + 1, c["rms"]))
+            print(f"    step {k + 1:5d}  density error {c['rms']:.2e}", flush=True)
+        if time.process_time() - cpu0 > args.max_train_cpu:
+            print(f"    stopped at step {k + 1}: --max-train-cpu {args.max_train_cpu}")
+            break
+        if log_z is not None and k >= 20 and np.mean(loss[-20:]) + log_z < -0.1:
+            # KL >= 0 for the exact density: the optimiser exploits the integration error
+            print(f"    stopped at step {k + 1}: KL {np.mean(loss[-20:]) + log_z:.3f} < 0")
+            stopped = "negative KL"
+            break
+    return TrainResult(loss, time.process_time() - cpu0, time.perf_counter() - t0, late,
+                       checks, stopped)
+
+
+def su3_train(args):
+    """A longer training recipe for 2D SU(3) (module docstring): train at ``--L-train`` with a
+    cosine learning rate and a larger batch late, optionally from the theta of a record
+    (``--init-record``), and evaluate the trained coefficients at every ``--eval-L`` (the
+    coefficients are volume independent) with every ``--eval-n-steps``: ESS with its spread,
+    the KL divergence against the exact ``log Z``, and the density error."""
+    import json
+    loops, n_t = _loops(args)
+    beta = (args.beta or [4.0])[0]
+    action = GaugeAction(beta, 3)
+    Lt = args.L_train or args.L
+    flow = luscher_flow(action, (Lt, Lt), XP, loops=loops, n_t=n_t, n_steps=args.n_steps,
+                        memory=args.memory)
+    if args.init_record:
+        doc = json.loads(Path(args.init_record).read_text())
+        flow.load_params({"theta": np.asarray(doc["results"][args.init_index]["theta"])})
+    log_c0 = sun_log_c0(beta, 3)
+    res = train_recipe(flow, action, args, Lt * Lt * log_c0)
+    loss = res.loss
+    row = {"beta": beta, "L_train": Lt, "loops": list(flow.loop_names), "parameters":
+           flow.n_parameters, "n_t": n_t, "train_n_steps": args.n_steps,
+           "train_steps": len(loss), "batch": args.batch, "batch_late": args.batch_late,
+           "batch_late_from": res.late, "lr": args.lr, "cosine": args.cosine, "lr_min": args.lr_min,
+           "init_record": Path(args.init_record).name if args.init_record else None,
+           "train_cpu_s": res.cpu, "train_s": res.wall, "stopped": res.stopped,
+           "density_error_during_training": res.checks,
+           "train_kl_last50": float(np.mean(loss[-50:]) + Lt * Lt * log_c0),
+           "loss_per_10_steps": [float(np.mean(loss[i:i + 10])) for i in range(0, len(loss), 10)],
+           "theta": flow.params_to_host()["theta"].tolist(), "eval": []}
+    for L in args.eval_L or [args.L]:
+        for n in args.eval_n_steps or [args.n_steps]:
+            ev = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=n)
+            ev.load_params(flow.params_to_host())
+            c0 = time.process_time()
+            ess, lw = ess_of(ev, action, args.ess_samples, 4)
+            e = {"L": L, "n_steps": n, "ess": ess, "ess_err": ess_spread(lw),
+                 "kl": float(-np.mean(lw) + L * L * log_c0), "log_z": L * L * log_c0,
+                 "sample_cpu_s": time.process_time() - c0,
+                 "step_check_rms": ev.step_size_check(
+                     action, ev.draw_latent(RandomStreams(5, 64, XP)))["rms"]}
+            row["eval"].append(e)
+            print_table([e], ["L", "n_steps", "ess", "ess_err", "kl", "step_check_rms",
+                              "sample_cpu_s"])
+    print(record("gauge-flows-su3-train", [row], "numpy",
+                 {"loops": args.loops, "published_ess_16x16": {
+                     "gradient_flow_14": [0.91, 0.65, 0.26],
+                     "gradient_flow_420": [0.98, 0.88, 0.70]}}))
+
+
 def u1_2d(args):
     from gauge_exact import u1_plaquette, u1_topological_susceptibility
     rows = run_table(1, args.L, args.beta or [2.0], args, "u1_2d")
@@ -294,37 +415,82 @@ def stepsize(args):
     print(record("gauge-flows-stepsize", rows, "numpy", {"beta": beta, "L": L, "N": 3}))
 
 
+LOOP_SETS_4D = {"plc": (("plaquette", "rectangle", "chair"), 2),
+                "plc_traces": (("plaquette", "plaquette:re_tr2", "plaquette:re_tr_sq",
+                                "plaquette:abs_tr_sq", "rectangle", "chair"), 2)}
+
+
+def _heatbath_plaquette(action, shape, sweeps, chains=4, n_therm=50, seed=21):
+    """The plaquette of ``shape`` by heatbath + 2 over-relaxation sweeps (exact in distribution
+    on that volume): Gamma-method value, error, tau_int and CPU seconds."""
+    from lattice_ml.groups import haar_random, identity_like
+    from lattice_ml.samplers.heatbath import Heatbath
+    hb = Heatbath(action.beta, action.N, n_or=2)
+    rng = RandomStreams(seed, chains, XP)
+    U = identity_like(haar_random(rng, (len(shape), *shape), action.N))
+    hist, c0 = [], time.process_time()
+    for k in range(n_therm + sweeps):
+        U, _ = hb.step(U, rng)
+        if k >= n_therm:
+            hist.append(to_numpy(average_plaquette(U)))
+    r = gamma_method(np.array(hist).T)
+    return {"flow": "heatbath reference", "sweeps": sweeps, "chains": chains,
+            "plaquette": r.value, "error": r.error, "tau_int": r.tau_int,
+            "cpu_s": time.process_time() - c0}
+
+
 def su3_4d(args):
-    """4D SU(3), Wilson action: identity, Lüscher LO and a learned flow (plaquette, rectangle,
-    chair; n_t = 2) on an L^4 lattice, with flow Metropolis acceptance and plaquette."""
+    """4D SU(3), Wilson action, on L^4: the plaquette by heatbath (``--reference-sweeps``, the
+    reference on this volume), Lüscher's LO map and a learned flow (``--loops4d``: plaquette,
+    rectangle, chair; ``plc_traces`` adds the plaquette's class functions; n_t = 2) trained with
+    the recipe of ``su3_train``: ESS of fresh samples, flow-Metropolis acceptance and plaquette
+    (8 chains, ``--mcmc-updates``, first 5 discarded) against the heatbath value, density
+    error."""
     L, beta = args.L, (args.beta or [6.0])[0]
     action = GaugeAction(beta, 3)
     shape = (L,) * 4
-    rows = []
-    for name, loops, n_t, steps in (("identity", ("plaquette",), 1, 0),
-                                    ("luscher_lo", ("plaquette",), 1, 0),
-                                    ("learned", ("plaquette", "rectangle", "chair"), 2,
-                                     args.train_steps)):
-        flow = luscher_flow(action, shape, XP, loops=loops, n_t=n_t, n_steps=args.n_steps)
-        if name == "identity":
-            flow.load_params({"theta": np.zeros((1, 1))})
-        wall = 0.0
+    rows, ref = [], None
+    if args.reference_sweeps:
+        ref = _heatbath_plaquette(action, shape, args.reference_sweeps)
+        rows.append(ref)
+        print_table(rows[-1:], ["flow", "plaquette", "error", "tau_int", "cpu_s"])
+    loops, n_t = LOOP_SETS_4D[args.loops4d]
+    for name, lp, nt, steps in (("luscher_lo", ("plaquette",), 1, 0),
+                                ("learned", loops, n_t, args.train_steps)):
+        flow = luscher_flow(action, shape, XP, loops=lp, n_t=nt, n_steps=args.n_steps,
+                            memory=args.memory)
+        row = {"flow": name, "loops": list(flow.loop_names), "parameters": flow.n_parameters,
+               "train_steps": steps, "batch": args.batch, "batch_late": args.batch_late,
+               "n_steps": args.n_steps}
         if steps:
-            wall, _, _ = train(flow, action, steps, args.batch, args.lr, 3)
-        ess, _ = ess_of(flow, action, args.ess_samples, 4, chunk=64)
+            res = train_recipe(flow, action, args, None)
+            loss, row["train_cpu_s"], row["train_s"] = res.loss, res.cpu, res.wall
+            row["density_error_during_training"] = res.checks
+            row["loss_last50"] = float(np.mean(loss[-50:]))
+            row["loss_per_10_steps"] = [float(np.mean(loss[i:i + 10]))
+                                        for i in range(0, len(loss), 10)]
+            row["theta"] = flow.params_to_host()["theta"].tolist()
+        row["ess"], lw = ess_of(flow, action, args.ess_samples, 4, chunk=32)
+        row["ess_err"] = ess_spread(lw)
+        row["loss_fresh"] = float(-np.mean(lw))
         sampler = FlowMetropolis(flow, action)
+        c0 = time.process_time()
         _, hist = sampler.run(RandomStreams(6, 8, XP), args.mcmc_updates,
                               {"plaquette": average_plaquette})
+        row["mcmc_cpu_s"] = time.process_time() - c0
         r = gamma_method(np.stack([to_numpy(h) for h in hist["plaquette"]], axis=1)[:, 5:])
-        z = flow.draw_latent(RandomStreams(5, 16, XP))
-        rows.append({"flow": name, "parameters": flow.n_parameters if name != "identity" else 0,
-                     "train_steps": steps, "train_s": wall, "ess": ess,
-                     "acceptance": sampler.summary(hist)["acceptance"], "plaquette": r.value,
-                     "error": r.error, "step_check_rms": flow.step_size_check(action, z)["rms"]})
-        print_table(rows[-1:], ["flow", "parameters", "train_s", "ess", "acceptance",
-                                "plaquette", "error", "step_check_rms"])
+        row.update(acceptance=sampler.summary(hist)["acceptance"], plaquette=r.value,
+                   error=r.error, tau_int=r.tau_int, step_check_rms=flow.step_size_check(
+                       action, flow.draw_latent(RandomStreams(5, 16, XP)))["rms"])
+        if ref is not None:
+            row["deviation_sigma"] = (r.value - ref["plaquette"]) / math.hypot(r.error,
+                                                                                ref["error"])
+        rows.append(row)
+        print_table(rows[-1:], ["flow", "parameters", "ess", "ess_err", "loss_fresh",
+                                "acceptance", "plaquette", "error", "step_check_rms"])
     print(record("gauge-flows-su3-4d", rows, "numpy", {"beta": beta, "L": L,
-                                                       "n_steps": args.n_steps}))
+                                                       "n_steps": args.n_steps,
+                                                       "loops4d": args.loops4d}))
 
 
 def _charge_tau(q_hist):
@@ -419,7 +585,8 @@ def _freezing_flow(action, L, n_chains, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["su3_2d", "su3_eval", "u1_2d", "stepsize", "su3_4d", "freezing", "step"])
+    p.add_argument("what", choices=["su3_2d", "su3_eval", "su3_train", "u1_2d", "stepsize",
+                                   "su3_4d", "freezing", "step"])
     p.add_argument("--L", type=int, default=16)
     p.add_argument("--beta", type=float, nargs="*")
     p.add_argument("--n-steps", type=int, default=8)
@@ -441,6 +608,22 @@ def main(argv=None):
                         "class functions (zero parameters)")
     p.add_argument("--memory", choices=["states", "stages", "constant"], default="states",
                    help="GradientFlow memory of the learned flows (stages: fastest training)")
+    p.add_argument("--L-train", type=int, default=None, help="su3_train: training lattice")
+    p.add_argument("--eval-L", type=int, nargs="*", help="su3_train: evaluation lattices")
+    p.add_argument("--eval-n-steps", type=int, nargs="*", help="su3_train: evaluation steps")
+    p.add_argument("--cosine", action="store_true", help="su3_train: cosine decay of the lr")
+    p.add_argument("--lr-min", type=float, default=0.0)
+    p.add_argument("--batch-late", type=int, default=0,
+                   help="su3_train: batch from --batch-late-from on (0: keep --batch)")
+    p.add_argument("--batch-late-from", type=int, default=0)
+    p.add_argument("--init-record", default=None, help="su3_train: start from a record's theta")
+    p.add_argument("--init-index", type=int, default=0)
+    p.add_argument("--max-train-cpu", type=float, default=math.inf)
+    p.add_argument("--check-every", type=int, default=0,
+                   help="su3_train, su3_4d: density error every so many training steps")
+    p.add_argument("--loops4d", choices=sorted(LOOP_SETS_4D), default="plc")
+    p.add_argument("--reference-sweeps", type=int, default=0,
+                   help="su3_4d: heatbath sweeps for the reference plaquette (0: none)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--hmc-updates", type=int, default=2000)
     p.add_argument("--hmc-steps", type=int, default=10)
@@ -448,7 +631,8 @@ def main(argv=None):
     p.add_argument("--samplers", nargs="*", default=["hmc", "flow"])
     args = p.parse_args(argv)
     {"su3_2d": su3_2d, "u1_2d": u1_2d, "stepsize": stepsize, "su3_4d": su3_4d,
-     "freezing": freezing, "step": step, "su3_eval": su3_eval}[args.what](args)
+     "freezing": freezing, "step": step, "su3_eval": su3_eval,
+     "su3_train": su3_train}[args.what](args)
 
 
 if __name__ == "__main__":
