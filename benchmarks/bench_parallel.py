@@ -18,10 +18,20 @@ OMP_NUM_THREADS = 1``, so that R ranks use R cores):
   measured here: one machine has no network), so the efficiency is ``t_p / (t_p + t_c)``; the
   on-node collective time measured at R = 2 is recorded next to it.
 
-Domain decomposition (halo exchange behind ``shift``) is not implemented, so there is no halo
-fraction to measure yet.
+Domain decomposition (``--domain``, issue 17 stage 2): the Wilson Dirac operator applied and
+the SU(3) Wilson gauge force on ``--L``⁴ (one configuration) with the sites split over R ranks
+(grid ``R x 1 x 1 x 1``, ``lattice_ml.parallel.Decomposition``): time per call (median of
+``--calls``), the fraction of it spent in the shifts of split directions (local roll, packing,
+exchange and assembly, timed around each) and in the ``sendrecv`` alone (max over ranks), the
+halo bytes a rank sends per call, and, for context, the same operator on plain
+NumPy arrays (reference code, and the Numba kernel) in the same run. The model puts the
+measured compute time per site next to the halo traffic of a block of ``l^4`` sites split in
+all four directions across nodes (8 face exchanges per split direction and call for Wilson,
+``a`` latency and ``B`` bandwidth as above): ``efficiency = t_site l^4 / (t_site l^4 + n_msg a
++ bytes / B)``.
 
-Run: ``python benchmarks/bench_parallel.py [--ranks 1 2] [--chains 8] [--L 16] [--traj 20]``.
+Run: ``python benchmarks/bench_parallel.py [--ranks 1 2] [--chains 8] [--L 16] [--traj 20]``;
+``python benchmarks/bench_parallel.py --domain --ranks 1 2 --L 8``.
 """
 
 from __future__ import annotations
@@ -80,6 +90,136 @@ def worker(args) -> None:
                           "bytes_per_rank_per_trajectory": n_bytes}))
 
 
+def domain_worker(args) -> None:
+    import numpy as np
+
+    import lattice_ml.parallel as par
+    from lattice_ml.backend import CounterRandomStreams, namespace_by_name
+    from lattice_ml.dispatch import kernel_mode
+    from lattice_ml.fermions.wilson import WilsonDirac
+    from lattice_ml.gauge.action import GaugeAction
+    from lattice_ml.groups import haar_random
+
+    comm = par.world()
+    xp = namespace_by_name("numpy")
+    shape = (args.L,) * 4
+    dec = par.Decomposition(comm, shape, (comm.size, 1, 1, 1))
+    U = haar_random(CounterRandomStreams(1, 1, xp), (4,) + shape, 3)
+    psi = CounterRandomStreams(2, 1, xp).complex_normal(shape + (4, 3))
+    Ud, psid = dec.scatter(U, 2), dec.scatter(psi, 1)
+    stats = {"halo_s": 0.0, "halo_bytes": 0, "messages": 0, "sendrecv_s": 0.0}
+    inner = par._halo_shift_axis
+
+    class Timed:                    # the mpi4py communicator, its sendrecv timed
+        def __init__(self, c):
+            self.c = c
+
+        def sendrecv(self, *a, **kw):
+            t = time.perf_counter()
+            out = self.c.sendrecv(*a, **kw)
+            stats["sendrecv_s"] += time.perf_counter() - t
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+    if comm.comm is not None:
+        comm.comm = Timed(comm.comm)
+
+    def timed(comm_, grid, field, mu, step, axis):
+        t = time.perf_counter()
+        out = inner(comm_, grid, field, mu, step, axis)
+        stats["halo_s"] += time.perf_counter() - t
+        if grid.dims[mu] > 1:
+            stats["messages"] += 1
+            stats["halo_bytes"] += field.nbytes // field.shape[axis] * abs(step)
+        return out
+    par._halo_shift_axis = timed
+    gauge = GaugeAction(5.5, 3)
+    D = WilsonDirac(Ud, 0.3, check=False)
+    ops = {"wilson_apply": lambda: D.apply(psid), "gauge_force": lambda: gauge.force(Ud)}
+    rows = []
+    for name, fn in ops.items():
+        fn()
+        times, halo, sr, nbytes, msgs = [], [], [], 0, 0
+        for _ in range(args.calls):
+            for k in stats:
+                stats[k] = 0 if k in ("halo_bytes", "messages") else 0.0
+            comm.barrier()
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+            halo.append(stats["halo_s"])
+            sr.append(stats["sendrecv_s"])
+            nbytes, msgs = stats["halo_bytes"], stats["messages"]
+        med = float(np.median(times))
+        frac = float(np.median(np.array(halo) / np.array(times)))
+        frac_sr = float(np.median(np.array(sr) / np.array(times)))
+        allr = comm.gather((med, frac, frac_sr))
+        if comm.is_root:
+            rows.append({"op": name, "ranks": comm.size, "grid": list(dec.dims),
+                         "s_per_call": max(m for m, _, _ in allr),
+                         "shift_fraction": max(f for _, f, _ in allr),
+                         "sendrecv_fraction": max(f for _, _, f in allr),
+                         "halo_bytes_per_rank": nbytes, "messages_per_rank": msgs})
+    if comm.is_root and comm.size == 1:
+        plain = {"wilson_apply": lambda: WilsonDirac(U, 0.3, check=False).apply(psi),
+                 "gauge_force": lambda: gauge.force(U)}
+        for name, fn in plain.items():
+            for mode in ("off", "cpu"):
+                with kernel_mode(mode):
+                    fn()
+                    times = []
+                    for _ in range(args.calls):
+                        t = time.perf_counter()
+                        fn()
+                        times.append(time.perf_counter() - t)
+                rows.append({"op": name, "ranks": 1, "grid": "plain NumPy",
+                             "implementation": "reference" if mode == "off" else "kernel",
+                             "s_per_call": float(np.median(times))})
+    if comm.is_root:
+        print(json.dumps(rows))
+
+
+def domain(args) -> None:
+    local = Path(sys.executable).parent / "mpiexec"
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    rows = []
+    for r in args.ranks:
+        cmd = [str(local), "-n", str(r), sys.executable, __file__, "--worker", "--domain",
+               "--L", str(args.L), "--calls", str(args.calls)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+        rows.extend(json.loads(out.strip().splitlines()[-1]))
+    for row in rows:
+        print(row)
+    one = {r["op"]: r for r in rows if r["ranks"] == 1 and r["grid"] != "plain NumPy"}
+    V = args.L ** 4
+    model = []
+    for op, row in one.items():
+        t_site = row["s_per_call"] / V
+        # bytes per face site: Wilson 2 fermion fields (psi and U^dag psi: 192 B each) per
+        # direction and sign; force: the measured bytes per exchanged site of the 2-rank run
+        two = next((r for r in rows if r["op"] == op and r["ranks"] == 2), None)
+        face_sites_2 = V // args.L                      # (L/2) x ... : one face of L^3 sites
+        per_face_site = (two["halo_bytes_per_rank"] / max(two["messages_per_rank"], 1)
+                         / face_sites_2) if two else 192.0
+        msgs_per_dir = two["messages_per_rank"] if two else 8
+        for l in (8, 16, 32):
+            t_p = t_site * l ** 4
+            n_msg = 4 * msgs_per_dir
+            n_bytes = n_msg * l ** 3 * per_face_site
+            t_c = n_msg * args.latency + n_bytes / args.bandwidth
+            model.append({"op": op, "local_block": [l] * 4, "t_compute_s": t_p,
+                          "messages": n_msg, "halo_bytes": n_bytes, "t_halo_s": t_c,
+                          "efficiency": t_p / (t_p + t_c)})
+    for m in model:
+        print(m)
+    path = harness.record("parallel-domain", rows, "numpy", {
+        "lattice": [args.L] * 4, "calls": args.calls,
+        "model": {"latency_s": args.latency, "bandwidth_B_per_s": args.bandwidth,
+                  "rows": model}})
+    print(path)
+
+
 def launch(args, ranks: int, mode: str) -> dict:
     local = Path(sys.executable).parent / "mpiexec"
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
@@ -99,9 +239,14 @@ def main() -> None:
     p.add_argument("--bandwidth", type=float, default=10e9, help="inter-node bandwidth (B/s)")
     p.add_argument("--mode", default="strong")
     p.add_argument("--worker", action="store_true")
+    p.add_argument("--domain", action="store_true", help="domain decomposition (8^4 Wilson, "
+                                                          "SU(3) force)")
+    p.add_argument("--calls", type=int, default=5)
     args = p.parse_args()
     if args.worker:
-        return worker(args)
+        return domain_worker(args) if args.domain else worker(args)
+    if args.domain:
+        return domain(args)
     rows = []
     for mode in ("strong", "weak"):
         base = None
