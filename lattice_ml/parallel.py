@@ -1,4 +1,5 @@
-"""Chains over processes: the communicator, which chains a rank holds, exact gathers and sums.
+"""Chains and sites over processes: the communicator, chain blocks, exact gathers and sums, and
+domain decomposition (decomposed arrays with halo exchange and reproducible global sums).
 
 The batch axis of every field (independent chains, right-hand sides, training samples) is split
 over the ``size`` ranks of a communicator in contiguous blocks, in global chain order::
@@ -42,10 +43,33 @@ local array.
 
 Sites
 -----
-:class:`CartesianGrid`, :func:`local_sites`, :func:`halo_shift` and :func:`gather_sites` split
-the sites of a periodic lattice in equal blocks over a grid of ranks and shift a decomposed
-field exactly (the groundwork of domain decomposition; ``lattice.shift`` does not use them yet,
-docs/parallel.md).
+:class:`Decomposition` (on :class:`CartesianGrid`) splits the sites of a lattice
+``(L_0, ..., L_{D-1})`` in equal blocks over a row-major grid of ranks ``(d_0, ..., d_{D-1})``,
+``L_mu % d_mu == 0``: rank ``r`` at grid coordinates ``c = unravel(r, d)`` holds the sites
+``x_mu in [c_mu l_mu, (c_mu + 1) l_mu)``, ``l_mu = L_mu / d_mu``. A field on it is a
+:class:`DomainArray`: the block (array of NumPy, CuPy or array-api-strict) in the layout of the
+whole field (``[batch, *sites, ...]``, links ``[batch, D, *sites, N, N]``), the
+decomposition, and the first site axis; its ``shape`` is the global one. Its namespace
+(:class:`DomainNamespace`, returned by ``__array_namespace__`` and by
+``backend.namespace``) runs the operators of the library unchanged:
+
+* ``roll(f, -s, axis=site_axis + mu)`` (``lattice.shift(f, mu, s)``: ``out(x) = f(x + s
+  mu_hat)``) is the local roll with the ``|s|`` slices that leave the block replaced by those
+  of the neighbouring rank in direction ``mu`` (one ``sendrecv`` per at most ``l_mu`` sites;
+  exact copies);
+* elementwise operations and ``matmul`` act on the blocks (ordinary operands broadcast as
+  global arrays: axes of the lattice's extent are cut to the block);
+* ``sum``/``mean`` over all site axes are global and reproducible (:func:`reproducible_sum`:
+  binned summation, the same bits on every grid of ranks, within half an ulp plus
+  ``count 2^-106 max|x|`` of the exact sum); ``max``/``min``/``any``/``all`` are global;
+* whatever cannot be decomposed (flat site indices, Fourier transforms, reshapes that merge
+  sites, partial site reductions) raises ``NotImplementedError`` naming the function.
+
+So a result is bit-identical on every grid of ranks (one rank included) and agrees with the
+plain one-process code to round-off (docs/parallel.md). :class:`DomainRandomStreams` draws
+fields as blocks of :class:`~lattice_ml.backend.CounterRandomStreams` draws (numbers keyed on
+global coordinates). The older helpers :func:`halo_shift`, :func:`local_sites` and
+:func:`gather_sites` work on plain local arrays.
 """
 
 from __future__ import annotations
@@ -728,10 +752,14 @@ def reproducible_sum(comm: Communicator, x, count: int):
         return xp.asarray(np.ldexp(1.0, t)[..., None], dtype=xp.float64, device=dev)
 
     for k in range(K):
-        t = W * (k + 1) - e        # scale by 2^t in two exact steps (2^t alone may overflow)
-        t1 = t // 2
-        n = ((r * power(t1)) * power(t - t1) + magic) - magic
-        r = r - (n * power(-t1)) * power(t1 - t)
+        t = W * (k + 1) - e        # scale by 2^t; in two exact steps where 2^t would overflow
+        if np.all(np.abs(t) <= 1022):
+            n = (r * power(t) + magic) - magic
+            r = r - n * power(-t)
+        else:
+            t1 = t // 2
+            n = ((r * power(t1)) * power(t - t1) + magic) - magic
+            r = r - (n * power(-t1)) * power(t1 - t)
         sums[k] = to_numpy(xp.sum(n, axis=-1))
     if comm.comm is not None:
         sums = np.sum(np.stack(comm.allgather(sums)), axis=0)   # integers < 2^52: exact
