@@ -18,7 +18,7 @@ import pytest
 
 from lattice_ml.backend import RandomStreams, to_numpy
 from lattice_ml.fermions import WilsonDirac
-from lattice_ml.fermions.solvers import SolverError, bicgstab, cg, cgne, multishift_cg
+from lattice_ml.fermions.solvers import SolverError, bicgstab, cg, cgne, fgmres, multishift_cg
 from lattice_ml.fermions.solvers._common import DEVICE_CHECK_EVERY, check_interval
 from lattice_ml.groups import haar_random
 
@@ -278,3 +278,36 @@ def _wilson_system_on(strict, dev, masses=(0.05, 0.3), shape=(6, 6), seed=3):
     U = strict.asarray(Dw.Dw.U, device=dev)
     m = strict.asarray(Dw.m, device=dev)
     return _PerEntryMass(WilsonDirac(U, 0.0, check=False), m), strict.asarray(b, device=dev)
+
+
+# ----------------------------------------------------------------------------------------------
+# FGMRES: Arnoldi steps on the device, Givens rotations replayed on the host
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("restart,precond", [(30, False), (7, True)])
+def test_fgmres_is_independent_of_the_sync_interval(xp, restart, precond):
+    Dw, b = _wilson_system(xp, [0.05, 0.3, 1.0])
+    M = (lambda v: v / 2.05) if precond else None
+    ref, i1 = fgmres(Dw, b, M=M, restart=restart, tol=1e-10, check_every=1)
+    assert i1.all_converged and len(set(i1.iterations.tolist())) == 3
+    cycles = 1 + int(i1.restarts.max())
+    n = int(i1.iterations.max())
+    for k in EVERY[1:]:
+        x, ik = fgmres(Dw, b, M=M, restart=restart, tol=1e-10, check_every=k)
+        assert bool(xp.all(x == ref)), f"check_every={k} changed the iterate"
+        _same_record(i1, ik)
+        assert i1.matvecs <= ik.matvecs <= i1.matvecs + (k - 1) * cycles
+        # one read per interval of a cycle, one per true-residual check
+        assert ik.host_syncs <= math.ceil(n / k) + 2 * cycles
+    assert i1.host_syncs >= n
+
+
+def test_fgmres_reads_back_once_per_interval_on_a_device():
+    from lattice_ml.backend import count_host_transfers
+    strict = pytest.importorskip("array_api_strict")
+    Dw, b = _wilson_system_on(strict, strict.Device("device1"))
+    with count_host_transfers() as c:
+        x, info = fgmres(Dw, b, tol=1e-10)
+    n, cycles = int(info.iterations.max()), 1 + int(info.restarts.max())
+    assert "device1" in str(x.device) and info.all_converged
+    # the input check, one read per interval of a cycle, the true residual of every cycle
+    assert c["reads"] <= 1 + math.ceil(n / DEVICE_CHECK_EVERY) + 2 * cycles < n
