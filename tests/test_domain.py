@@ -201,15 +201,17 @@ def test_namespace_on_two_ranks(backend):
 
 
 @needs_mpi
-@pytest.mark.slow
+@pytest.mark.long
 def test_namespace_on_four_ranks():
+    """(long: the 4-rank halo exchange is covered in the slow tier by the operators on 4 ranks
+    and in the fast tier by tests/mpi/domains.py)"""
     res = launch(4, "domain_namespace.py", "numpy")
     assert "ranks=4 ok" in res.stdout
 
 
-def _ops(tmp_path, n, backend, *grids):
-    out = tmp_path / f"ops-{n}-{backend}.npz"
-    res = launch(n, "domain_ops.py", backend, out, *grids, timeout=900)
+def _ops(tmp_path, n, backend, *grids, which="core"):
+    out = tmp_path / f"ops-{n}-{backend}-{which}.npz"
+    res = launch(n, "domain_ops.py", backend, out, which, *grids, timeout=900)
     assert f"ranks={n}" in res.stdout
     with np.load(out) as d:
         return {k: d[k] for k in d}
@@ -256,3 +258,12 @@ def test_operators_on_one_two_and_four_ranks_bit_for_bit(tmp_path):
         for k, v in _ops(tmp_path, n, "numpy", *grids).items():
             results[f"{n}:{k}" if not k.startswith("plain/") else k] = v
     _check_ops(results)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_more_operators_on_two_ranks_bit_for_bit(tmp_path):
+    """Stout smearing, the clover operator, BiCGstab, the topological charge, the Symanzik
+    force, the even/odd operator and CG on its normal equations, an RK3 Wilson-flow step: the
+    grid 1x2x1x1 of 2 ranks equals one rank bit for bit and the plain code to 1e-12."""
+    _check_ops(_ops(tmp_path, 2, "numpy", "1x2x1x1", which="more"))

@@ -1,7 +1,9 @@
 """MPI driver (tests/test_domain.py): operators on a decomposed lattice against one process.
 
-Run as ``mpiexec -n R python tests/mpi/domain_ops.py BACKEND OUT.npz [GRID ...]``, a grid
-written ``2x1x1x1``. On every grid of R ranks over the 4^4 lattice the links (Haar, 2 chains)
+Run as ``mpiexec -n R python tests/mpi/domain_ops.py BACKEND OUT.npz SET [GRID ...]``, a grid
+written ``2x1x1x1``, SET ``core`` (below) or ``more`` (stout smearing, the clover operator,
+BiCGstab, the topological charge, the Symanzik force, the even/odd operator and a CG on its
+normal equations, an RK3 Wilson-flow step). On every grid of R ranks over the 4^4 lattice the links (Haar, 2 chains)
 and fields are decomposed (:class:`lattice_ml.parallel.Decomposition`) and every rank computes,
 with the operators of the library unchanged: the plaquette, the Wilson action and force of
 SU(3), one pure-gauge HMC trajectory (Delta H, new links, momenta from
@@ -72,22 +74,50 @@ def compute(xp, dec=None):
     return out
 
 
+def compute_more(xp, dec=None):
+    """The operators of SET ``more`` (module docstring), host arrays."""
+    from lattice_ml.fermions.solvers import bicgstab, cg
+    from lattice_ml.gauge.topology import topological_charge_clover
+    from lattice_ml.gauge.wilson_flow import rk3_step
+    from lattice_ml.smearing.stout import stout_smear
+    U = haar_random(CounterRandomStreams(31, B, xp), (4,) + SHAPE, 3)
+    psi = CounterRandomStreams(32, B, xp).complex_normal(SHAPE + (4, 3))
+    if dec is not None:
+        U, psi = dec.scatter(U, 2), dec.scatter(psi, 1)
+    out = {"stout": host(stout_smear(U, 0.1)),
+           "topological_charge": host(topological_charge_clover(U)),
+           "symanzik_force": host(GaugeAction(4.0, 3, "symanzik").force(U)),
+           "rk3_flow_step": host(rk3_step(U, 0.02))}
+    D = WilsonDirac(U, 0.3, csw=1.0)
+    out["clover_apply"] = host(D.apply(psi))
+    x, info = bicgstab(D.apply, psi, tol=1e-10)
+    out["bicgstab_solution"], out["bicgstab_iterations"] = host(x), np.asarray(info.iterations)
+    W = WilsonDirac(U, 0.3)
+    eta = W.even(psi)
+    out["eo_apply"] = host(W.apply_eo(eta))
+    x, info = cg(W.normal_eo, eta, tol=1e-10)
+    out["eo_cg_solution"], out["eo_cg_iterations"] = host(x), np.asarray(info.iterations)
+    return out
+
+
 def main():
-    backend, path = sys.argv[1], sys.argv[2]
+    backend, path, which = sys.argv[1], sys.argv[2], sys.argv[3]
     comm = world()
     xp = namespace_by_name(backend)
-    grids = [tuple(int(v) for v in g.split("x")) for g in sys.argv[3:]]
+    compute_set = {"core": compute, "more": compute_more}[which]
+    grids = [tuple(int(v) for v in g.split("x")) for g in sys.argv[4:]]
     results = {}
     for dims in grids:
-        res = compute(xp, Decomposition(comm, SHAPE, dims))
+        res = compute_set(xp, Decomposition(comm, SHAPE, dims))
         results.update({f"{'x'.join(map(str, dims))}/{k}": v for k, v in res.items()})
     if comm.is_root:
         if comm.size > 1:
-            res = compute(xp, Decomposition(SERIAL, SHAPE, (1,) * len(SHAPE)))
+            res = compute_set(xp, Decomposition(SERIAL, SHAPE, (1,) * len(SHAPE)))
             results.update({f"serial/{k}": v for k, v in res.items()})
-        results.update({f"plain/{k}": v for k, v in compute(namespace_by_name("numpy")).items()})
+        plain = compute_set(namespace_by_name("numpy"))
+        results.update({f"plain/{k}": v for k, v in plain.items()})
         np.savez(path, **results)
-        print(f"ranks={comm.size} grids={sys.argv[3:]} ok")
+        print(f"ranks={comm.size} grids={sys.argv[4:]} ok")
 
 
 if __name__ == "__main__":
