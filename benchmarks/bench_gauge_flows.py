@@ -21,6 +21,7 @@ Adam for ``--train-steps`` steps, with parameters, training wall time and the st
 (n_t = 3: 21 parameters); ``traces``: plaquette, its class functions Re Tr P^2, Re (Tr P)^2,
 |Tr P|^2 (:mod:`lattice_ml.flows.loop_functions`) and the 1x2 rectangle (n_t = 2: 10
 parameters); ``small_traces``: ``small`` and the three plaquette class functions (14);
+``traces_rect``: ``traces`` and the three class functions of the 1x2 rectangle (16);
 ``--n-t`` overrides the number of time basis functions. Training time is reported as CPU
 seconds (``time.process_time``) and wall seconds; the ESS of fresh samples with the bootstrap
 spread of its estimate (``*_err``). ``--no-baselines`` / ``--no-identity`` skip the ESS of the
@@ -101,7 +102,11 @@ LOOP_SETS = {"small": (("plaquette", "rectangle", SQUARE_2x2, RECT_1x3), 2),
                          "plaquette:abs_tr_sq", "rectangle"), 2),
              "small_traces": (("plaquette", "rectangle", SQUARE_2x2, RECT_1x3,
                                "plaquette:re_tr2", "plaquette:re_tr_sq",
-                               "plaquette:abs_tr_sq"), 2)}
+                               "plaquette:abs_tr_sq"), 2),
+             # traces and the rectangle's class functions (16)
+             "traces_rect": (("plaquette", "plaquette:re_tr2", "plaquette:re_tr_sq",
+                              "plaquette:abs_tr_sq", "rectangle", "rectangle:re_tr2",
+                              "rectangle:re_tr_sq", "rectangle:abs_tr_sq"), 2)}
 
 
 def ess_of(flow, action, n, seed, chunk=128):
