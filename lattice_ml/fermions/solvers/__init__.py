@@ -28,8 +28,15 @@ within ``maxiter``; breakdowns: a non-finite scalar, ``p^H A p <= 0`` in CG, van
 finishes the others and returns; ``info.converged`` and ``info.breakdown`` say what happened.
 A right-hand side (or start vector) with NaN or inf raises ``ValueError`` naming the entry.
 
-The small per-entry scalars (norms, flags, histories) are copied to the host once per
-iteration to steer the loop; all vector work stays in the array namespace of ``b``.
+The small per-entry scalars (norms, flags, histories) steer the loop from the host. CG, CGNR/CGNE,
+multi-shift CG, BiCGStab and FGMRES take ``check_every``: the decisions of each iteration run on
+the device with masks and the scalars of ``check_every`` iterations come back in one transfer
+(default 1 for arrays in host memory, 10 on a device), with iterates and record independent of
+it. All vector work stays in the array namespace of ``b``.
+
+Solver-level layout hook: :func:`cg` solves an operator with a ``solver_layout(b)`` method (the
+normal operators of ``WilsonDirac(..., layout="lanes")``) in its kernel's layout, converting
+``b`` and the solution once (``_common.enter_layout``).
 """
 
 from ._common import MixedInfo, MultiShiftInfo, SolverError, SolverInfo, norm2, vdot
