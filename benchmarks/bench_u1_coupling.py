@@ -7,6 +7,15 @@ run flow independence Metropolis against the exact plaquette and topological sus
 
 (run C of docs/gauge_flows_coupling.md: ESS 0.47, acceptance 0.54 in 589 CPU s).
 
+Topological freezing (16^2, beta = 6, docs/gauge_flows_coupling.md): train at L = 8, then
+``--freezing`` applies the trained parameters unchanged (``--steps 0``) or fine-tuned on 16^2:
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_u1_coupling.py --L 8 --beta 6 --steps 3000 \
+        --lr 5e-3 --cosine --batch-late 128 --batch-late-from 2250 --max-time 3000
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_u1_coupling.py --freezing --L 16 --beta 6 \
+        --init <L-8 run>.npz --steps 0 --chains 16 --updates 1000 --discard 100 \
+        --hmc-updates 500 --ess-samples 4096
+
 Defaults: L = 8, beta = 2 (the tutorial point, exact <Q^2> = 1.2393), the library's default
 architecture (16 layers, conditioners [2, 8, 8, 7], kernel 3, six NCP components, the default
 layer cycle; ``--n-mix 2 --schedule 0:0,1:0,0:1,1:1,0:2,1:2,0:3,1:3`` is the tutorial's), batch

@@ -13,10 +13,10 @@ from the flow's last proposal, so ``log w(x)`` of the chain is recomputed before
 step (one inverse pass of the flow, :meth:`FlowMetropolis.log_weight`): keeping the weight of
 the configuration before the trajectories would bias the chain.
 
-The use case is topological freezing (Kanwar et al., PRL 125 (2020) 121601 measured the flow
-Metropolis half; mixing it with local updates follows Albergo et al., arXiv:2101.08176): the
-flow's independent proposals change the topological charge, which HMC at weak coupling almost
-never does, and HMC decorrelates the short-distance modes between rare flow acceptances.
+The use case is topological freezing (Kanwar et al., PRL 125 (2020) 121601, measured flow
+Metropolis alone): the flow's independent proposals change the topological charge, which HMC
+at weak coupling almost never does, and HMC decorrelates the short-distance modes between rare
+flow acceptances (docs/gauge_flows_coupling.md).
 """
 
 from __future__ import annotations
