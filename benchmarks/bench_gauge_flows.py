@@ -28,8 +28,8 @@ spread of its estimate (``*_err``). ``--no-baselines`` / ``--no-identity`` skip 
 identity and of Lüscher's LO map; ``--nlo`` adds that of LO + the NLO single-plaquette class
 functions (zero parameters, :func:`lattice_ml.flows.trivializing.luscher_nlo_plaquette`).
 
-``su3_eval --records R.json ... --n-steps 16``: the trained flows of ``su3_2d`` records
-integrated with another number of steps (ESS with its spread, density error): training at a
+``su3_eval --records R.json ... --n-steps 16 [--eval-L 16]``: the trained flows of ``su3_2d``
+records integrated with another number of steps (on another lattice with ``--eval-L``) (ESS with its spread, density error): training at a
 coarse step and sampling at a fine one, where the density error of the training step is
 above 0.01.
 
@@ -251,11 +251,13 @@ def su3_eval(args):
         loops, n_t = LOOP_SETS[doc["loops"]]
         for r in doc["results"]:
             action = GaugeAction(r["beta"], 3)
-            flow = luscher_flow(action, (r["L"], r["L"]), XP, loops=loops,
+            L = (args.eval_L or [r["L"]])[0]         # the coefficients are volume independent
+            flow = luscher_flow(action, (L, L), XP, loops=loops,
                                 n_t=np.shape(r["theta"])[1], n_steps=args.n_steps)
             flow.load_params({"theta": np.asarray(r["theta"])})
             row = {"record": Path(path).name, "loops": doc["loops"], "beta": r["beta"],
-                   "L": r["L"], "parameters": flow.n_parameters, "trained_n_steps": r["n_steps"],
+                   "L": L, "trained_L": r["L"], "parameters": flow.n_parameters,
+                   "trained_n_steps": r["n_steps"],
                    "n_steps": args.n_steps}
             row["ess"], lw = ess_of(flow, action, args.ess_samples, 14)
             row["ess_err"] = ess_spread(lw)
