@@ -108,7 +108,7 @@ def domain_worker(args) -> None:
     psi = CounterRandomStreams(2, 1, xp).complex_normal(shape + (4, 3))
     Ud, psid = dec.scatter(U, 2), dec.scatter(psi, 1)
     stats = {"halo_s": 0.0, "halo_bytes": 0, "messages": 0, "sendrecv_s": 0.0}
-    inner = par._halo_shift_axis
+    inner = par.namespace._halo_shift_axis   # the halo exchange the namespace's roll calls
 
     class Timed:                    # the mpi4py communicator, its sendrecv timed
         def __init__(self, c):
@@ -133,7 +133,7 @@ def domain_worker(args) -> None:
             stats["messages"] += 1
             stats["halo_bytes"] += field.nbytes // field.shape[axis] * abs(step)
         return out
-    par._halo_shift_axis = timed
+    par.namespace._halo_shift_axis = timed
     gauge = GaugeAction(5.5, 3)
     D = WilsonDirac(Ud, 0.3, check=False)
     ops = {"wilson_apply": lambda: D.apply(psid), "gauge_force": lambda: gauge.force(Ud)}

@@ -19,7 +19,8 @@ from lattice_ml import dispatch  # noqa: E402
 from lattice_ml.backend import CounterRandomStreams, namespace, namespace_by_name, to_numpy  # noqa: E402
 from lattice_ml.lattice import shift  # noqa: E402
 from lattice_ml.parallel import (SERIAL, Decomposition, DomainArray, DomainNamespace,  # noqa: E402
-                                 _pieces, reproducible_sum)
+                                 reproducible_sum)
+from lattice_ml.parallel.reproducible import _pieces  # noqa: E402
 
 BACKENDS = ["numpy", "array_api_strict"]
 
