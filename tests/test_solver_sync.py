@@ -270,6 +270,8 @@ def test_bicgstab_reads_back_once_per_interval_on_a_device():
     assert info.host_syncs <= intervals + 2
     # the input check, one read per interval, the true-residual check (and its restart)
     assert c["reads"] <= intervals + 4 < n
+    # host data put on the device: the shadow vector and the masks of a start, not per iteration
+    assert c["writes"] <= 8 * (1 + int(info.restarts.max())) < n
 
 
 def _wilson_system_on(strict, dev, masses=(0.05, 0.3), shape=(6, 6), seed=3):
@@ -311,3 +313,5 @@ def test_fgmres_reads_back_once_per_interval_on_a_device():
     assert "device1" in str(x.device) and info.all_converged
     # the input check, one read per interval of a cycle, the true residual of every cycle
     assert c["reads"] <= 1 + math.ceil(n / DEVICE_CHECK_EVERY) + 2 * cycles < n
+    # per cycle: 1 / ||r||, the update's coefficients and mask (no longer one copy per step)
+    assert c["writes"] <= 3 + 3 * cycles < n

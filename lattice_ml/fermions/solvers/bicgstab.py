@@ -116,8 +116,9 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
     lost_tol = max(restart_tol, breakdown_tol)
     while True:
         act = run.device_active()
+        # entries that may still restart with a fresh shadow vector (changes only at restarts)
+        restartable = run.mask(n_shadow < shadow_restarts)
         while np.any(run.active):
-            can_lose = run.mask(run.active & (n_shadow < shadow_restarts))
             buffered = []
             for _ in range(every):
                 # one iteration with every decision taken on the device (device masks);
@@ -132,7 +133,7 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
                 alpha_new = rho_new / safe(rv)
                 s = r - col(alpha_new) * v
                 lost, bad_rho, bad_rv, ss = _rho_and_rv_tests(
-                    xp, act, can_lose, breakdown_tol, lost_tol, rho_new, rv, rhat2, r, v, s)
+                    xp, act, act & restartable, breakdown_tol, lost_tol, rho_new, rv, rhat2, r, v, s)
                 ok = act & ~bad_rho & ~bad_rv & ~lost
                 # converged on s: x += alpha p, done
                 half = ok & (xp.astype(ss, xp.float64) <= run.device_target2())
@@ -196,6 +197,7 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
                     run.active = run.active | (lost_h & (rt2 > run.target2)
                                                & (run.iters < run.maxiter))
                 act = run.device_active()
+                restartable = run.mask(n_shadow < shadow_restarts)
         restarted = run.restart(A, x, restart_on_true_residual)
         if restarted is None:
             return run.finish(x)

@@ -172,9 +172,11 @@ def fgmres(A: Callable, b, x0=None, *, M: Callable | None = None, restart: int =
         if not _is_complex(xp, b):
             Y = Y.real
         # an entry takes only its own steps (after it stopped, the device went on with it)
+        # (the coefficients and the mask go to the device in one copy each)
         used = run.mask(np.arange(len(Z))[None, :] < steps[:, None])
+        Yd = xp.asarray(Y, dtype=Z[0].dtype, device=device_of(Z[0])) if Z else None
         for jj, z in enumerate(Z):
-            upd = x + col(xp.asarray(Y[:, jj], dtype=z.dtype, device=device_of(z))) * z
+            upd = x + col(Yd[:, jj]) * z
             x = xp.where(col(used[:, jj]), upd, x)
         restarted = run.restart(A, x, True)
         if restarted is None:
