@@ -8,6 +8,7 @@ value.
     python benchmarks/bench_preconditioners.py --theory su3_4d [--L 8] [--betas 6]
         [--csw 1.769] [--deltas ...] [--sweeps 100] [--block 4] [--n-vec 12] [--n-smooth 8]
     ... [--arpack] [--mg NAME:key=value,key=value ...]
+    ... --theory su3_4d [--mc M_C] [--existing cgnr_eo bicgstab_eo] [--low-mode]
 
 ``--mg`` (repeatable) replaces the default multigrid row by named configurations of
 :class:`TwoLevelMultigrid`, e.g. ``--mg mg_mr:block=8x8,n_smooth=8
@@ -19,6 +20,14 @@ right-hand sides on one configuration from which setup plus solves beat the best
 solver (``ceil(setup / (t_best - t_mg))``, CPU seconds). ``--arpack``: the 2D ``m_c`` from six
 ARPACK eigenvalues of smallest real part as in 4D, not the dense spectrum (for 64^2 and
 beyond). Run with ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` and compare CPU seconds.
+``single=1`` in a ``--mg`` configuration builds that multigrid on the complex64 copy of the
+operator and casts in and out (:class:`SinglePrecision`; the outer FGMRES stays complex128).
+``--mc-search M0``: ``m_c`` from the Rayleigh quotient of the lowest mode at ``M0`` and again
+near the estimate (:func:`critical_mass_search`; 12^4 and beyond, where ARPACK does not fit);
+``--mc``: the configuration's ``m_c`` from an earlier record (no ARPACK; the heatbath is seeded,
+so the configuration is the same); ``--existing``: which existing solvers run (the best of them
+is the reference); ``--low-mode``: the lowest mode of D (``D^-2 v`` by even/odd BiCGStab) and
+every multigrid's defect ``|(1 - P R) v|`` (``low_mode_defect``).
 
 ``--theory su3_4d``: quenched SU(3) configurations (heatbath + 2 over-relaxation sweeps from the
 unit field, ``--sweeps``), the clover operator with ``--csw`` (default 1.769, the
@@ -183,13 +192,35 @@ def parse_mg(spec):
     return name, kw
 
 
-def run_multigrid(W, eta, name, kw):
-    """Set up ``TwoLevelMultigrid(W, **kw)`` and solve with FGMRES(30): one row."""
+class SinglePrecision:
+    """A multigrid built on the complex64 copy of ``W`` (links cast), applied to complex128
+    fields by casting in and out: the mixed-precision preconditioner of DD-alphaAMG (the outer
+    FGMRES and its residuals stay in double precision)."""
+
+    def __init__(self, W, block, **kw):
+        W32 = WilsonDirac(xp.astype(W.U, xp.complex64), mass=W.mass, boundary=W.boundary,
+                          csw=W.csw)
+        self.mg = TwoLevelMultigrid(W32, block, **kw)
+        self.smoother, self.coarse_iterations = self.mg.smoother, 0
+
+    def defect(self, v):
+        return self.mg.defect(xp.astype(v, xp.complex64))
+
+    def __call__(self, v):
+        return xp.astype(self.mg(xp.astype(v, xp.complex64)), v.dtype)
+
+
+def run_multigrid(W, eta, name, kw, low=None):
+    """Set up ``TwoLevelMultigrid(W, **kw)`` (``single=1``: in complex64,
+    :class:`SinglePrecision`) and solve with FGMRES(30): one row; with ``low`` (a low mode of
+    D) its defect ``|(1 - P R) low|``."""
     kw = dict(kw)
     block = tuple(kw.pop("block"))
+    single = bool(kw.pop("single", 0))
     n_coarse = int(np.prod([L // b for L, b in zip(W.sites, block)])) * 2 * kw.get("n_vec", 8)
     kw.setdefault("coarse_solver", "direct" if n_coarse <= 2048 else "gmres")
-    mg, t_setup = timed(lambda: TwoLevelMultigrid(W, block, **kw))
+    mg, t_setup = timed(lambda: (SinglePrecision if single else TwoLevelMultigrid)(
+        W, block, **kw))
     cpu_setup = _CPU["last"]
     (x, info), dt = timed(lambda: fgmres(W.apply, eta, M=mg, restart=30, tol=TOL,
                                          maxiter=100000))
@@ -198,12 +229,15 @@ def run_multigrid(W, eta, name, kw):
                cpu_setup_seconds=cpu_setup, residual=rel_res(W, x, eta), block=list(block),
                coarse_iterations=int(mg.coarse_iterations),
                smoother_applications=getattr(mg.smoother, "applications", None),
+               single=single, low_mode_defect=(None if low is None else
+                                              float(mg.defect(low)[0])),
                **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()})
     return row
 
 
 def run_solvers(W, eta, net, rows, tag, block=(4, 4), n_vec=8, coarse_solver="direct",
-                n_smooth=4, mg_configs=None):
+                n_smooth=4, mg_configs=None, existing=("cgnr_eo", "bicgstab_eo", "bicgstab"),
+                low_mode=False):
     failed = {}
     prep = W.prepare_source(eta)
     tol_eo = TOL * float(np.sqrt(to_numpy(norm2(eta))[0] / to_numpy(norm2(prep))[0])) * 0.999
@@ -219,6 +253,7 @@ def run_solvers(W, eta, net, rows, tag, block=(4, 4), n_vec=8, coarse_solver="di
 
     cases = {"cgnr_eo": eo("cgnr"), "bicgstab_eo": eo("bicgstab"),
              "bicgstab": lambda: bicgstab(W.apply, eta, tol=TOL, maxiter=100000)}
+    cases = {k: v for k, v in cases.items() if k in existing}
     if net is not None:
         M = net.operator(W.U)
         cases["fgmres_ptc"] = lambda: fgmres(W.apply, eta, M=M, restart=30, tol=TOL,
@@ -234,13 +269,19 @@ def run_solvers(W, eta, net, rows, tag, block=(4, 4), n_vec=8, coarse_solver="di
         out[name] = dict(tag, solver=name, iterations=int(info.iterations[0]),
                          matvecs=int(info.matvecs), seconds=dt, cpu_seconds=_CPU["last"],
                          residual=rel_res(W, x, eta))
+    low = None
+    if low_mode:                   # D^-2 v by even/odd BiCGStab: the lowest mode(s) of D
+        low, low_info = lowest_mode(W, eta)
+        tag = dict(tag, **low_info)
+        for r in out.values():
+            r.update(low_info)
     if not mg_configs:
         mg_configs = [("fgmres_mg", dict(block=block, n_vec=n_vec, n_smooth=n_smooth,
                                          coarse_solver=coarse_solver))]
     for name, kw in mg_configs:
         kw = dict(kw)
         kw.setdefault("n_vec", n_vec)
-        out[name] = dict(tag, **run_multigrid(W, eta, name, kw))
+        out[name] = dict(tag, **run_multigrid(W, eta, name, kw, low))
         print(f"  {name}: {out[name]['iterations']} it, {out[name]['cpu_seconds']:.2f} CPU s, "
               f"setup {out[name]['cpu_setup_seconds']:.2f} CPU s", flush=True)
     existing = [k for k in ("cgnr_eo", "bicgstab_eo", "bicgstab") if k in out]
@@ -265,6 +306,41 @@ def run_solvers(W, eta, net, rows, tag, block=(4, 4), n_vec=8, coarse_solver="di
     rows.extend(out.values())
     rows.extend(failed.values())
     return out
+
+
+def lowest_mode(W, eta, n_iter=2):
+    """``v = D^-n v0`` (``v0`` a fixed Gaussian field, even/odd BiCGStab to 1e-10), normalised:
+    at ``m`` near ``m_c`` the lowest mode of D (the ratio of the two smallest |lambda| per
+    step); with ``|D v|``, the Rayleigh quotient ``<v, D v>`` recorded."""
+    v = RandomStreams(seed=13, n_chains=1, xp=xp).complex_normal(tuple(eta.shape[1:]))
+    for _ in range(n_iter):
+        v = v / xp.sqrt(xp.astype(norm2(v), v.dtype))[0]
+        prep = W.prepare_source(v)
+        y, _ = bicgstab(W.apply_eo, prep, tol=TOL, maxiter=100000)
+        v = W.reconstruct(y, v)
+    v = v / xp.sqrt(xp.astype(norm2(v), v.dtype))[0]
+    Dv = W.apply(v)
+    rq = complex(to_numpy(xp.sum(xp.conj(v) * Dv)))
+    return v, dict(low_mode_residual=float(np.sqrt(to_numpy(norm2(Dv))[0])),
+                   low_mode_rayleigh=[rq.real, rq.imag])
+
+
+def critical_mass_search(U0, csw, m0, steps=(3, 2, 2), offsets=(0.003, 0.0005)):
+    """``m_c`` without ARPACK (for volumes where its ~1e4 matvecs do not fit): at ``m0`` the
+    lowest mode of ``D(m0)`` (:func:`lowest_mode`, ``steps[0]`` inverse iterations) and its
+    Rayleigh quotient ``rho``, ``m_c = m0 - Re rho``; again at ``m_c + offsets[k]``
+    (``steps[k + 1]`` iterations, the next mode's ratio now ``~offset / |lambda_2|``). ``m_c``
+    is ``-Re lambda`` of the mode of smallest ``|lambda|`` (on the 8^4 configuration the
+    lowest-real-part one of ARPACK, real: two steps from ``m0 = -0.28`` gave -0.303590 against
+    ARPACK's -0.303569); the record has every ``rho``."""
+    eta = RandomStreams(seed=7, n_chains=1, xp=xp).complex_normal(tuple(U0.shape[2:6]) + (4, 3))
+    out, m = [], m0
+    for k, n in enumerate(steps):
+        _, info = lowest_mode(WilsonDirac(U0, mass=m, csw=csw), eta, n_iter=n)
+        out.append(dict(mass=m, **info))
+        mc = m - info["low_mode_rayleigh"][0]
+        m = mc + (offsets[k] if k < len(offsets) else 0.0)
+    return mc, out
 
 
 def trained_net(U1, mass, steps=200, seed=0):
@@ -292,14 +368,29 @@ def main_su3_4d(args):
     for beta in args.betas:
         (U0), t_hb = timed(lambda: thermalise_su3(beta, L, args.sweeps, seed=int(10 * beta)))
         plaq = float(to_numpy(average_plaquette(U0))[0])
-        (mc, im, lam, nmv), t_eig = timed(
-            lambda: critical_mass_arpack(WilsonDirac(U0, mass=0.0, csw=args.csw)))
-        configs.append(dict(beta=beta, L=L, csw=args.csw, plaquette=plaq, m_c=mc,
-                            im_lambda=im, eigenvalues=[[float(z.real), float(z.imag)]
-                                                       for z in lam],
-                            arpack_matvecs=nmv, arpack_seconds=t_eig, heatbath_seconds=t_hb))
-        print(f"beta {beta}: plaquette {plaq:.5f}, m_c = {mc:.5f}, |Im lambda| = {im:.4f} "
-              f"({nmv} matvecs, {t_eig:.0f} s)", flush=True)
+        if args.mc_search is not None:   # m_c from the lowest mode's Rayleigh quotient
+            (mc, search), t_mc = timed(lambda: critical_mass_search(U0, args.csw,
+                                                                    args.mc_search))
+            configs.append(dict(beta=beta, L=L, csw=args.csw, plaquette=plaq, m_c=mc,
+                                m_c_search=search, m_c_cpu_seconds=_CPU["last"],
+                                heatbath_seconds=t_hb))
+            print(f"beta {beta}: plaquette {plaq:.5f}, m_c = {mc:.5f} (search {search})",
+                  flush=True)
+        elif args.mc is not None:        # m_c of this configuration from an earlier record
+            mc = args.mc
+            configs.append(dict(beta=beta, L=L, csw=args.csw, plaquette=plaq, m_c=mc,
+                                m_c_given=True, heatbath_seconds=t_hb))
+            print(f"beta {beta}: plaquette {plaq:.5f}, m_c = {mc:.5f} (given)", flush=True)
+        else:
+            (mc, im, lam, nmv), t_eig = timed(
+                lambda: critical_mass_arpack(WilsonDirac(U0, mass=0.0, csw=args.csw)))
+            configs.append(dict(beta=beta, L=L, csw=args.csw, plaquette=plaq, m_c=mc,
+                                im_lambda=im, eigenvalues=[[float(z.real), float(z.imag)]
+                                                           for z in lam],
+                                arpack_matvecs=nmv, arpack_seconds=t_eig,
+                                heatbath_seconds=t_hb))
+            print(f"beta {beta}: plaquette {plaq:.5f}, m_c = {mc:.5f}, |Im lambda| = "
+                  f"{im:.4f} ({nmv} matvecs, {t_eig:.0f} s)", flush=True)
         eta = RandomStreams(seed=7, n_chains=1, xp=xp).complex_normal((L,) * 4 + (4, 3))
         block = (args.block,) * 4
         n_coarse = (L // args.block) ** 4 * 2 * args.n_vec
@@ -309,7 +400,8 @@ def main_su3_4d(args):
             out = run_solvers(W, eta, None, rows, dict(beta=beta, L=L, csw=args.csw, delta=d,
                                                        mass=mc + d),
                               block=block, n_vec=args.n_vec, coarse_solver=coarse,
-                              n_smooth=args.n_smooth, mg_configs=args.mg_configs)
+                              n_smooth=args.n_smooth, mg_configs=args.mg_configs,
+                              existing=args.existing, low_mode=args.low_mode)
             harness.print_table(list(out.values()), COLUMNS_CPU)
     path = harness.record("preconditioners-su3-4d", rows, "numpy", {"configs": configs,
                                                                     "tol": TOL, **threads()})
@@ -317,7 +409,7 @@ def main_su3_4d(args):
 
 
 COLUMNS_CPU = ["delta", "solver", "iterations", "matvecs", "cpu_seconds", "cpu_setup_seconds",
-               "residual", "cpu_speedup_vs_best", "break_even_rhs"]
+               "residual", "cpu_speedup_vs_best", "break_even_rhs", "low_mode_defect"]
 
 
 def threads():
@@ -344,6 +436,17 @@ def main():
                     help="no FGMRES + PTC rows (it stagnates at very light masses)")
     ap.add_argument("--arpack", action="store_true",
                     help="u1_2d: m_c from six ARPACK eigenvalues (not the dense spectrum)")
+    ap.add_argument("--mc", type=float, default=None,
+                    help="su3_4d: m_c of the configuration (from an earlier record; no ARPACK)")
+    ap.add_argument("--mc-search", type=float, default=None, metavar="M0",
+                    help="su3_4d: m_c from the lowest mode's Rayleigh quotient, starting at the "
+                         "mass M0 (no ARPACK; larger volumes)")
+    ap.add_argument("--existing", nargs="+", default=["cgnr_eo", "bicgstab_eo", "bicgstab"],
+                    choices=["cgnr_eo", "bicgstab_eo", "bicgstab"],
+                    help="the existing solvers to run (the best of them is the reference)")
+    ap.add_argument("--low-mode", action="store_true",
+                    help="the lowest mode of D (D^-2 v, even/odd BiCGStab) and each "
+                         "multigrid's defect |(1 - P R) v|")
     ap.add_argument("--mg", action="append", default=[], metavar="NAME:key=value,...",
                     help="a multigrid configuration (repeatable; replaces the default row)")
     args = ap.parse_args()
