@@ -250,6 +250,8 @@ def su3_eval(args):
         doc = json.loads(Path(path).read_text())
         loops, n_t = LOOP_SETS[doc["loops"]]
         for r in doc["results"]:
+            r.setdefault("L", r.get("L_train"))            # su3_train records
+            r.setdefault("n_steps", r.get("train_n_steps"))
             action = GaugeAction(r["beta"], 3)
             L = (args.eval_L or [r["L"]])[0]         # the coefficients are volume independent
             flow = luscher_flow(action, (L, L), XP, loops=loops,
@@ -261,11 +263,12 @@ def su3_eval(args):
                    "n_steps": args.n_steps}
             row["ess"], lw = ess_of(flow, action, args.ess_samples, 14)
             row["ess_err"] = ess_spread(lw)
+            row["kl"] = float(-np.mean(lw) + L * L * sun_log_c0(r["beta"], 3))
             z = flow.draw_latent(RandomStreams(5, 64, XP))
             row["step_check_rms"] = flow.step_size_check(action, z)["rms"]
             rows.append(row)
             print_table([row], ["loops", "beta", "L", "parameters", "n_steps", "ess", "ess_err",
-                                "step_check_rms"])
+                                "kl", "step_check_rms"])
     print(record("gauge-flows-su3-2d-eval", rows, "numpy", {"n_steps": args.n_steps}))
 
 
