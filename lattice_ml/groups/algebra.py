@@ -155,8 +155,9 @@ def identity(N: int, shape: Sequence[int], xp, dtype=None, device=None):
 def identity_like(M):
     """Identity matrices with the shape, dtype and device of ``M`` ``[..., N, N]``."""
     xp = namespace(M)
-    N = _matrix_n(M)
-    return identity(N, tuple(M.shape[:-2]), xp, dtype=M.dtype, device=device_of(M))
+    _matrix_n(M)
+    # zeros_like, not zeros(shape): a decomposed M (lattice_ml.parallel) gives its own block
+    return xp.zeros_like(M) + xp.eye(M.shape[-1], dtype=M.dtype, device=device_of(M))
 
 
 def _add_diagonal(M, s):
@@ -188,7 +189,7 @@ def algebra_to_matrix(x, N: int):
     rdtype = real_dtype_of(xp, x.dtype)
     x = xp.astype(x, rdtype)
     cdtype = complex_dtype_of(xp, rdtype)
-    zero = xp.zeros(tuple(x.shape[:-1]), dtype=rdtype, device=device_of(x))
+    zero = xp.zeros_like(x[..., 0])      # (not zeros(shape): keeps a decomposed x's block)
     entries = []
     for terms in _entry_terms(N):
         re, im = zero, zero

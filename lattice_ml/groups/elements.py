@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backend import complex_dtype_of, device_of, namespace, to_numpy
+from ..backend import complex_dtype_of, namespace, to_numpy
 from ..lattice import shift
 from .algebra import (_add_diagonal, _check_N, _is_complex, _matrix_n, _phase_root, dagger, det,
                       random_algebra)
@@ -123,8 +123,7 @@ def _deviations(U, xp) -> tuple[float, float, int]:
     determinant part is 0 for N = 1, where the determinant is the unitarity)."""
     shape = tuple(U.shape)
     with np.errstate(invalid="ignore", over="ignore"):     # NaN input: reported by ``bad``
-        err = xp.abs(_add_diagonal(dagger(U) @ U, -xp.ones(shape[:-2], dtype=U.dtype,
-                                                             device=device_of(U))))
+        err = xp.abs(_add_diagonal(dagger(U) @ U, -xp.ones_like(U[..., 0, 0])))
         parts = [xp.max(err)]
         parts.append(xp.max(xp.abs(det(U) - 1.0)) if shape[-1] >= 2
                      else xp.zeros_like(parts[0]))
