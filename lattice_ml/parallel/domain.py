@@ -200,11 +200,11 @@ class DomainArray:
         return DomainArray(self.local[key], self.dec, new_site)
 
     # -- arithmetic --------------------------------------------------------------------------------
-    def _binary(op, reflected=False):
+    def _binary(op, reflected=False, name="operator"):
         def method(self, other):
             if reflected:
-                return _elementwise(lambda a, b: op(b, a), "operator")(self, other)
-            return _elementwise(op, "operator")(self, other)
+                return _elementwise(lambda a, b: op(b, a), name)(self, other)
+            return _elementwise(op, name)(self, other)
         return method
 
     import operator as _op
@@ -215,7 +215,7 @@ class DomainArray:
     __floordiv__, __rfloordiv__ = _binary(_op.floordiv), _binary(_op.floordiv, True)
     __mod__, __rmod__ = _binary(_op.mod), _binary(_op.mod, True)
     __pow__, __rpow__ = _binary(_op.pow), _binary(_op.pow, True)
-    __matmul__, __rmatmul__ = _binary(_op.matmul), _binary(_op.matmul, True)
+    __matmul__, __rmatmul__ = _binary(_op.matmul, name="matmul"), _binary(_op.matmul, True, "matmul")
     __and__, __rand__ = _binary(_op.and_), _binary(_op.and_, True)
     __or__, __ror__ = _binary(_op.or_), _binary(_op.or_, True)
     __xor__, __rxor__ = _binary(_op.xor), _binary(_op.xor, True)
@@ -282,6 +282,14 @@ def _localize(name, a, dec: Decomposition, right: int):
     return a[tuple(idx)] if cut else a
 
 
+def _matrix_axes_clear(name, doms):
+    """Refuse a function of the last two (matrix) axes when they include site axes (a 2D
+    field ``[batch, L_0, L_1]``): on the blocks it would act on part of each matrix."""
+    for d in doms:
+        if d.site_axis + d.dec.D > d.ndim - 2:
+            _refuse(name, "its matrix axes (the last two) include site axes")
+
+
 def _elementwise(fn, name):
     """Elementwise functions (and ``@``): broadcast right-aligned; every decomposed operand
     must have its site axes at the same distance from the end."""
@@ -290,6 +298,8 @@ def _elementwise(fn, name):
         if not doms:
             return fn(*args, **kwargs)
         dec = _one_decomposition(name, doms)
+        if "matmul" in name:
+            _matrix_axes_clear(name, doms)
         rights = {d.ndim - d.site_axis for d in doms}
         if len(rights) != 1:
             _refuse(name, "decomposed operands whose site axes do not line up")
@@ -311,6 +321,7 @@ def _leading(fn, name):
         if not doms:
             return fn(*args, **kwargs)
         dec = _one_decomposition(name, doms)
+        _matrix_axes_clear(name, doms)
         site = doms[0].site_axis
         for a in (*args, *kwargs.values()):
             if hasattr(a, "shape") and not isinstance(a, DomainArray) and a.ndim > 2:
@@ -347,7 +358,10 @@ class DomainRandomStreams:
     sites at axis ``site_axis`` of ``[n_chains, *shape]`` come out as this rank's block
     (:class:`DomainArray`) with exactly the numbers of the global draw (``block=``); other
     draws (``uniform(())`` of a Metropolis step) are drawn whole. Every rank draws the same
-    sequence of draws, so the streams stay in step."""
+    sequence of draws, so the streams stay in step. The shape alone decides: where internal
+    extents equal the lattice's (4⁴ with spin 4), a draw of another layout from this stream
+    (a pseudofermion ``[*sites, 4, 3]`` from a ``site_axis=2`` stream) is cut on the wrong
+    axes, so use one stream per layout (fermion HMC with one stream is not supported yet)."""
 
     def __init__(self, rng, dec: Decomposition, site_axis: int):
         if getattr(rng, "kind", None) != "counter":
