@@ -268,3 +268,21 @@ def test_more_operators_on_two_ranks_bit_for_bit(tmp_path):
     force, the even/odd operator and CG on its normal equations, an RK3 Wilson-flow step: the
     grid 1x2x1x1 of 2 ranks equals one rank bit for bit and the plain code to 1e-12."""
     _check_ops(_ops(tmp_path, 2, "numpy", "1x2x1x1", which="more"))
+
+
+def test_matrix_functions_over_site_axes_are_refused():
+    """A 2D field [B, L0, L1] has site axes as its last two: matmul, matrix_transpose, .mT and
+    linalg on the blocks would act on parts of each matrix, so they are refused (review)."""
+    xp = namespace_by_name("numpy")
+    dec = serial((4, 4))
+    f = dec.scatter(xp.asarray(np.random.default_rng(0).normal(size=(1, 4, 4))), 1)
+    dx = namespace(f)
+    M = np.eye(4)
+    for fn in (lambda a: a.mT, dx.matrix_transpose, lambda a: a @ a, lambda a: M @ a,
+               lambda a: a @ M, dx.linalg.inv):
+        with pytest.raises(NotImplementedError, match="matrix axes"):
+            fn(f)
+    U = dec.scatter(xp.asarray(np.random.default_rng(1).normal(size=(1, 2, 4, 4, 3, 3))), 2)
+    got = to_numpy((U @ U.mT).gather())        # matrix axes after the sites: still allowed
+    ref = to_numpy(U.gather())
+    np.testing.assert_allclose(got, ref @ np.swapaxes(ref, -1, -2), rtol=1e-14)
