@@ -8,10 +8,10 @@
 #   bash benchmarks/gpu/run.sh --simulate      # here, without a GPU: CUDA tests in Numba's
 #                                              # simulator, benchmarks at toy sizes on NumPy
 #
-# Writes: env.txt (nvidia-smi, versions), install.log, tests.log + tests.xml (junit), one
-# bench-*.log per benchmark with its JSON records beside it, and steps.json (every step's
-# command, exit code and seconds). Each step has its own time limit; the whole stays under
-# 8 minutes on an H100 (the limits sum to 450 s: install 60, tests-kernels 90, tests-cupy 120,
+# Writes: env.txt (nvidia-smi, versions), one log per step (install.log, tests-kernels.log,
+# tests-cupy.log, ...), tests-kernels.xml + tests-cupy.xml (junit), the benchmarks' JSON
+# records, and steps.json (every step's command, exit code and seconds). Each step has its own
+# time limit; the whole stays under 8 minutes on an H100 (the limits sum to 450 s: install 60, tests-kernels 90, tests-cupy 120,
 # bench-dirac 120, bench-gauge 60). A failing step does not stop the later ones; the test
 # steps print every test as it ends (-v), so a step killed at its limit still says how far it
 # got.
