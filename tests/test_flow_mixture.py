@@ -98,3 +98,13 @@ def test_arguments():
             FlowHMCMixture(flow, action, sampler.hmc, bad)
     with pytest.raises(ValueError, match="n_steps"):
         sampler.run(RandomStreams(0, 2, xp), 0, OBS)
+
+
+def test_exported_from_samplers():
+    """``FlowHMCMixture`` and ``MixtureStep`` are part of the public ``lattice_ml.samplers`` API."""
+    import lattice_ml.samplers as samplers
+    from lattice_ml.samplers import flow_mixture
+
+    assert {"FlowHMCMixture", "MixtureStep"} <= set(samplers.__all__)
+    assert samplers.FlowHMCMixture is flow_mixture.FlowHMCMixture
+    assert samplers.MixtureStep is flow_mixture.MixtureStep
