@@ -51,8 +51,10 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
     restarts only at a breakdown.
 
     Shadow residual: ``shadow="random"`` (default) takes a fixed pseudo-random complex Gaussian
-    vector (NumPy ``default_rng(2718)`` on the host, the same for every batch entry, so results
-    do not depend on the batch; a fresh one after every true-residual restart);
+    vector, numbered per batch entry: an entry's n-th shadow vector (n = 0 at the start, one more
+    at each of its restarts, true-residual or shadow) is NumPy ``default_rng([2718, n])`` on the
+    host, whatever the other entries did, so an entry's result does not depend on the batch or
+    on ``check_every``;
     ``shadow="residual"`` is the classical ``rhat = r_0``. The classical choice breaks down
     exactly on a free Wilson point source: ``r_0 = delta_{x,0} e_s``, ``alpha = 1/(m + D)`` makes
     ``s = alpha H r_0`` vanish at the source site, and ``(A s)(0) = -H s (0) = -(alpha/4)
@@ -102,7 +104,7 @@ def bicgstab(A: Callable, b, x0=None, *, tol: float = 1e-10, maxiter: int = 1000
         a fresh shadow vector, ``p = v = 0``, ``rho = alpha = omega = 1``."""
         m1 = run.mask(entries)
         m = col(m1)
-        rhat = xp.where(m, shadows.new(rt), rhat)
+        rhat = xp.where(m, shadows.new(rt, entries), rhat)
         return (xp.where(m, rt, r), rhat, norm2(rhat), xp.where(m, xp.zeros_like(p), p),
                 xp.where(m, xp.zeros_like(v), v), xp.where(m1, ones(), rho),
                 xp.where(m1, ones(), alpha), xp.where(m1, ones(), omega))
@@ -257,22 +259,35 @@ def _default_breakdown_tol(xp, dtype) -> float:
 
 
 class _Shadows:
-    """Shadow residuals: ``"residual"`` returns the residual itself; ``"random"`` the n-th
-    pseudo-random complex Gaussian vector (NumPy ``default_rng([2718, n])`` on the host, the same
-    for every batch entry), n counting the calls."""
+    """Shadow residuals: ``"residual"`` returns the residual itself; ``"random"`` gives every
+    batch entry its own n-th pseudo-random complex Gaussian vector (NumPy
+    ``default_rng([2718, n])`` on the host), ``n`` counting that entry's shadow vectors
+    (``n[e]``: 0 for the first, then one more at each of its restarts), so an entry's shadows,
+    and hence its iterates, do not depend on the other entries of the batch or on when the host
+    reads the scalars."""
 
     def __init__(self, xp, b, kind: str):
-        self.xp, self.b, self.kind, self.n = xp, b, kind, 0
+        self.xp, self.b, self.kind = xp, b, kind
+        self.n = np.zeros(b.shape[0], dtype=np.int64)
 
-    def new(self, res):
+    def new(self, res, entries=None):
+        """Fresh shadow vectors for the host mask ``entries`` (default all); the rows of the
+        other entries are zero (the caller keeps their old shadows)."""
         if self.kind == "residual":
             return res
         xp, b = self.xp, self.b
-        g = np.random.default_rng([2718, self.n])
-        self.n += 1
+        nb = b.shape[0]
+        entries = np.ones(nb, dtype=bool) if entries is None else np.asarray(entries, bool)
         one = tuple(b.shape[1:])
-        z = g.standard_normal(one)
-        if _is_complex(xp, b):
-            z = z + 1j * g.standard_normal(one)
-        z = xp.asarray(z[None, ...], dtype=b.dtype, device=device_of(b))
-        return xp.zeros_like(res) + z
+        cplx = _is_complex(xp, b)
+        z = np.zeros((nb,) + one, dtype=np.complex128 if cplx else np.float64)
+        cache = {}
+        for e in np.flatnonzero(entries):
+            k = int(self.n[e])
+            if k not in cache:                     # entries at the same count share the draw
+                g = np.random.default_rng([2718, k])
+                h = g.standard_normal(one)
+                cache[k] = h + 1j * g.standard_normal(one) if cplx else h
+            z[e] = cache[k]
+            self.n[e] += 1
+        return xp.asarray(z, dtype=b.dtype, device=device_of(b))

@@ -25,7 +25,11 @@ def fgmres(A: Callable, b, x0=None, *, M: Callable | None = None, restart: int =
         Right preconditioner, applied once per iteration; it may be nonlinear or change between
         calls (``z_j = M(v_j)`` is kept, so the update is right whatever ``M`` did). Default:
         none (plain GMRES). Correctness never depends on ``M`` being a good approximation of
-        ``A^-1``: only the iteration count does.
+        ``A^-1``: only the iteration count does. ``M`` may work in another precision (e.g. a
+        complex64 multigrid in a complex128 solve, or the reverse): its output is cast to the
+        dtype of ``b``, so the preconditioned vectors, ``A z_j`` and the update of ``x`` are in
+        the solve's precision and ``x`` keeps the dtype of ``b`` (a low-precision ``M`` is just
+        a less accurate preconditioner).
     restart : int
         Arnoldi steps per cycle (memory: ``restart + 1`` basis vectors and ``restart``
         preconditioned vectors).
@@ -96,6 +100,8 @@ def fgmres(A: Callable, b, x0=None, *, M: Callable | None = None, restart: int =
                 z = V[j] if M is None else M(V[j])
                 if M is not None:
                     precond_calls += 1
+                    if z.dtype != b.dtype:           # M in another precision: back to b's
+                        z = xp.astype(z, b.dtype)
                 w = A(z)
                 run.matvecs += 1
                 hs = []
@@ -174,7 +180,7 @@ def fgmres(A: Callable, b, x0=None, *, M: Callable | None = None, restart: int =
         # an entry takes only its own steps (after it stopped, the device went on with it)
         # (the coefficients and the mask go to the device in one copy each)
         used = run.mask(np.arange(len(Z))[None, :] < steps[:, None])
-        Yd = xp.asarray(Y, dtype=Z[0].dtype, device=device_of(Z[0])) if Z else None
+        Yd = xp.asarray(Y, dtype=b.dtype, device=device_of(b)) if Z else None
         for jj, z in enumerate(Z):
             upd = x + col(Yd[:, jj]) * z
             x = xp.where(col(used[:, jj]), upd, x)
