@@ -181,6 +181,16 @@ def mr_smoother(D: Callable, n_steps: int) -> Callable:
     return smooth
 
 
+def _check_n_vec(n_vec: int, bl: Blocking, chiral: bool) -> None:
+    """Refuse more vectors than a block can hold orthonormally (``R P = 1``): the block dof,
+    or half of them (one chirality) with the chiral split."""
+    cap = bl.block_dof // 2 if chiral else bl.block_dof
+    if n_vec > cap:
+        raise ValueError(f"n_vec = {n_vec} exceeds the {cap} "
+                         f"{'dof of one chirality' if chiral else 'dof'} of a block {bl.block} "
+                         f"(R P = 1 needs n_vec <= {cap})")
+
+
 def _is(option, name: str) -> bool:
     return isinstance(option, str) and option == name
 
@@ -212,7 +222,14 @@ class TwoLevelMultigrid:
     n_adapt : int
         Bootstrap passes after that (:meth:`adapt`): ``v_i <- M v_i`` with the multigrid built
         so far, then the coarse space rebuilt (the adaptive setup of DD-alphaAMG).
-    coarse_solver : ``"direct"`` or ``"gmres"`` (``coarse_tol``, ``coarse_restart``)
+    coarse_solver : ``"direct"``, ``"gmres"`` (``coarse_tol``, ``coarse_restart``) or callable
+        A callable ``c -> y`` on coarse fields replaces ``D~^-1``: e.g. a trained
+        :class:`lattice_ml.fermions.pooling.CoarseStencilNetwork` (set it with
+        :meth:`set_coarse_solver` after the coarse operator exists, to train it on
+        ``coarse_op``).
+    transfer : :class:`lattice_ml.fermions.pooling.GaugePooling`, optional
+        A learned restriction / prolongation in place of the near-null basis (no vectors are
+        computed; ``n_c`` is its ``coarse_dof``; no bootstrap passes).
 
     ``setup_seconds`` records the wall time of the setup (vectors, basis, coarse operator,
     dense inverse, bootstrap passes; ``adapt_seconds`` those of each pass).
@@ -223,16 +240,29 @@ class TwoLevelMultigrid:
                  smoother="mr", n_smooth: int = 4, coarse_solver: str = "direct",
                  coarse_tol: float = 0.05, coarse_restart: int = 30,
                  sap_block: Sequence[int] | None = None, sap_cycles: int = 1, sap_mr: int = 4,
-                 sap_solver: str = "mr", null_solver: str = "bicgstab", n_adapt: int = 0):
+                 sap_solver: str = "mr", null_solver: str = "bicgstab", n_adapt: int = 0,
+                 transfer=None):
         t0 = time.perf_counter()
-        if coarse_solver not in ("direct", "gmres"):
-            raise ValueError(f"coarse_solver must be 'direct' or 'gmres', not {coarse_solver!r}")
+        if not (_is(coarse_solver, "direct") or _is(coarse_solver, "gmres")
+                or (callable(coarse_solver) and not isinstance(coarse_solver, str))):
+            raise ValueError(f"coarse_solver must be 'direct', 'gmres' or a callable, not "
+                             f"{coarse_solver!r}")
+        if transfer is not None and (vectors is not None or int(n_adapt) > 0):
+            raise ValueError("transfer (a learned restriction/prolongation) replaces the "
+                             "near-null basis: no vectors and no n_adapt with it")
         if null_solver not in ("bicgstab", "sap") or (null_solver == "sap"
                                                        and not _is(smoother, "sap")):
             raise ValueError(f"null_solver must be 'bicgstab', or 'sap' with smoother='sap'; "
                              f"got {null_solver!r} with smoother {smoother!r}")
         self.W, self.xp = W, W.xp
         self.blocking = Blocking(W.sites, block, W.n_spin, W.N)
+        self.transfer = transfer
+        if transfer is not None:
+            if tuple(transfer.blocking.block) != self.blocking.block:
+                raise ValueError(f"transfer has blocks {transfer.blocking.block}, the multigrid "
+                                 f"{self.blocking.block}")
+        else:
+            _check_n_vec(n_vec if vectors is None else len(vectors), self.blocking, bool(chiral))
         if _is(smoother, "mr"):
             smoother = mr_smoother(W.apply, n_smooth)
         elif _is(smoother, "sap"):
@@ -243,7 +273,7 @@ class TwoLevelMultigrid:
             raise ValueError(f"smoother must be 'mr', 'sap' or a callable, not {smoother!r}")
         if int(n_adapt) < 0:
             raise ValueError(f"n_adapt must be >= 0, got {n_adapt}")
-        if vectors is None:
+        if vectors is None and transfer is None:
             smooth = None
             if null_solver == "sap":                  # v <- v - S(D v): smooth D v = 0
                 smooth = lambda v, S=smoother: v - S(W.apply(v))  # noqa: E731
@@ -253,7 +283,7 @@ class TwoLevelMultigrid:
                                                                    coarse_restart)
         self.smoother = smoother
         self.coarse_iterations = 0
-        self._build(list(vectors))
+        self._build(None if transfer is not None else list(vectors))
         self.adapt_seconds = []
         for _ in range(int(n_adapt)):
             ta = time.perf_counter()
@@ -265,10 +295,13 @@ class TwoLevelMultigrid:
         """Basis, coarse stencil and (direct coarse solve) its dense inverse from ``vectors``."""
         W = self.W
         self.vectors = vectors
-        self.V = self._basis(self.vectors)           # [B, *coarse, block_dof, n_c]
-        self.n_c = self.V.shape[-1]
+        if self.transfer is None:
+            self.V = self._basis(self.vectors)       # [B, *coarse, block_dof, n_c]
+            self.n_c = self.V.shape[-1]
+        else:
+            self.n_c = self.transfer.coarse_dof
         self.coarse_op = self._galerkin()
-        if self.coarse_solver == "direct":
+        if _is(self.coarse_solver, "direct"):
             self.coarse_op.solve_direct(self.xp.zeros((W.U.shape[0],) + self.blocking.coarse
                                                       + (self.n_c,), dtype=W.dtype))
 
@@ -276,6 +309,9 @@ class TwoLevelMultigrid:
         """One bootstrap pass (module docstring): ``v_i <- M v_i`` with the current two-level
         preconditioner (an approximate ``D^-1``: inverse iteration with the multigrid),
         normalised, then basis, coarse stencil and coarse inverse rebuilt from them."""
+        if self.transfer is not None:
+            raise ValueError("adapt: the coarse space is a learned transfer, not near-null "
+                             "vectors")
         xp, n, B = self.xp, len(self.vectors), self.W.U.shape[0]
         v = _per_vector(self, n, B, xp)(xp.concat(self.vectors, axis=0))
         v = _normalised(v)
@@ -300,6 +336,7 @@ class TwoLevelMultigrid:
 
     def _basis(self, vectors):
         xp, bl = self.xp, self.blocking
+        _check_n_vec(len(vectors), bl, self.chiral)
         groups = [vectors]
         if self.chiral:
             masks = self._chirality_masks()
@@ -314,12 +351,16 @@ class TwoLevelMultigrid:
     # -- transfer -------------------------------------------------------------------------------
     def restrict(self, phi):
         """``R phi``: ``[batch, *sites, s, N] -> [batch, *coarse_sites, n_c]``."""
+        if self.transfer is not None:
+            return self.transfer.restrict(phi)
         xp = self.xp
         z = self.blocking.to_blocks(phi)
         return (xp.matrix_transpose(xp.conj(self.V)) @ z[..., None])[..., 0]
 
     def prolong(self, c):
         """``P c = R^dag c``: ``[batch, *coarse_sites, n_c] -> [batch, *sites, s, N]``."""
+        if self.transfer is not None:
+            return self.transfer.prolong(c)
         return self.blocking.from_blocks((self.V @ c[..., None])[..., 0])
 
     # -- Galerkin operator --------------------------------------------------------------------
@@ -360,9 +401,23 @@ class TwoLevelMultigrid:
         return CoarseOperator(A, F, Bm)
 
     # -- the preconditioner ---------------------------------------------------------------------
+    def set_coarse_solver(self, solver) -> None:
+        """Replace the coarse solve: ``"direct"``, ``"gmres"`` or a callable ``c -> y``."""
+        if not (_is(solver, "direct") or _is(solver, "gmres")
+                or (callable(solver) and not isinstance(solver, str))):
+            raise ValueError(f"coarse solver must be 'direct', 'gmres' or a callable, not "
+                             f"{solver!r}")
+        self.coarse_solver = solver
+        if _is(solver, "direct"):
+            self.coarse_op.solve_direct(self.xp.zeros((self.W.U.shape[0],)
+                                                      + self.blocking.coarse + (self.n_c,),
+                                                      dtype=self.W.dtype))
+
     def coarse_solve(self, c):
-        if self.coarse_solver == "direct":
+        if _is(self.coarse_solver, "direct"):
             return self.coarse_op.solve_direct(c)
+        if not _is(self.coarse_solver, "gmres"):           # a learned correction M~ ~ D~^-1
+            return self.coarse_solver(c)
         y, info = fgmres(self.coarse_op.apply, c, restart=self.coarse_restart,
                          tol=self.coarse_tol, raise_on_failure=False)
         self.coarse_iterations += int(info.iterations.max())
