@@ -41,6 +41,9 @@ and pi, so ``h`` is an orientation-preserving diffeomorphism of the circle and
 
 (``m_a``: the active mask; ``h(P) - P`` is smooth and 2 pi-periodic, so the branch of P does not
 matter). The active plaquette becomes ``P'``; passive ones absorb the change.
+The circle transform (and the inverse's Newton solve) is evaluated on the active stripe only,
+a quarter of the sites (``[batch, L0/4, L1]`` or ``[batch, L0, L1/4]``); the conditioner sees
+the whole field.
 
 **Gauge equivariance.** The update multiplies ``U_mu(x)`` by the phase ``exp(i delta(x))`` with
 ``delta`` a function of plaquettes only, which are gauge invariant; U(1) phases commute, so
@@ -287,14 +290,37 @@ class U1PlaquetteCoupling:
         cosP, sinP = xp.cos(P), xp.sin(P)
         inp = xp.stack([self.frozen * cosP, self.frozen * sinP], axis=-1)
         out, caches = self.net.forward(params, inp)
-        return out[..., :self.n_mix], out[..., self.n_mix], (cosP, sinP, caches)
+        return out, (cosP, sinP, caches)
+
+    def _take(self, a):
+        """The active stripe ``x_nu = off (mod 4)`` of ``a[batch, L0, L1, ...]``: ``[batch,
+        L0 / 4, L1, ...]`` (nu = 0) or ``[batch, L0, L1 / 4, ...]`` (nu = 1). The circle
+        transform is evaluated there only (a quarter of the sites)."""
+        xp = namespace(a)
+        B, L0, L1 = a.shape[:3]
+        rest = tuple(a.shape[3:])
+        if self.mu == 1:                                    # nu = 0: rows of axis 1
+            return xp.reshape(a, (B, L0 // 4, 4, L1, *rest))[:, :, self.off, ...]
+        return xp.reshape(a, (B, L0, L1 // 4, 4, *rest))[:, :, :, self.off, ...]
+
+    def _put(self, a):
+        """Inverse of :meth:`_take`: the full field with ``a`` on the active stripe, zeros
+        elsewhere."""
+        xp = namespace(a)
+        zero = xp.zeros_like(a)
+        parts = [a if r == self.off else zero for r in range(4)]
+        B, n0, n1 = a.shape[:3]
+        rest = tuple(a.shape[3:])
+        if self.mu == 1:
+            return xp.reshape(xp.stack(parts, axis=2), (B, 4 * n0, n1, *rest))
+        return xp.reshape(xp.stack(parts, axis=3), (B, n0, 4 * n1, *rest))
 
     def _move(self, theta, delta):
-        """Angles with ``theta_mu += sigma_mu m_a delta`` (wrapped)."""
+        """Angles with ``theta_mu += sigma_mu delta`` (wrapped), ``delta`` zero off the active
+        stripe."""
         xp = namespace(theta)
-        step = (self.sign * self.active) * delta
         parts = [theta[:, 0, ...], theta[:, 1, ...]]
-        parts[self.mu] = wrap_angle(parts[self.mu] + step)
+        parts[self.mu] = wrap_angle(parts[self.mu] + self.sign * delta)
         return xp.stack(parts, axis=1)
 
     def _sum_sites(self, a):
@@ -303,35 +329,44 @@ class U1PlaquetteCoupling:
     def forward_cache(self, params, theta):
         """``(theta', logdet, cache)`` for link angles ``theta[batch, 2, L0, L1]``."""
         P = u1_plaquette_angles(theta)
-        s, t, ccache = self._conditioner(params, P)
-        h, logdh, mcache = self.transform.forward(P, s)
-        delta = h + t - P
-        out = self._move(theta, delta)
-        return out, self._sum_sites(self.active * logdh), (ccache, mcache)
+        out, ccache = self._conditioner(params, P)
+        Pa, oa = self._take(P), self._take(out)
+        h, logdh, mcache = self.transform.forward(Pa, oa[..., :self.n_mix])
+        delta = h + oa[..., self.n_mix] - Pa
+        return self._move(theta, self._put(delta)), self._sum_sites(logdh), (ccache, mcache)
+
+    def _conditioner_vjp(self, params, ccache, gs, gt, gPa, need_params):
+        """Cotangent of the plaquettes ``gP[batch, L0, L1]`` from those of the conditioner
+        outputs (``gs``, ``gt``) and of the active plaquettes (``gPa``), all on the active
+        stripe, and the parameter cotangents."""
+        xp = namespace(gPa)
+        cosP, sinP, ncaches = ccache
+        gnet = self._put(xp.concat([gs, gt[..., None]], axis=-1))
+        ginp, gparams = self.net.vjp(params, ncaches, gnet, need_input=True,
+                                     need_params=need_params)
+        gP = self._put(gPa) + self.frozen * (cosP * ginp[..., 1] - sinP * ginp[..., 0])
+        return gP, gparams
 
     def vjp(self, params, cache, gout, glogdet, need_params: bool = True):
         """Cotangents ``(gtheta, gparams)`` of ``<gout, theta'> + <glogdet, logdet>``."""
-        xp = namespace(gout)
-        (cosP, sinP, ncaches), mcache = cache
-        gdelta = (self.sign * self.active) * gout[:, self.mu, ...]
-        glog = self.active * glogdet[:, None, None]
-        gP, gs = self.transform.vjp(mcache, gdelta, glog)
-        gP = gP - gdelta
-        gnet = xp.concat([gs, gdelta[..., None]], axis=-1)
-        ginp, gparams = self.net.vjp(params, ncaches, gnet, need_input=True,
-                                     need_params=need_params)
-        gP = gP + self.frozen * (cosP * ginp[..., 1] - sinP * ginp[..., 0])
+        ccache, mcache = cache
+        gdelta = self.sign * self._take(gout[:, self.mu, ...])
+        gPa, gs = self.transform.vjp(mcache, gdelta, glogdet[:, None, None])
+        gP, gparams = self._conditioner_vjp(params, ccache, gs, gdelta, gPa - gdelta,
+                                            need_params)
         return gout + u1_plaquette_angles_transpose(gP), gparams
 
     def inverse_cache(self, params, theta_out):
         """``(theta, logdet_inv, cache)`` with ``logdet_inv = -logdet`` of the forward map at
         theta; ``cache`` is for :meth:`inverse_vjp`."""
         Pn = u1_plaquette_angles(theta_out)
-        s, t, ccache = self._conditioner(params, Pn)     # frozen plaquettes are unchanged
-        P = self.transform.inverse(wrap_angle(Pn - t), s)
+        out, ccache = self._conditioner(params, Pn)     # frozen plaquettes are unchanged
+        Pna, oa = self._take(Pn), self._take(out)
+        s = oa[..., :self.n_mix]
+        P = self.transform.inverse(wrap_angle(Pna - oa[..., self.n_mix]), s)
         _, logdh, mcache = self.transform.forward(P, s)
-        theta = self._move(theta_out, wrap_angle(P - Pn))
-        return theta, -self._sum_sites(self.active * logdh), (ccache, mcache)
+        theta = self._move(theta_out, self._put(wrap_angle(P - Pna)))
+        return theta, -self._sum_sites(logdh), (ccache, mcache)
 
     def inverse(self, params, theta_out):
         """``(theta, logdet_inv)`` (:meth:`inverse_cache` without the cache)."""
@@ -343,18 +378,15 @@ class U1PlaquetteCoupling:
         for the inverse map (module docstring, *Inverse*: ``P`` solves ``h(P; s) = Pn - t``,
         so ``dP = (d(Pn - t) - dh/ds ds) / h'``)."""
         xp = namespace(gtheta)
-        (cosP, sinP, ncaches), mcache = cache
+        ccache, mcache = cache
         hp = mcache[5]
-        gdelta = (self.sign * self.active) * gtheta[:, self.mu, ...]    # delta = P - Pn
-        glog = -self.active * glogdet[:, None, None]
+        gdelta = self.sign * self._take(gtheta[:, self.mu, ...])        # delta = P - Pn
         zero = xp.zeros_like(gdelta)
-        gP, gs = self.transform.vjp(mcache, zero, glog)                # through log h'(P; s)
+        gP, gs = self.transform.vjp(mcache, zero, -glogdet[:, None, None])  # via log h'(P; s)
         gy = (gP + gdelta) / hp                                        # y = Pn - t
         gs = gs - self.transform.vjp(mcache, gy, zero)[1]
-        gnet = xp.concat([gs, -gy[..., None]], axis=-1)
-        ginp, gparams = self.net.vjp(params, ncaches, gnet, need_input=True,
-                                     need_params=need_params)
-        gPn = gy - gdelta + self.frozen * (cosP * ginp[..., 1] - sinP * ginp[..., 0])
+        gPn, gparams = self._conditioner_vjp(params, ccache, gs, -gy, gy - gdelta,
+                                             need_params)
         return gtheta + u1_plaquette_angles_transpose(gPn), gparams
 
 
