@@ -45,8 +45,8 @@ from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy  # noq
 from lattice_ml.flows.u1_coupling import make_u1_coupling_flow  # noqa: E402
 from lattice_ml.gauge import GaugeAction  # noqa: E402
 from lattice_ml.gauge.observables import average_plaquette, topological_charge_2d  # noqa: E402
-from lattice_ml.optim import Adam, clip_by_global_norm, constant, cosine_decay  # noqa: E402
-from lattice_ml.samplers.flow_mcmc import FlowMetropolis  # noqa: E402
+from lattice_ml.optim import Adam, clip_by_global_norm, constant, cosine_decay, warmup  # noqa: E402
+from lattice_ml.samplers.flow_mcmc import FlowMCMCState, FlowMetropolis  # noqa: E402
 from lattice_ml.stats import effective_sample_size, gamma_method  # noqa: E402
 
 
@@ -78,6 +78,8 @@ def path_gradient_step(flow, action, z, xp):
 
 def train(flow, action, args, xp):
     sched = cosine_decay(args.lr, args.steps, args.lr_min) if args.cosine else constant(args.lr)
+    if args.warmup:  # a resumed run: the Adam moments start from zero again
+        sched = warmup(sched, args.warmup)
     opt = Adam(sched)
     rng = RandomStreams(args.seed, args.batch, xp, dtype=args.dtype)
     late = args.batch_late_from if args.batch_late else args.steps + 1
@@ -120,6 +122,74 @@ def fresh_ess(flow, action, n, batch, seed, xp, dtype, with_loss=False):
     return (ess, float(-np.mean(lw))) if with_loss else ess
 
 
+def plaquette_marginal(beta, V, P):
+    """Exact density of one plaquette angle on a torus of ``V`` plaquettes at ``P`` (w.r.t.
+    dP): ``exp(beta cos P) sum_n I_n(beta)^(V-1) e^{i n P}``, normalised (the plaquettes are
+    independent up to ``sum_x P_x = 2 pi Q``, tests/gauge_exact.py)."""
+    from scipy.special import ive
+
+    n = np.arange(1, 40)
+    r = (ive(n, beta) / ive(0, beta)) ** (V - 1)
+    f = np.exp(beta * (np.cos(P) - 1.0)) * (1.0 + 2.0 * np.sum(
+        r[:, None] * np.cos(n[:, None] * P[None, :]), axis=0))
+    grid = np.linspace(-math.pi, math.pi, 20001)
+    fg = np.exp(beta * (np.cos(grid) - 1.0)) * (1.0 + 2.0 * np.sum(
+        r[:, None] * np.cos(n[:, None] * grid[None, :]), axis=0))
+    return f / np.trapezoid(fg, grid)
+
+
+def marginal_kl(flow, beta, n, batch, seed, xp, dtype, bins=128):
+    """Sum over the lattice of the single-plaquette KL divergences ``KL(q_x || p_x)`` of ``n``
+    fresh flow samples against the exact marginal (:func:`plaquette_marginal`): histograms with
+    ``bins`` bins, the plaquettes pooled by the flow's translation symmetry (sites mod 4),
+    the Miller-Madow bias ``(bins_used - 1) / (2 N)`` subtracted. For a product target
+    ``KL(q||p) = sum_x KL(q_x||p_x) + (total correlation of q)``, so the rest of the KL is
+    what the flow's plaquettes are correlated; on a torus the target is a product up to the one
+    constraint ``sum_x P_x = 2 pi Q``. Also the correlation coefficients of the plaquette angles
+    at the displacements (1,0), (0,1), (1,1), (1,-1), (2,0), (0,2) and the mutual information
+    of those pairs summed over the lattice in the Gaussian approximation, ``V sum_d
+    -ln(1 - r_d^2) / 2`` (a rough scale for the correlation part of the KL)."""
+    from lattice_ml.flows.u1_coupling import u1_plaquette_angles
+
+    rng = RandomStreams(seed, batch, xp, dtype=dtype)
+    Ps = []
+    for _ in range(n // batch):
+        U, _ = flow.sample(rng)
+        theta = np.angle(np.asarray(to_numpy(U))[..., 0, 0]).astype(np.float64)
+        Ps.append(np.asarray(u1_plaquette_angles(theta)))
+    P = np.concatenate(Ps)                                  # [n, L0, L1]
+    L0, L1 = P.shape[1:]
+    V = L0 * L1
+    edges = np.linspace(-math.pi, math.pi, bins + 1)
+    # exact bin probabilities by the trapezoid rule on a 64x finer grid
+    fine = np.linspace(-math.pi, math.pi, 64 * bins + 1)
+    pex = plaquette_marginal(beta, V, fine)
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (pex[1:] + pex[:-1]) * np.diff(fine))])
+    pbin = np.diff(cum[::64])
+    total, bias = 0.0, 0.0
+    for a in range(4):
+        for b in range(4):
+            x = P[:, a::4, b::4].ravel()
+            cnt, _ = np.histogram(x, edges)
+            q = cnt / cnt.sum()
+            m = q > 0
+            kl = float(np.sum(q[m] * np.log(q[m] / pbin[m])))
+            bb = (int(m.sum()) - 1) / (2 * cnt.sum())
+            k = (L0 // 4) * (L1 // 4)                              # sites in this class
+            total += k * (kl - bb)
+            bias += k * bb
+    # correlation coefficients of the plaquette angles at displacements d (pooled over sites;
+    # under p they are O(1/V), from the one global constraint)
+    Pc = P - P.mean(axis=0)
+    var = np.mean(Pc * Pc)
+    corr = {f"{d0},{d1}": float(np.mean(Pc * np.roll(Pc, (-d0, -d1), axis=(1, 2))) / var)
+            for d0, d1 in ((1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2))}
+    gauss = float(V * sum(-0.5 * math.log(1.0 - r * r) for r in corr.values()))
+    return {"marginal_kl_sum": total, "miller_madow_subtracted": bias, "bins": bins,
+            "samples": int(P.shape[0]), "neighbour_correlations": corr,
+            "pair_information_gaussian": gauss}
+
+
 def metropolis(flow, action, args, xp, V):
     sampler = FlowMetropolis(flow, action)
     rng = RandomStreams(args.seed + 2, args.chains, xp, dtype=args.dtype)
@@ -160,35 +230,64 @@ def _hmc(action, args):
                tau_jitter=0.2)
 
 
-def freezing(flow, action, args, xp, V):
-    """Topological freezing at ``L x L``: the fresh-sample ESS, then flow Metropolis (flow
-    start), optionally the flow/HMC mixture, and a short HMC run (cold start, float64, as the
-    HMC row of docs/gauge_flows.md) for the CPU time per trajectory on the same machine.
-    Cost per independent Q = 2 tau_int(Q) x CPU s per update of one chain."""
+def accept_check(flow32, flow64, action, n, chains, seed, xp):
+    """Flow Metropolis decisions with float32 proposals against float64: ``n`` updates of
+    ``chains`` chains, the same latent links (drawn in float32, cast) and uniforms for both
+    precisions, each chain carrying its own log-weight. Returns the number of differing accept
+    decisions, the largest ``|log w_32 - log w_64|`` of a proposal, and both acceptances."""
+    rng = RandomStreams(seed, chains, xp, dtype="float32")
+    cur32 = cur64 = None
+    n_diff, max_dlw, acc32, acc64 = 0, 0.0, 0, 0
+    for _ in range(n):
+        z = flow32.draw_latent(rng)
+        U32, lj32 = flow32.forward(z)
+        U64, lj64 = flow64.forward(xp.astype(z, xp.complex128))
+        lw32 = np.asarray(to_numpy(-action.action(U32) + lj32), dtype=np.float64)
+        lw64 = np.asarray(to_numpy(-action.action(U64) + lj64), dtype=np.float64)
+        logu = np.log(np.asarray(to_numpy(rng.uniform(())), dtype=np.float64))
+        max_dlw = max(max_dlw, float(np.max(np.abs(lw32 - lw64))))
+        if cur32 is None:
+            cur32, cur64 = lw32, lw64
+            continue
+        a32, a64 = logu < lw32 - cur32, logu < lw64 - cur64
+        n_diff += int(np.sum(a32 != a64))
+        acc32, acc64 = acc32 + int(a32.sum()), acc64 + int(a64.sum())
+        cur32, cur64 = np.where(a32, lw32, cur32), np.where(a64, lw64, cur64)
+    m = (n - 1) * chains
+    return {"updates": n - 1, "chains": chains, "differing_decisions": n_diff,
+            "max_abs_log_w_difference": max_dlw, "acceptance_float32": acc32 / m,
+            "acceptance_float64": acc64 / m}
+
+
+def freezing(flow, action, args, xp, V, flow_sample=None):
+    """Topological freezing at ``L x L``: the fresh-sample ESS, loss and plaquette marginals;
+    optionally the float32/float64 accept check; a short HMC run (cold start, float64, as the
+    HMC row of docs/gauge_flows.md) for the CPU time per trajectory on the same machine; flow
+    Metropolis (proposals from ``flow_sample``, default ``flow``) from a flow start and, after
+    an HMC run, from its last configurations; optionally the flow/HMC mixture and flow HMC
+    (float64, ``flow``). Cost per independent Q = 2 tau_int(Q) x CPU s per update of one
+    chain."""
+    from lattice_ml.samplers.flow_hmc import FlowHMC
     from lattice_ml.samplers.flow_mixture import FlowHMCMixture
 
+    flow_sample = flow_sample or flow
+    sdtype = "float32" if flow_sample.dtype == xp.float32 else "float64"
     obs = {"plaquette": average_plaquette, "Q": topological_charge_2d}
-    ess, loss = fresh_ess(flow, action, args.ess_samples, 256, args.seed + 1, xp, args.dtype,
+    ess, loss = fresh_ess(flow_sample, action, args.ess_samples, 256, args.seed + 1, xp, sdtype,
                           with_loss=True)
     print(f"ESS (fresh, {args.ess_samples}) {ess:.4f}, loss {loss:.2f}", flush=True)
-    rows = [{"sampler": "fresh samples", "ess": ess, "loss": loss}]
-    samplers = [("flow_metropolis", FlowMetropolis(flow, action), 0)]
-    if args.mix_hmc:
-        hmc = _hmc(action, args)
-        samplers.append((f"flow_metropolis+{args.mix_hmc}hmc",
-                         FlowHMCMixture(flow, action, hmc, args.mix_hmc), args.mix_hmc))
-    for name, sampler, n_hmc in samplers:
-        rng = RandomStreams(args.seed + 2, args.chains, xp, dtype=args.dtype)
+    mkl = marginal_kl(flow_sample, args.beta, args.ess_samples, 256, args.seed + 6, xp, sdtype)
+    print(f"single-plaquette marginal KL summed over the lattice {mkl['marginal_kl_sum']:.3f}",
+          flush=True)
+    rows = [{"sampler": "fresh samples", "ess": ess, "loss": loss, "dtype": sdtype, **mkl}]
+    U_hmc = None
+    if args.accept_check and flow_sample is not flow:
         c0 = time.process_time()
-        _, hist = sampler.run(rng, args.updates, obs)
-        cpu = (time.process_time() - c0) / (args.updates * args.chains)
-        row = {"sampler": name, "chains": args.chains, "updates": args.updates,
-               "discard": args.discard, "hmc_per_update": n_hmc, "dtype": args.dtype,
-               **sampler.summary(hist), "cpu_s_per_update": cpu,
-               **_charge_stats(hist, args.discard, V)}
-        row["cpu_s_per_independent_Q"] = 2 * row["tau_int_Q"] * cpu
-        rows.append(row)
-        print(row, flush=True)
+        chk = accept_check(flow_sample, flow, action, args.accept_check, args.chains,
+                           args.seed + 4, xp)
+        rows.append({"sampler": "accept check float32 vs float64", **chk,
+                     "cpu_s": time.process_time() - c0})
+        print(rows[-1], flush=True)
     if args.hmc_updates:
         from lattice_ml.groups import random_near_identity
 
@@ -209,6 +308,60 @@ def freezing(flow, action, args, xp, V):
                "tau_jitter": 0.2, "start": "cold", "dtype": "float64",
                "acceptance": float(np.mean(acc)), "cpu_s_per_update": cpu,
                **_charge_stats(hist, min(args.discard, args.hmc_updates // 4), V)}
+        rows.append(row)
+        print(row, flush=True)
+        U_hmc = U
+    samplers = [("flow_metropolis", FlowMetropolis(flow_sample, action), 0, sdtype,
+                 args.updates, None)]
+    if U_hmc is not None:
+        # the same chains started from the HMC run's last configurations (equilibrated at
+        # short distances, in the charge sectors HMC left them): with the flow start, which
+        # begins at flow-typical weights, a check that the chains are in equilibrium
+        fm = FlowMetropolis(flow_sample, action)
+        cdt = xp.complex64 if sdtype == "float32" else xp.complex128
+        U0 = xp.astype(U_hmc, cdt)
+        samplers.append(("flow_metropolis (HMC start)", fm, 0, sdtype, args.updates,
+                         FlowMCMCState(U0, fm.log_weight(U0))))
+    if args.mix_hmc:
+        hmc = _hmc(action, args)
+        samplers.append((f"flow_metropolis+{args.mix_hmc}hmc",
+                         FlowHMCMixture(flow, action, hmc, args.mix_hmc), args.mix_hmc,
+                         "float64", args.mix_updates or args.updates, None))
+    for k, (name, sampler, n_hmc, dt, n_up, state) in enumerate(samplers):
+        rng = RandomStreams(args.seed + 2 + 10 * k, args.chains, xp, dtype=dt)
+        c0 = time.process_time()
+        _, hist = (sampler.run(rng, n_up, obs) if state is None else
+                   sampler.run(rng, n_up, obs, state=state))
+        cpu = (time.process_time() - c0) / (n_up * args.chains)
+        row = {"sampler": name, "chains": args.chains, "updates": n_up,
+               "discard": args.discard, "hmc_per_update": n_hmc, "dtype": dt,
+               **sampler.summary(hist), "cpu_s_per_update": cpu,
+               **_charge_stats(hist, args.discard, V)}
+        row["cpu_s_per_independent_Q"] = 2 * row["tau_int_Q"] * cpu
+        rows.append(row)
+        print(row, flush=True)
+    if args.flow_hmc_updates:
+        # HMC in the latent links of the float64 flow, started from Haar latents (flow samples)
+        fh = FlowHMC(flow, action, n_steps=args.flow_hmc_steps, tau=1.0, scheme="omelyan",
+                     tau_jitter=0.2)
+        rng = RandomStreams(args.seed + 5, args.chains, xp)
+        z = flow.draw_latent(rng)
+        hist = {"plaquette": [], "Q": []}
+        acc = []
+        c0 = time.process_time()
+        for _ in range(args.flow_hmc_updates):
+            z, info = fh.step(z, rng)
+            acc.append(to_numpy(info.accepted))
+            U = fh.to_field(z)
+            for k, f in obs.items():
+                hist[k].append(f(U))
+        cpu = (time.process_time() - c0) / (args.flow_hmc_updates * args.chains)
+        row = {"sampler": "flow_hmc", "chains": args.chains, "updates": args.flow_hmc_updates,
+               "discard": args.discard, "md_steps": args.flow_hmc_steps,
+               "integrator": "omelyan", "tau": 1.0, "tau_jitter": 0.2, "dtype": "float64",
+               "acceptance": float(np.mean(acc)), "cpu_s_per_update": cpu,
+               **_charge_stats(hist, args.discard, V)}
+        row["cpu_s_per_independent_Q"] = 2 * row["tau_int_Q"] * cpu
         rows.append(row)
         print(row, flush=True)
     return ess, rows
@@ -237,6 +390,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-min", type=float, default=1e-5)
     ap.add_argument("--cosine", action="store_true")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="linear learning-rate warm-up over this many steps (for --init runs)")
     ap.add_argument("--clip", type=float, default=100.0)
     ap.add_argument("--max-time", type=float, default=1200.0, help="training wall-time cap (s)")
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -255,6 +410,17 @@ def main(argv=None):
     ap.add_argument("--hmc-updates", type=int, default=0,
                     help="with --freezing: a short HMC run (cold start) for its CPU per update")
     ap.add_argument("--hmc-steps", type=int, default=6)
+    ap.add_argument("--mix-updates", type=int, default=0,
+                    help="with --mix-hmc: updates of the mixture (0: --updates)")
+    ap.add_argument("--sample-dtype", choices=("float32", "float64"), default="float64",
+                    help="with --freezing: precision of the flow-Metropolis proposals (the "
+                         "mixture, flow HMC and HMC run in float64)")
+    ap.add_argument("--accept-check", type=int, default=0,
+                    help="with --freezing --sample-dtype float32: replay this many updates "
+                         "with float32 and float64 proposals and count differing decisions")
+    ap.add_argument("--flow-hmc-updates", type=int, default=0,
+                    help="with --freezing: flow HMC (latent links, float64) trajectories")
+    ap.add_argument("--flow-hmc-steps", type=int, default=6)
     args = ap.parse_args(argv)
 
     xp = namespace_by_name("numpy")
@@ -281,8 +447,15 @@ def main(argv=None):
                                        kernel=args.kernel, n_mix=args.n_mix, seed=args.seed,
                                        dtype=xp.float64, schedule=schedule)
         flow64.load_params(flow.params_to_host())
+        flow_sample = flow64
+        if args.sample_dtype == "float32":
+            flow_sample = make_u1_coupling_flow(shape, xp, n_layers=args.layers, hidden=hidden,
+                                                kernel=args.kernel, n_mix=args.n_mix,
+                                                seed=args.seed, dtype=xp.float32,
+                                                schedule=schedule)
+            flow_sample.load_params(flow.params_to_host())
         train_dtype, args.dtype = args.dtype, "float64"
-        ess, rows = freezing(flow64, action, args, xp, V)
+        ess, rows = freezing(flow64, action, args, xp, V, flow_sample)
         res = {"what": "freezing", "L": args.L, "beta": args.beta, "init": args.init,
                "n_layers": args.layers, "hidden": list(hidden), "n_mix": args.n_mix,
                "n_parameters": flow.n_parameters, "fine_tune_steps": n_done,
@@ -293,6 +466,7 @@ def main(argv=None):
                                         for i in range(0, len(v), 100)]
                                     for k, v in hist.items()},
                "ess_fresh": ess, "ess_samples": args.ess_samples,
+               "sample_dtype": args.sample_dtype,
                "exact_Q2": V * u1_topological_susceptibility(args.beta, V),
                "exact_plaquette": u1_plaquette(args.beta, V), "samplers": rows,
                "load_average": os.getloadavg(),
@@ -303,7 +477,9 @@ def main(argv=None):
                 "/".join(k): v for k, v in _flat(flow.params_to_host())})
         print(f"wrote {path}")
         return
-    ess = fresh_ess(flow, action, args.ess_samples, 256, args.seed + 1, xp, args.dtype)
+    ess, loss = fresh_ess(flow, action, args.ess_samples, 256, args.seed + 1, xp, args.dtype,
+                          with_loss=True)
+    mkl = marginal_kl(flow, args.beta, args.ess_samples, 256, args.seed + 6, xp, args.dtype)
     summ, rp, rq, t_mc = metropolis(flow, action, args, xp, V)
     exact_p = u1_plaquette(args.beta, V)
     exact_chi = u1_topological_susceptibility(args.beta, V)
@@ -320,7 +496,8 @@ def main(argv=None):
         "training_cpu_s": cpu_train, "load_average_after_training": os.getloadavg(),
         "final_loss_mean100": float(np.mean(hist["loss"][-100:])),
         "final_batch_ess_mean100": float(np.mean(hist["ess"][-100:])),
-        "ess_fresh": ess, "ess_samples": args.ess_samples,
+        "ess_fresh": ess, "ess_samples": args.ess_samples, "loss_fresh": loss,
+        "plaquette_marginals": mkl,
         "metropolis": {"chains": args.chains, "updates": args.updates, "discard": args.discard,
                        "acceptance": summ["acceptance"], "proposal_ess": summ["ess"],
                        "wall_s": t_mc},
