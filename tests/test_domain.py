@@ -79,6 +79,28 @@ def test_reproducible_sum_tiny_huge_and_non_finite_values():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_reproducible_sum_near_overflow_is_what_ieee_rounding_gives(backend):
+    """Sums near the largest float: the correctly rounded sum where it is finite (also after an
+    intermediate overflow that math.fsum refuses), +-inf where it exceeds the largest float
+    (ties to even at DBL_MAX + ulp/2), nan for +inf with -inf; the same bits in any order."""
+    xp = namespace_by_name(backend)
+    M, ulp = np.finfo(np.float64).max, 2.0 ** 971
+    rows = {(M / 2, M / 2): M, (M, -M): 0.0, (M, M, -M): M, (M, M): np.inf,
+            (-M, -M / 2): -np.inf, (M, ulp / 2): np.inf, (M, ulp / 2 - 2.0 ** 920): M,
+            (M / 2, M / 4, -M / 8, 1.0): M / 2 + M / 4 - M / 8,
+            (np.inf, -np.inf, 1.0): np.nan, (np.inf, M, M): np.inf}
+    for row, want in rows.items():
+        for order in (row, row[::-1]):
+            host = np.array([order, order[::-1]])
+            got = to_numpy(reproducible_sum(SERIAL, xp.asarray(host), len(row)))
+            np.testing.assert_array_equal(got, [want, want], err_msg=str(row))
+            exact = [math.fsum(r) for r in host] if np.all(np.isfinite(row)) and abs(want) < M \
+                else None
+            if exact is not None:  # where fsum answers, the same bits
+                assert list(got) == exact, row
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_namespace_of_a_decomposed_array(backend):
     """__array_namespace__, backend.namespace with plain operands, global shape, local block,
     indexing and stacking of non-site axes, ordinary operands broadcast as global arrays."""
@@ -188,6 +210,36 @@ def test_block_draws_equal_the_global_draw():
     assert np.array_equal(to_numpy(got.gather()), to_numpy(r2.normal((3,) + dec.shape + (8,))))
     u = r1.uniform(())                      # not a field: drawn whole, streams in step
     assert not isinstance(u, DomainArray) and np.array_equal(u, r2.uniform(()))
+
+
+def test_random_streams_of_one_layout_refuse_the_draws_of_another():
+    """On 4^4 (D = 4) the link momenta [B, 4, 4, 4, 4, 4, 8] fit the lattice at axes 1 and 2:
+    a stream without its layout's tails refuses them; with the link layout's tails it cuts them
+    at axis 2 and refuses a pseudofermion [B, *sites, 4, 3] (which it would cut on the spin
+    axis); a stream made for site fields cuts the pseudofermion right, drawn whole elsewhere."""
+    xp = namespace_by_name("numpy")
+    shape = (4, 4, 4, 4)
+    dec = serial(shape)
+    with pytest.raises(ValueError, match="also fit the lattice at axes 1, 2"):
+        dec.random(CounterRandomStreams(5, 2, xp), 2).normal((4, *shape, 8))
+    links = dec.random(CounterRandomStreams(5, 2, xp), 2, ((3, 3), (8,)))
+    ref = CounterRandomStreams(5, 2, xp)
+    p = links.normal((4, *shape, 8))
+    assert p.site_axis == 2 and np.array_equal(to_numpy(p.gather()),
+                                               to_numpy(ref.normal((4, *shape, 8))))
+    with pytest.raises(ValueError, match="not in this stream's layout"):
+        links.complex_normal((*shape, 4, 3))
+    with pytest.raises(ValueError, match="not in this stream's layout"):
+        links.normal(shape)                   # a site field from the link stream
+    sites = dec.random(CounterRandomStreams(6, 2, xp), 1, ((4, 3),))
+    eta = sites.complex_normal((*shape, 4, 3))
+    assert eta.site_axis == 1 and np.array_equal(
+        to_numpy(eta.gather()), to_numpy(CounterRandomStreams(6, 2, xp).complex_normal((*shape, 4, 3))))
+    assert not isinstance(sites.uniform((3,)), DomainArray)
+    # a block of two ranks' worth: the cut is on the stated axes of a 2x1x1x1 grid's block
+    two = Decomposition(SERIAL, shape, (1, 1, 1, 1))
+    assert two.random(CounterRandomStreams(5, 2, xp), 2, ((8,),)).normal((4, *shape, 8)).shape \
+        == (2, 4, *shape, 8)
 
 
 # -- real launches ---------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def cli(n, *args, check=True):
     return res
 
 
-def _same_run(a, b):
+def _same_run(a, b, min_keys=6):
     """Summaries equal apart from the decomposition and timings; histories and the checkpoints'
     ensembles, stream states and histories equal bit for bit."""
     import json
@@ -157,7 +157,7 @@ def _same_run(a, b):
         s.pop("elapsed_s"), s.pop("parallel")
     assert sa == sb
     ha, hb = np.load(a / "history.npz"), np.load(b / "history.npz")
-    assert sorted(ha) == sorted(hb) and len(ha.files) > 5
+    assert sorted(ha) == sorted(hb) and len(ha.files) >= min_keys
     for k in ha:
         np.testing.assert_array_equal(ha[k], hb[k], err_msg=k)
     ca, cb = (load_checkpoint(d / "checkpoint.ckpt", kind="run").state for d in (a, b))
@@ -257,3 +257,131 @@ def test_cartesian_grid_geometry():
     assert gather_sites(SERIAL, CartesianGrid((8, 4, 6), (1, 1, 1)), x) is x
     with pytest.raises(ValueError, match="evenly"):
         CartesianGrid((8, 4), (3, 1))
+
+
+# -- sites over ranks in the command: parallel.grid ------------------------------------------------
+GRID_CONFIG = """
+[lattice]
+shape = {shape}
+[theory]
+name = "{theory}"
+[sampler]
+n_chains = 2
+n_therm = 2
+n_samples = {n}
+n_steps = 6
+adapt_steps = false
+[run]
+progress = "never"
+checkpoint_every = 3
+keep_checkpoint = true
+[parallel]
+grid = {grid}
+"""
+
+
+def _grid_config(path, theory="phi4", shape=(8, 4), grid=(1, 1), n=6):
+    path.write_text(GRID_CONFIG.format(theory=theory, shape=list(shape), grid=list(grid), n=n))
+    return path
+
+
+def _same_physics(a, b):
+    """:func:`_same_run` with the entries a grid or a resume legitimately changes left out: the
+    summary's ``parallel`` record, its ``config.parallel.grid`` and ``segments``."""
+    import json
+    for d in (a, b):
+        s = json.loads((d / "summary.json").read_text())
+        s.get("config", {}).get("parallel", {}).pop("grid", None)
+        s.pop("segments")
+        (d / "summary.json").write_text(json.dumps(s))
+    _same_run(a, b, min_keys=4)
+
+
+@pytest.mark.parametrize("sets, key, words", [
+    (["parallel.grid=[1]"], "parallel.grid", "has 1 entries"),
+    (["parallel.grid=[3, 1]"], "parallel.grid", "does not divide lattice.shape[0] = 8"),
+    (["parallel.grid=[2, 1]"], "parallel.grid", "needs 2 MPI rank(s)"),
+    (["parallel.grid=[0, 1]"], "parallel.grid", "positive integers"),
+    (["sampler.name=heatbath", "theory.name=u1"], "sampler.name", "'heatbath' is not supported"),
+    (["theory.name=su3", "theory.action=symanzik"], "theory.action", "'symanzik'"),
+    (["theory.name=su2", "theory.fermion=wilson"], "theory.fermion", "'wilson'"),
+    (["sampler.fine_steps=2"], "sampler.fine_steps", "not supported with parallel.grid"),
+])
+def test_grid_is_refused_in_one_line_before_anything_is_written(tmp_path, capsys, sets, key,
+                                                                 words):
+    from lattice_ml.cli.main import main
+    cfg = _grid_config(tmp_path / "c.toml")
+    out = tmp_path / "out"
+    argv = ["run", str(cfg), "--out", str(out)] + [a for s in sets for a in ("--set", s)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and key in err[0] and words in err[0], err
+    assert not out.exists()
+
+
+def test_grid_on_one_process_records_the_split_and_resumes_to_the_same_bits(tmp_path):
+    """``grid = [1, 1]`` on one process runs the decomposed path (the summary records grid and
+    block); a run stopped at its checkpoint and extended equals the uninterrupted run bit for
+    bit; resuming it without a grid is refused (other random numbers)."""
+    import json
+
+    from lattice_ml.cli.main import main
+    cfg = _grid_config(tmp_path / "c.toml", n=5)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["parallel"] == {
+        "ranks": 1, "grid": [1, 1], "block_shape": [8, 4], "chains_per_rank": [2]}
+    assert main(["run", "--resume", str(tmp_path / "a"), "--set", "sampler.n_samples=7",
+                 "--set", "parallel.grid=[1, 1]"]) == 0
+    full = _grid_config(tmp_path / "f.toml", n=7)
+    assert main(["run", str(full), "--out", str(tmp_path / "b")]) == 0
+    _same_physics(tmp_path / "a", tmp_path / "b")
+    assert main(["run", "--resume", str(tmp_path / "a"), "--set", "sampler.n_samples=9",
+                 "--set", "parallel.grid=[]"]) == 2
+    plain = _grid_config(tmp_path / "p.toml", n=7, grid=())
+    assert main(["run", str(plain), "--out", str(tmp_path / "p")]) == 0
+    hp, hb = np.load(tmp_path / "p" / "history.npz"), np.load(tmp_path / "b" / "history.npz")
+    assert not np.array_equal(hp["phi2"], hb["phi2"])  # another generator: another ensemble
+    assert json.loads((tmp_path / "p" / "summary.json").read_text())["parallel"] == {
+        "ranks": 1, "chains_per_rank": [2]}
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_grid_su3_on_two_ranks_equals_one_process_and_resumes_on_one(tmp_path):
+    """SU(3) 4^4 HMC, ``mpiexec -n 2`` with ``grid = [2, 1, 1, 1]`` against one process with
+    ``[1, 1, 1, 1]``: history.npz, the checkpoint and every summary entry bit for bit (but the
+    decomposition record, ``config.parallel.grid`` and the timings); the 2-rank checkpoint
+    extended on one process equals the one-process run made with the larger n_samples."""
+    import json
+    one = _grid_config(tmp_path / "one.toml", "su3", (4, 4, 4, 4), (1, 1, 1, 1), n=5)
+    cli(0, "run", one, "--out", tmp_path / "one")
+    cli(2, "run", one, "--out", tmp_path / "two", "--set", "parallel.grid=[2, 1, 1, 1]")
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["parallel"] == {
+        "ranks": 2, "grid": [2, 1, 1, 1], "block_shape": [2, 4, 4, 4], "chains_per_rank": [2, 2]}
+    _same_physics(tmp_path / "one", tmp_path / "two")
+    cli(0, "run", "--resume", tmp_path / "two", "--set", "sampler.n_samples=6",
+        "--set", "parallel.grid=[1, 1, 1, 1]")
+    longer = _grid_config(tmp_path / "l.toml", "su3", (4, 4, 4, 4), (1, 1, 1, 1), n=6)
+    cli(0, "run", longer, "--out", tmp_path / "longer")
+    _same_physics(tmp_path / "two", tmp_path / "longer")
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_grid_phi4_on_one_process_resumes_on_two_ranks_to_the_same_bits(tmp_path):
+    """φ⁴ 8x4: a one-process run with ``grid = [1, 1]`` extended under ``mpiexec -n 2`` with
+    ``[1, 2]`` (block 8x2: halo exchange in the short direction) equals the uninterrupted
+    one-process run bit for bit; a grid for 4 ranks on 2 ends both with one error line."""
+    one = _grid_config(tmp_path / "one.toml", n=5)
+    cli(0, "run", one, "--out", tmp_path / "one")
+    cli(2, "run", "--resume", tmp_path / "one", "--set", "sampler.n_samples=7",
+        "--set", "parallel.grid=[1, 2]")
+    full = _grid_config(tmp_path / "full.toml", n=7)
+    cli(0, "run", full, "--out", tmp_path / "full")
+    _same_physics(tmp_path / "one", tmp_path / "full")
+    bad = cli(2, "run", one, "--out", tmp_path / "bad", "--set", "parallel.grid=[2, 2]",
+              check=False)
+    assert bad.returncode == 2, bad.stderr
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("lattice-ml: error")]
+    assert len(errors) == 1 and "needs 4 MPI rank(s)" in errors[0], bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -168,6 +168,12 @@ def _check_value(key: str, p: Param, value: Any, source: str | None,
         return value
     elif p.kind == "shape":
         return _check_shape(key, value, source)
+    elif p.kind == "ints":
+        if not isinstance(value, list) or any(isinstance(n, bool) or not isinstance(n, int)
+                                               or n < 1 for n in value):
+            raise ConfigError(key, f"must be a list of positive integers like [2, 1], got "
+                                   f"{_type_name(value)} {_fmt(value)}", source)
+        return [int(n) for n in value]
     else:  # pragma: no cover - schema error
         raise AssertionError(f"unknown parameter kind {p.kind!r}")
 

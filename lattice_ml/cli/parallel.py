@@ -18,6 +18,20 @@ rank prints ``lattice-ml: error: rank R: ...`` and aborts all ranks.
 The ``[parallel]`` table: ``chains = true`` (default) splits the chains when the command is
 started by an MPI launcher; with ``chains = false`` or without a launcher the run is a plain
 one-process run (rank 0 alone; other ranks exit).
+
+Sites over ranks: ``grid = [g_0, ..., g_{D-1}]`` (product = the ranks, ``L_mu % g_mu == 0``)
+splits the *sites* instead (:class:`~lattice_ml.parallel.Decomposition`); every rank holds every
+chain on its block of sites. The run then draws from
+:class:`~lattice_ml.backend.CounterRandomStreams` (numbers keyed on global coordinates, one
+:class:`~lattice_ml.parallel.DomainRandomStreams` layout: the field's), so the start field, the
+momenta and the Metropolis numbers are the same on every grid, one rank with ``grid = [1, ...,
+1]`` included; the HMC steps act on :class:`~lattice_ml.parallel.DomainArray` blocks (forces
+with halo exchange, actions and ΔH reproducible global sums); the field is gathered (exact
+copies) for the measurements, the checkpoints and the saved configurations, which rank 0 makes
+and writes. So ``history.npz`` and the summary's physics are bit-identical on every grid; a
+checkpoint holds the global field and resumes on any grid (``--resume DIR --set
+parallel.grid=[...]``). Supported (:data:`GRID_SUPPORTED`, :func:`parallel_rules`): HMC for φ⁴
+and for pure-gauge U(1)/SU(N) with the Wilson action, without ``fine_steps`` or a start file.
 """
 
 from __future__ import annotations
@@ -31,7 +45,13 @@ import numpy as np
 from ..parallel import SERIAL, Communicator, launched_by_mpi, world
 
 __all__ = ["main", "entered", "launched_by_mpi", "run_communicator", "announce", "decomposition", "check_supported",
-           "gather_history", "gather_states", "own_chains"]
+           "gather_history", "gather_states", "own_chains", "grid_of", "parallel_rules",
+           "site_decomposition", "GRID_SUPPORTED"]
+
+GRID_SUPPORTED = ("sampler.name = 'hmc' with theory.name = 'phi4', or 'u1', 'su2', 'su3', 'suN' "
+                  "with theory.action = 'wilson' and no fermions; sampler.fine_steps = 0; no "
+                  "run.start_file")
+"""What a run with ``parallel.grid`` supports (the rest is refused in one line naming the key)."""
 
 _STATE = {"comm": None, "announced": False, "entered": False}
 
@@ -48,22 +68,93 @@ def _comm() -> Communicator:
     return _STATE["comm"]
 
 
+def grid_of(config: dict) -> tuple[int, ...] | None:
+    """``parallel.grid`` as a tuple, ``None`` when the sites are not split."""
+    grid = config.get("parallel", {}).get("grid", [])
+    return tuple(int(g) for g in grid) if grid else None
+
+
+def _ranks() -> int:
+    return _comm().size if launched_by_mpi() else 1
+
+
+def parallel_rules(c: dict) -> None:
+    """The ``[parallel]`` rules: a grid of one entry per direction that divides the lattice,
+    whose product is the number of ranks, and a job the decomposed run supports
+    (:data:`GRID_SUPPORTED`). Raise :class:`~lattice_ml.cli.errors.ConfigError` naming the key."""
+    from .errors import ConfigError
+    grid = grid_of(c)
+    if grid is None:
+        return
+    shape = c["lattice"]["shape"]
+    if len(grid) != len(shape):
+        raise ConfigError("parallel.grid", f"{list(grid)} has {len(grid)} entries, the lattice "
+                          f"{shape} has {len(shape)} directions: give one per direction")
+    for mu, (L, g) in enumerate(zip(shape, grid)):
+        if L % g:
+            raise ConfigError("parallel.grid", f"entry [{mu}] = {g} does not divide "
+                              f"lattice.shape[{mu}] = {L}: the blocks must be equal")
+    ranks, product = _ranks(), int(np.prod(grid))
+    if product != ranks:
+        how = (f"this launch has {ranks}" if launched_by_mpi()
+               else "this is one process (no MPI launcher)")
+        raise ConfigError("parallel.grid", f"{list(grid)} needs {product} MPI rank(s) "
+                          f"(mpiexec -n {product} lattice-ml run ...), {how} (a resumed "
+                          f"run may change it: --set parallel.grid=[...])")
+    if not c["parallel"]["chains"] and ranks > 1:
+        raise ConfigError("parallel.chains", "false runs on one process; a grid over several "
+                          "ranks needs them (with a grid the ranks split the sites and every "
+                          "rank holds every chain): remove the key or the grid")
+    th, sm = c["theory"], c["sampler"]
+    why = None
+    if sm["name"] != "hmc":
+        why = ("sampler.name", f"{sm['name']!r}")
+    elif th["name"] not in ("phi4", "u1", "su2", "su3", "suN"):
+        why = ("theory.name", f"{th['name']!r}")
+    elif th["name"] != "phi4" and th.get("action", "wilson") != "wilson":
+        why = ("theory.action", f"{th['action']!r}")
+    elif th.get("fermion", "none") != "none":
+        why = ("theory.fermion", f"{th['fermion']!r}")
+    elif sm.get("fine_steps", 0):
+        why = ("sampler.fine_steps", f"{sm['fine_steps']}")
+    elif c["run"].get("start_file"):
+        why = ("run.start_file", "a start file")
+    if why is not None:
+        raise ConfigError(why[0], f"{why[1]} is not supported with parallel.grid (supported: "
+                          f"{GRID_SUPPORTED}); remove parallel.grid to run it on one process "
+                          f"or split the chains")
+
+
+def site_decomposition(config: dict, comm: Communicator):
+    """The :class:`~lattice_ml.parallel.Decomposition` of a run with ``parallel.grid`` over
+    ``comm`` (``None`` without a grid)."""
+    grid = grid_of(config)
+    if grid is None:
+        return None
+    from ..parallel import Decomposition
+    return Decomposition(comm, config["lattice"]["shape"], grid)
+
+
 def run_communicator(config: dict) -> Communicator:
-    """The communicator a run of ``config`` splits its chains over (one rank unless launched by
-    MPI with ``parallel.chains = true``)."""
-    if not config.get("parallel", {}).get("chains", True):
+    """The communicator a run of ``config`` splits its chains (or, with ``parallel.grid``, its
+    sites) over: one rank unless launched by MPI with ``parallel.chains = true`` or a grid."""
+    if not config.get("parallel", {}).get("chains", True) and grid_of(config) is None:
         return SERIAL
     return _comm() if launched_by_mpi() else SERIAL
 
 
-def decomposition(comm: Communicator, n_chains: int) -> dict:
-    """The summary's record of the split: ranks and chains per rank."""
+def decomposition(comm: Communicator, n_chains: int, dec=None) -> dict:
+    """The summary's record of the split: ranks and chains per rank, or with a site
+    decomposition ``dec`` the grid of ranks and the block of sites of each rank."""
+    if dec is not None:
+        return {"ranks": comm.size, "grid": list(dec.dims), "block_shape": list(dec.local_shape),
+                "chains_per_rank": [n_chains] * comm.size}
     return {"ranks": comm.size, "chains_per_rank": list(comm.chains(n_chains).counts)}
 
 
 def check_supported(config: dict, job, comm: Communicator) -> None:
     """ConfigError for what stage 1 does not split over ranks."""
-    if comm.size == 1:
+    if comm.size == 1 or grid_of(config) is not None:  # a grid: checked by parallel_rules
         return
     from .config import ConfigError
     n = config["sampler"]["n_chains"]

@@ -53,11 +53,12 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..backend import RandomStreams, backend_name, namespace_by_name, to_numpy
+from ..backend import (CounterRandomStreams, RandomStreams, backend_name, namespace,
+                       namespace_by_name, to_numpy)
 from ..dispatch import ENV_VAR, current_mode, kernel_mode
 from ..parallel import SERIAL
 from .parallel import (announce, check_supported, decomposition, gather_history, gather_states,
-                       own_chains, run_communicator)
+                       own_chains, run_communicator, site_decomposition)
 from ..io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..groups import reunitarize, unitarity_deviation
 from ..samplers.tuning import adapted_n_steps
@@ -78,6 +79,10 @@ MUTABLE_ON_RESUME = ("run.progress", "run.checkpoint_every", "run.checkpoint_sec
 EXTENDABLE = "sampler.n_samples"
 """The key that ``--resume`` may raise to extend a run (also a completed one with its final
 checkpoint): the continuation is bit-identical to a run made with the larger value."""
+REGRIDDABLE = "parallel.grid"
+"""The key that ``--resume`` may change from one grid of ranks to another (the results are the
+same bits on every grid); a run with a grid and one without draw different random numbers, so
+that change is refused."""
 
 
 class RunError(RuntimeError):
@@ -101,6 +106,7 @@ class ResumeError(ValueError):
 
 
 def _finite(field, xp) -> bool:
+    xp = namespace(field)  # a decomposed field: a global (reproducible) sum
     total = xp.sum(xp.abs(field), axis=tuple(range(1, field.ndim)))
     return bool(np.all(np.isfinite(to_numpy(total))))
 
@@ -141,6 +147,8 @@ def _comparable(config: dict) -> dict:
     for dotted in MUTABLE_ON_RESUME:
         section, key = dotted.split(".")
         c.get(section, {}).pop(key, None)
+    if "grid" in c.get("parallel", {}):  # any grid gives the same bits; none draws differently
+        c["parallel"]["grid"] = "a grid of ranks" if c["parallel"]["grid"] else "no grid"
     return c
 
 
@@ -224,10 +232,13 @@ def prepare_resume(directory: str | Path, overrides=()) -> tuple[dict, Path, dic
     if not (out / CONFIG_NAME).is_file():
         raise ResumeError(f"cannot resume {out}: it has no {CONFIG_NAME}")
     for key in keys:
-        if key not in MUTABLE_ON_RESUME and key != EXTENDABLE:
+        if key not in MUTABLE_ON_RESUME and key not in (EXTENDABLE, REGRIDDABLE):
             raise ConfigError(key, "cannot be changed when resuming (only "
-                              + ", ".join((*MUTABLE_ON_RESUME, EXTENDABLE)) + ")", "--set")
-    base = load_config(out / CONFIG_NAME, [])
+                              + ", ".join((*MUTABLE_ON_RESUME, EXTENDABLE, REGRIDDABLE)) + ")",
+                              "--set")
+    # a new grid of ranks is applied to the base too: the saved one may not fit this launch
+    regrid = [text for text, key in zip(overrides, keys) if key == REGRIDDABLE]
+    base = load_config(out / CONFIG_NAME, regrid)
     config = load_config(out / CONFIG_NAME, overrides) if overrides else base
     if extending and not (out / CHECKPOINT_NAME).exists():
         raise ResumeError(f"cannot extend {out}: it has no {CHECKPOINT_NAME} (the final state "
@@ -240,7 +251,7 @@ def prepare_resume(directory: str | Path, overrides=()) -> tuple[dict, Path, dic
                 p.unlink()
     # an extension rewrites config.toml only with its summary (lattice_ml.cli.main), so that a
     # failed extension leaves the completed run's config and summary together
-    if config != base and not extending:
+    if (config != base or regrid) and not extending:
         atomic_write_text(out / CONFIG_NAME, dump_toml(config))
     return config, out, state
 
@@ -253,6 +264,17 @@ ADAPT_WINDOW = 10
 ADAPT_FRACTION = 0.8
 """Adaptation stops after this fraction of ``sampler.n_therm``: the rest of the thermalisation
 runs with the final step count, as the measurements do."""
+
+
+def _field_layout(job, config: dict) -> tuple[int, tuple]:
+    """``(site_axis, tails)`` of the field of ``job`` (:class:`~lattice_ml.parallel.
+    DomainRandomStreams`): φ⁴ ``[batch, *sites]`` draws its start field and momenta with no
+    trailing axes; links ``[batch, D, *sites, N, N]`` draw Haar links (``(N, N)``) and algebra
+    momenta (``(n_generators,)``)."""
+    if job.N is None:
+        return 1, ((),)
+    from ..groups import n_generators
+    return 2, ((job.N, job.N), (n_generators(job.N),))
 
 
 def _start_field(job, config: dict, rng, xp, block=None):
@@ -429,10 +451,17 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
     job = build_job(config)
     check_supported(config, job, comm)
     announce(comm, config, resume)
-    block = comm.chains(n_chains)
+    # sites over ranks (parallel.grid): every rank holds every chain on its block of sites
+    dec = site_decomposition(config, comm)
+    chain_comm = comm if dec is None else SERIAL
+    block = chain_comm.chains(n_chains)
     root = comm.is_root
-    rng = RandomStreams(run["seed"], block.count, xp, dtype=run["dtype"],
-                        first_chain=block.start)
+    if dec is None:
+        rng = RandomStreams(run["seed"], block.count, xp, dtype=run["dtype"],
+                            first_chain=block.start)
+    else:
+        rng = dec.random(CounterRandomStreams(run["seed"], n_chains, xp, dtype=run["dtype"]),
+                         *_field_layout(job, config))
     bars = Progress(None, "", progress)
     training = None
     if job.prepare is not None:
@@ -454,7 +483,14 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
     else:
         saved = resume["field"][block.slice]
         field = xp.asarray(saved, dtype=getattr(xp, saved.dtype.name))
-        rng.set_state(own_chains(resume["rng"], block))
+        if dec is not None:
+            field = dec.scatter(field, _field_layout(job, config)[0])
+        try:
+            rng.set_state(own_chains(resume["rng"], block))
+        except ValueError as exc:  # a checkpoint with a grid resumed without one, or vice versa
+            raise ResumeError(f"the checkpoint's random streams do not fit this run ({exc}): "
+                              f"a run with parallel.grid resumes with a grid (any), one without "
+                              f"without") from None
         k0, elapsed0 = int(resume["next_update"]), float(resume["elapsed_s"])
         segments = int(resume.get("segments", 1)) + 1
         if not 0 <= k0 <= total or int(resume["total_updates"]) > total:
@@ -497,8 +533,9 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
             return
         ck = {"config": config, "next_update": k, "total_updates": total,
               "elapsed_s": elapsed0 + time.perf_counter() - t_start, "segments": segments,
-              "field": comm.gather_chains(field), "rng": gather_states(comm, rng.state()),
-              "history": {key: gather_history(comm, v, block) for key, v in hist.items()},
+              "field": comm.gather_chains(field) if dec is None else field.gather(),
+              "rng": gather_states(chain_comm, rng.state()),
+              "history": {key: gather_history(chain_comm, v, block) for key, v in hist.items()},
               "small_run_reason": reason or "",
               "tuning": {"n_steps": state["n_steps"] or 0, "window": list(state["window"]),
                          "max_unitarity_deviation": state["max_dev"],
@@ -563,7 +600,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                 for key, val in getattr(info, "history", {}).items():
                     hist.setdefault(key, []).append(host(val))
             elif adapt and k < adapt_until:
-                state["window"].append(comm.allgather_chains(host(info.delta_h)))
+                state["window"].append(chain_comm.allgather_chains(host(info.delta_h)))
                 if len(state["window"]) == ADAPT_WINDOW:
                     n_new, state["unstable"] = adapted_n_steps(
                         state["n_steps"], np.stack(state["window"]), sm["target_acceptance"],
@@ -574,15 +611,19 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                         sampler = job.with_n_steps(n_new)
             if measuring and (k - n_pre + 1) % every == 0:
                 i_meas = (k - n_pre + 1) // every - 1
-                measured = (job.measure(field, rng, i_meas) if job.indexed_measure
-                            else job.measure(field, rng))
-                for key, val in measured.items():
-                    hist.setdefault(key, []).append(host(val))
-                if job.measure_gauge is not None and i_meas % measure_every == 0:
-                    for key, val in job.measure_gauge(job.to_field(field)).items():
+                # sites over ranks: rank 0 measures the gathered field (exact copies) with the
+                # one-process code (the supported measurements draw no random numbers)
+                seen = field if dec is None else field.gather()
+                if dec is None or root:
+                    measured = (job.measure(seen, rng, i_meas) if job.indexed_measure
+                                else job.measure(seen, rng))
+                    for key, val in measured.items():
                         hist.setdefault(key, []).append(host(val))
+                    if job.measure_gauge is not None and i_meas % measure_every == 0:
+                        for key, val in job.measure_gauge(job.to_field(seen)).items():
+                            hist.setdefault(key, []).append(host(val))
                 if save_every and (i_meas + 1) % save_every == 0:
-                    full = comm.gather_chains(job.to_field(field))
+                    full = comm.gather_chains(job.to_field(field)) if dec is None else seen
                     if root:
                         save_configuration(Path(out_dir), config, full, k + 1)
             shown = {"phase": "meas" if measuring else "therm" if k < n_therm else "train"}
@@ -604,12 +645,12 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
 
         # [time, chain, ...] -> [chain, time, ...], all chains on rank 0, gathered in the
         # memory layout of one process (NumPy's sums over a view depend on the layout)
-        gathered = {k: gather_history(comm, v, block) for k, v in hist.items()}
+        gathered = {k: gather_history(chain_comm, v, block) for k, v in hist.items()}
         arrays = {k: np.moveaxis(np.ascontiguousarray(v), 0, 1) for k, v in gathered.items()
                   if v is not None}
         deviation = None
         if job.N is not None:
-            deviation = max(comm.allgather(unitarity_deviation(job.to_field(field))))
+            deviation = max(comm.allgather(float(unitarity_deviation(job.to_field(field)))))
             state["max_dev"] = max(comm.allgather(state["max_dev"]))
         if comm.size > 1:
             signum = comm.bcast(stop.signum)
@@ -640,7 +681,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         "n_chains": n_chains,
         "n_therm": n_therm,
         "n_samples": n_samples,
-        "parallel": decomposition(comm, n_chains),
+        "parallel": decomposition(comm, n_chains, dec),
     }
     if run.get("start_file"):
         summary["start_file"] = run["start_file"]

@@ -32,7 +32,8 @@ REQUIRED: Any = _Required()
 class Param:
     """One configuration key.
 
-    kind : ``"int"``, ``"float"``, ``"str"``, ``"bool"`` or ``"shape"`` (list of 2–4 even ints ≥ 2).
+    kind : ``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"shape"`` (list of 2–4 even ints ≥ 2)
+        or ``"ints"`` (list of positive ints, possibly empty).
     default : value used when no layer sets the key (:data:`REQUIRED`: must be set).
     minimum, maximum : inclusive bounds (``None``: unbounded); ``exclusive_minimum`` makes the
         lower bound strict.
@@ -334,6 +335,14 @@ SAMPLERS: dict[str, Table] = {"hmc": _HMC, "heatbath": _HEATBATH, "flow": _FLOW,
 
 PLANNED_SAMPLERS: tuple[str, ...] = ()
 
+def _parallel_rules(c: dict) -> None:
+    """The ``[parallel]`` rules (:func:`lattice_ml.cli.parallel.parallel_rules`: the grid
+    against the lattice, the ranks and what the decomposed run supports)."""
+    from .parallel import parallel_rules
+
+    parallel_rules(c)
+
+
 def _planned(words: tuple[str, ...]) -> str:
     return f" (not implemented yet: {', '.join(words)})" if words else ""
 
@@ -463,7 +472,11 @@ SCHEMA: dict[str, Table] = {
             "chains": Param("bool", True,
                             doc="under mpiexec, split sampler.n_chains over the ranks in "
                                 "contiguous blocks (results identical to one process)"),
+            "grid": Param("ints", [],
+                          doc="ranks per direction [g0, g1, ...] (product = the ranks): split "
+                              "the sites in blocks; [] = no site split"),
         },
+        checks=(_parallel_rules,),
     ),
 }
 """The whole schema: table name → :class:`Table`."""

@@ -50,10 +50,11 @@ class Decomposition:
                              f"{tuple(field.shape)} are not the lattice {self.shape}")
         return DomainArray(field[self.block(field.ndim, site_axis)], self, site_axis)
 
-    def random(self, rng, site_axis: int) -> "DomainRandomStreams":
-        """``rng`` (a :class:`~lattice_ml.backend.CounterRandomStreams`) drawing fields with
-        site axes from ``site_axis`` as this rank's block (:class:`DomainRandomStreams`)."""
-        return DomainRandomStreams(rng, self, site_axis)
+    def random(self, rng, site_axis: int, tails=None) -> "DomainRandomStreams":
+        """``rng`` (a :class:`~lattice_ml.backend.CounterRandomStreams`) drawing fields of one
+        layout (site axes from ``site_axis``, trailing shapes ``tails``) as this rank's block
+        (:class:`DomainRandomStreams`)."""
+        return DomainRandomStreams(rng, self, site_axis, tails)
 
 
 def _refuse(name: str, why: str):
@@ -354,32 +355,64 @@ def _axes_of(axis, ndim) -> tuple[int, ...]:
 
 
 class DomainRandomStreams:
-    """A :class:`~lattice_ml.backend.CounterRandomStreams` whose draws with the lattice's
-    sites at axis ``site_axis`` of ``[n_chains, *shape]`` come out as this rank's block
-    (:class:`DomainArray`) with exactly the numbers of the global draw (``block=``); other
-    draws (``uniform(())`` of a Metropolis step) are drawn whole. Every rank draws the same
-    sequence of draws, so the streams stay in step. The shape alone decides: where internal
-    extents equal the lattice's (4⁴ with spin 4), a draw of another layout from this stream
-    (a pseudofermion ``[*sites, 4, 3]`` from a ``site_axis=2`` stream) is cut on the wrong
-    axes, so use one stream per layout (fermion HMC with one stream is not supported yet)."""
+    """A :class:`~lattice_ml.backend.CounterRandomStreams` that draws the fields of **one
+    layout** as this rank's block (:class:`DomainArray`) with exactly the numbers of the global
+    draw (``block=``), and refuses draws of other layouts.
 
-    def __init__(self, rng, dec: Decomposition, site_axis: int):
+    The layout is the first site axis ``site_axis`` of the global array ``[n_chains, *shape]``
+    and, optionally, the trailing shapes ``tails`` allowed after the sites (links
+    ``[B, D, *sites, N, N]`` with algebra momenta ``[B, D, *sites, n_gen]``: ``site_axis = 2``,
+    ``tails = ((N, N), (n_gen,))``). A draw of ``shape`` is
+
+    * a **site draw** when the lattice extents are at ``site_axis`` (and, with ``tails``, the
+      axes after them are one of ``tails``): cut to the block;
+    * drawn **whole** when the lattice extents occur nowhere in ``[n_chains, *shape]`` (the
+      ``uniform(())`` of a Metropolis step, a trajectory length);
+    * **refused** (``ValueError``) otherwise: a draw that holds the lattice's extents elsewhere
+      (a pseudofermion ``[B, *sites, 4, 3]`` from a stream made for links), or, without
+      ``tails``, a site draw whose extents also fit the lattice at another axis (on a 4⁴
+      lattice with D = 4 the momenta ``[B, 4, 4, 4, 4, 4, 8]`` read as sites from axis 1 or
+      2): there the shape cannot say which axes are the sites, so give ``tails``.
+
+    So a draw is never cut on the wrong axes, except for a draw of another layout whose shape
+    is exactly one of this layout's (U(1) on a 4D 4⁴ lattice: a pseudofermion ``[B, *sites, 4,
+    1]`` has the shape of the momenta ``[B, 4, *sites, 1]``); no layout of the command's runs
+    meets that (fermions are not decomposed by the command). Every rank draws the same sequence
+    of draws, so the streams stay in step."""
+
+    def __init__(self, rng, dec: Decomposition, site_axis: int, tails=None):
         if getattr(rng, "kind", None) != "counter":
             raise TypeError("DomainRandomStreams needs CounterRandomStreams (numbers keyed on "
                             "global coordinates)")
         self.rng, self.dec, self.site_axis = rng, dec, int(site_axis)
+        if self.site_axis < 1:
+            raise ValueError(f"site_axis {site_axis}: axis 0 is the chains")
+        self.tails = None if tails is None else tuple(tuple(int(n) for n in t) for t in tails)
 
     def __getattr__(self, name):
         return getattr(self.rng, name)
 
+    def _lattice_at(self, full: tuple) -> list[int]:
+        D, L = self.dec.D, self.dec.shape
+        return [p for p in range(1, len(full) - D + 1) if full[p:p + D] == L]
+
     def _draw(self, method, shape, *args):
         shape = tuple(int(s) for s in shape)
-        a = self.site_axis - 1
-        if shape[a:a + self.dec.D] != self.dec.shape:
+        full, a, D = (self.rng.n_chains,) + shape, self.site_axis, self.dec.D
+        at = self._lattice_at(full)
+        if not at:
             return getattr(self.rng, method)(*args, shape)
-        block = self.dec.block(len(shape), a)
+        ok = a in at and (self.tails is None or full[a + D:] in self.tails)
+        if not ok or (self.tails is None and len(at) > 1):
+            tails = "" if self.tails is None else f" and trailing shapes {list(self.tails)}"
+            why = ("its extents also fit the lattice at axes " + ", ".join(map(str, at))
+                   + ": give the stream its layout's tails" if ok else
+                   "it holds the lattice's extents but not in this stream's layout")
+            raise ValueError(f"DomainRandomStreams (sites from axis {a}{tails}): a draw of "
+                             f"shape {list(full)} is refused: {why} (one stream per layout)")
+        block = self.dec.block(len(shape), a - 1)
         local = getattr(self.rng, method)(*args, shape, block=block)
-        return DomainArray(local, self.dec, self.site_axis)
+        return DomainArray(local, self.dec, a)
 
     def normal(self, shape=()):
         return self._draw("normal", shape)
@@ -392,4 +425,3 @@ class DomainRandomStreams:
 
     def integers(self, high, shape=()):
         return self._draw("integers", shape, high)
-

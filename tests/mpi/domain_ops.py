@@ -46,10 +46,12 @@ def compute(xp, dec=None):
 
     def rng(seed, site_axis):
         r = CounterRandomStreams(seed, B, xp)
-        return r if dec is None else dec.random(r, site_axis)
+        tails = ((3, 3), (8,)) if site_axis == 2 else ((),)   # links+momenta / phi^4
+        return r if dec is None else dec.random(r, site_axis, tails)
 
     if dec is not None:
-        drawn = dec.random(CounterRandomStreams(12, B, xp), 1).complex_normal(SHAPE + (4, 3))
+        drawn = dec.random(CounterRandomStreams(12, B, xp), 1, ((4, 3),)).complex_normal(
+            SHAPE + (4, 3))
         assert isinstance(drawn, DomainArray)
         assert np.array_equal(host(drawn), host(psi)), "block draw differs from the global one"
         U, psi, phi = dec.scatter(U, 2), dec.scatter(psi, 1), dec.scatter(phi, 1)
