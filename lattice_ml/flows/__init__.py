@@ -11,9 +11,12 @@ Every layer maps ``(x, logJ) -> (y, logJ + log|det dy/dx|)`` on arrays with the 
   parameters, closed-form log-det, adjoint gradients);
 * :mod:`.loop_functions` — class functions of loops (Re Tr W², Re (Tr W)², |Tr W|²) as flow
   terms, with closed-form group Laplacians;
+* :mod:`.loop_pairs` — functions of two plaquettes sharing a link (Re A Re B, Im A Im B, the
+  loop through the link twice) as flow terms, with closed-form group Laplacians;
 * :mod:`.gradient_flow_inverse` — the exact vjp of the gradient flow's discrete inverse (forward
   KL and path gradients for gauge flows);
-* :mod:`.trivializing` — Lüscher's leading-order trivialising map as such a flow;
+* :mod:`.trivializing` — Lüscher's trivialising map as such a flow (leading order, and the full
+  next-to-leading order in 2D);
 * :mod:`.u1_coupling` — gauge-equivariant coupling flows for 2D U(1) (masked plaquette
   couplings, NCP-mixture circle transforms, exact log-det).
 

@@ -32,6 +32,17 @@ constant, ``div Z = sum_i c_i n_i sum_W (Delta f_i)(W)`` stays in closed form
 terms keep the stout vector field and its Numba kernels; the class-function terms are computed
 by the array-API code of that module and added to the stage exponents.
 
+Functions of two plaquettes ("plaquette pairs")
+-----------------------------------------------
+``"plaquette_pair:re_re"`` (``Re Tr W_a Re Tr W_b``), ``"plaquette_pair:im_im"``
+(``Im Tr W_a Im Tr W_b``) and ``"plaquette_pair:twice"`` (``Re Tr(W_a W_b)``, the loop through
+the shared link twice) sum over the pairs of coplanar plaquettes on either side of every link,
+both read from it (``W = U_l S``); together with ``"rectangle"`` (``Re Tr(W_a W_b^dagger)``)
+they span a space closed under the group Laplacian, so their divergence is again in closed form
+(:mod:`lattice_ml.flows.loop_pairs`: values, vector field, Laplacian, pull-back). They are the
+two-plaquette terms of Lüscher's NLO map (:mod:`lattice_ml.flows.trivializing`). Their recorded
+length in ``lengths`` is 8 (two plaquettes).
+
 The coefficients are smooth in t, ``c_i(t) = sum_j theta_ij P_j(2t - 1)`` with Legendre
 polynomials ``P_j``, ``j < n_t``: ``theta`` ``[n_W, n_t]`` is the whole parameter set (the
 ``n_t x n_W`` count of Bacchio, Kessel, Schaefer & Vaitl, PRD 107 (2023) L051504).
@@ -104,6 +115,8 @@ from ..smearing.loop_sets import custom_loops, polyakov_loops, resolve_loops
 from ..smearing.stout import stout_generator, stout_generator_pullback
 from .loop_functions import (FUNCTIONS, casimir, laplacian, loop_function_field,
                              loop_function_pullback, loop_function_sums, loop_readings)
+from .loop_pairs import (PAIR_FUNCTIONS, check_pair_terms, pair_field, pair_laplacian,
+                         pair_pullback, pair_readings, pair_sums)
 
 __all__ = ["GradientFlow", "SCHEMES", "casimir", "loop_lengths", "legendre_basis"]
 
@@ -115,6 +128,8 @@ SCHEMES = {
     "euler": {"alpha": ((1.0,),), "c": (0.0,), "q": (1.0,), "order": 1},
 }
 _NAMED = ("plaquette", "rectangle", "chair", "polyakov")
+#: the length recorded for a plaquette-pair term (two plaquettes: 8 link visits)
+PAIR_LENGTH = 8
 
 
 def legendre_basis(t: float, n_t: int) -> np.ndarray:
@@ -188,6 +203,15 @@ def _loop_specs(loops, shape) -> tuple[list, list[str], list[str]]:
     specs, names, funcs = [], [], []
     for entry in loops:
         item, fname = _split_term(entry)
+        if item == "plaquette_pair":
+            if fname not in PAIR_FUNCTIONS:
+                raise ValueError(f"a plaquette-pair term needs one of "
+                                 f"{', '.join(PAIR_FUNCTIONS)}, e.g. 'plaquette_pair:re_re', "
+                                 f"not {entry!r}")
+            specs.append(None)
+            names.append("plaquette_pair:" + fname)
+            funcs.append("pair:" + fname)
+            continue
         if fname not in FUNCTIONS:
             raise ValueError(f"unknown loop function {fname!r} in {entry!r}; choose from "
                              f"{', '.join(FUNCTIONS)}")
@@ -257,9 +281,17 @@ class GradientFlow:
             raise ValueError(f"a term is given twice in loops: {self.loop_names}")
         if N == 1 and "abs_tr_sq" in self.functions:
             raise ValueError("|Tr W|^2 = 1 for U(1): a constant is no flow term")
-        all_sets = resolve_loops(specs, self.D)
+        #: the plaquette-pair terms ``[(term, function)]`` (:mod:`lattice_ml.flows.loop_pairs`)
+        self._pairs = [(i, f[5:]) for i, f in enumerate(self.functions) if f.startswith("pair:")]
+        if self._pairs:
+            check_pair_terms([f for _, f in self._pairs], N, self.shape)
+        loop_idx = [i for i, sp in enumerate(specs) if sp is not None]
+        sets = resolve_loops([specs[i] for i in loop_idx], self.D)
+        lens = loop_lengths(sets, self.shape)
+        all_sets, self.lengths = [None] * len(specs), [PAIR_LENGTH] * len(specs)
+        for i, st, n in zip(loop_idx, sets, lens):
+            all_sets[i], self.lengths[i] = st, n
         #: per term (row of theta): the loop length n_i
-        self.lengths = loop_lengths(all_sets, self.shape)
         self.n_w = len(all_sets)
         # the plain Re Tr W terms go through stout_generator (Numba kernels); the other class
         # functions through lattice_ml.flows.loop_functions, grouped by loop type
@@ -268,7 +300,7 @@ class GradientFlow:
         self.loopsets = [all_sets[i] for i in self._plain]
         groups = {}
         for i, f in enumerate(self.functions):
-            if f != "re_tr":
+            if f != "re_tr" and not f.startswith("pair:"):
                 key = self.loop_names[i].rpartition(":")[0]
                 groups.setdefault(key, (all_sets[i], self.lengths[i], []))[2].append((i, f))
         n_sites = math.prod(self.shape)
@@ -353,7 +385,13 @@ class GradientFlow:
                 for (_, _, _, terms), rd in zip(self._tf_types, readings):
                     V = loop_function_field(W, rd, {f: eps * ch[i] for i, f in terms})
                     Z = V if Z is None else Z + V
-            w, tfs = None, None
+            pairs = None
+            if self._pairs:
+                ch = self._host_coefficients(ts) if ch is None else ch
+                pairs = pair_readings(W)
+                V = pair_field(W, pairs, {f: eps * ch[i] for i, f in self._pairs})
+                Z = V if Z is None else Z + V
+            w, tfs, plap = None, None, None
             if sch["q"][s] != 0.0:
                 div = 0.0
                 if self._plain:
@@ -366,6 +404,10 @@ class GradientFlow:
                     for (_, n, _, terms), lap in zip(self._tf_types, tfs):
                         for i, _ in terms:
                             div = div + (n * ch[i]) * lap[i]
+                if self._pairs:
+                    plap = self._pair_divergence_sums(pairs)
+                    for i, _ in self._pairs:
+                        div = div + ch[i] * plap[i]
                 dlogJ = dlogJ + sch["q"][s] * eps * div
             Zs.append(Z)
             X = Zs[0] * alpha[0]
@@ -374,7 +416,8 @@ class GradientFlow:
             E = expm_algebra(X, method=self.exp_method)
             if keep:
                 stages.append({"W": W, "t": ts, "c": c, "staples": staples, "w": w, "X": X,
-                               "E": E, "readings": readings, "ch": ch, "tf_lap": tfs})
+                               "E": E, "readings": readings, "ch": ch, "tf_lap": tfs,
+                               "pairs": pairs, "pair_lap": plap})
             if total:
                 Etot = E if Etot is None else E @ Etot
             W = E @ W
@@ -389,6 +432,14 @@ class GradientFlow:
         sums = loop_function_sums(readings, need, n)
         return {i: sum(a * sums[g] for g, a in coef.items()) + const * n_loops
                 for i, (coef, const) in laps.items()}
+
+    def _pair_divergence_sums(self, readings):
+        """``{term: sum_pairs (Delta g)}`` ``[batch]`` for the plaquette-pair terms
+        (:func:`~lattice_ml.flows.loop_pairs.pair_laplacian`, the Laplacian over all links)."""
+        laps = {i: pair_laplacian(f, self.N) for i, f in self._pairs}
+        need = sorted({g for coef in laps.values() for g in coef})
+        sums = pair_sums(readings, need)
+        return {i: sum(a * sums[g] for g, a in coef.items()) for i, coef in laps.items()}
 
     def _loop_sums(self, U, staples):
         """``w_i`` ``[batch]`` per plain type: ``(1/n_i) sum_{x,mu} Re Tr(U_mu S_i,mu)``."""
@@ -439,6 +490,12 @@ class GradientFlow:
                 G = G + G_t
                 for i, f in terms:
                     dc[i] += eps * float(to_numpy(dw[f]))
+            if self._pairs:
+                G_t, dw = pair_pullback(W, st["pairs"], {f: eps * ch[i] for i, f in self._pairs},
+                                        KZ[s])
+                G = G + G_t
+                for i, f in self._pairs:
+                    dc[i] += eps * float(to_numpy(dw[f]))
             if sch["q"][s] != 0.0:
                 k = sch["q"][s] * eps
                 gl = xp.astype(g_logJ, W.dtype)
@@ -463,6 +520,15 @@ class GradientFlow:
                             wts[g] = wts.get(g, 0.0) + nl * ch[i] * a
                         dc[i] += k * nl * float(to_numpy(xp.sum(g_logJ * lap[i])))
                     V = loop_function_field(W, rd, wts)
+                    Zd = V if Zd is None else Zd + V
+                if self._pairs:
+                    # d div / dU: the gradient of sum_terms c (Delta g), pair_laplacian's weights
+                    wts = {}
+                    for i, f in self._pairs:
+                        for g, a in pair_laplacian(f, self.N).items():
+                            wts[g] = wts.get(g, 0.0) + ch[i] * a
+                        dc[i] += k * float(to_numpy(xp.sum(g_logJ * st["pair_lap"][i])))
+                    V = pair_field(W, st["pairs"], wts)
                     Zd = V if Zd is None else Zd + V
                 if Zd is not None:
                     G = G + (k * gl)[(...,) + (None,) * (Zd.ndim - 1)] * Zd

@@ -1,4 +1,5 @@
-"""Lüscher's trivialising map at leading order, as coefficients of a :class:`GradientFlow`.
+"""Lüscher's trivialising map at leading and next-to-leading order, as coefficients of a
+:class:`GradientFlow`.
 
 Lüscher (Commun. Math. Phys. 293 (2010) 899, arXiv:0907.5491) builds the map ``F`` that carries
 the Haar measure to ``exp(-S) / Z`` as the flow of ``dU_t/dt = Z_t(U_t) U_t``, ``Z_t = -d S~_t``,
@@ -19,7 +20,7 @@ For the Wilson action ``k_plaq = beta / N`` (``S = -(beta/N) sum Re Tr P``): ``c
 beta c0 / N``, ``k_rect = beta c1 / N`` (``n = 4, 6``).
 
 Next-to-leading order (Wilson action), the single-plaquette part
-----------------------------------------------------------------------
+----------------------------------------------------------------
 At order ``beta^2`` (``<S>_t`` only adds constants) with ``S~^(1) = S / (4C)``:
 
     -Delta S~^(2)_t = -(t / 4C) dS . dS + const,
@@ -45,12 +46,32 @@ x_f f(P)`` over ``f in (re_tr2, re_tr_sq, abs_tr_sq)`` and ``Delta f = sum_g L_f
 ``Delta (Tr P)^2 = -2 (Tr P)^2 + 2``), i.e. for SU(3) ``x = (-3/5, 2/5, -1/9) beta^2 / 192``,
 for SU(2) ``x = -beta^2 / 96``, for U(1) ``x = -beta^2 / 16``
 (:func:`luscher_nlo_plaquette`). The coefficients are linear in t: ``c_f(t) = x_f t``, the
-Legendre coefficients ``(x_f / 2, x_f / 2)`` (``n_t >= 2``). The two-plaquette part is not
-included: its rectangle coefficient mixes, through the Laplacian, with the products of traces
-and the doubly-traversed loop that the flow does not have, so keeping the rectangle alone would
-not be a consistent truncation. This is therefore not the full NLO map of Lüscher (and of the
-"Lüscher NL" baseline of Bacchio et al.), but the exact NLO projection onto single-plaquette
-class functions.
+Legendre coefficients ``(x_f / 2, x_f / 2)`` (``n_t >= 2``).
+
+Next-to-leading order, the two-plaquette part
+---------------------------------------------
+The terms ``P != P'`` of ``dS . dS`` are, per link ``l`` and ordered pair of plaquettes through
+it (both read from ``l``, ``W_a = U_l S_a``, ``W_b = U_l S_b``), ``(k^2/4) [rect - twice -
+(2/N) im_im]`` (:mod:`lattice_ml.flows.loop_pairs`: ``rect = Re Tr(W_a W_b^dagger)`` the 1x2
+rectangle, ``twice = Re Tr(W_a W_b)``, ``im_im = Im Tr W_a Im Tr W_b``), i.e. ``(k^2/2)[...]``
+per unordered pair. The Laplacian maps the four functions ``g = (re_re, im_im, twice, rect)`` of
+a pair to functions of the same pair (:func:`~lattice_ml.flows.loop_pairs.pair_laplacian`,
+``Delta g_f = sum_g L_fg g``), so with ``S~^(2) = -t sum_pairs sum_f x_f g_f``
+
+    L^T x = -(k^2 / 8C) r,       r = (0, -2/N, -1, 1)                 (SU(N), N >= 3)
+
+(:func:`luscher_nlo_pairs`; for SU(3) ``x = (1.2202, -7.5333, -10.504, 12.626) 10^-4 beta^2``,
+for U(1) in the basis below ``x = (1, 4) beta^2 / 30``). For U(1) ``twice = re_re - im_im``, ``rect = re_re + im_im`` and the
+system is solved in the basis ``(re_re, im_im)``; for SU(2) ``im_im = 0``, ``twice = re_re -
+rect``, basis ``(re_re, rect)``. The coefficient of ``rect`` is that of the flow's
+``"rectangle"`` term (in 2D every 1x2 rectangle is the pair of exactly one link; in D > 2 the
+coplanar pairs are all rectangles). In 2D the pairs of one link are the two plaquettes on either
+side, so single-plaquette and pair parts together are the whole NLO map: eight functions
+(``plaquette``; ``plaquette:re_tr2``, ``:re_tr_sq``, ``:abs_tr_sq``; ``rectangle``;
+``plaquette_pair:re_re``, ``:im_im``, ``:twice``), the "Lüscher NL" of Bacchio et al. In
+D > 2 the pairs of plaquettes in different planes (with the "chair" in place of the rectangle)
+are missing: the equation splits by pair geometry, so the coplanar part is still the exact
+projection, but not the whole NLO map.
 """
 
 from __future__ import annotations
@@ -59,8 +80,34 @@ import numpy as np
 
 from .gradient_flow import GradientFlow, casimir
 from .loop_functions import laplacian
+from .loop_pairs import pair_laplacian
 
-__all__ = ["luscher_coefficients", "luscher_flow", "luscher_nlo_plaquette"]
+__all__ = ["luscher_coefficients", "luscher_flow", "luscher_nlo_plaquette", "luscher_nlo_pairs"]
+
+#: the pair functions as a basis per gauge group, and the reduction of all four onto it
+_PAIR_BASIS = {1: ("re_re", "im_im"), 2: ("re_re", "rect")}
+_PAIR_REDUCTION = {1: {"re_re": (1, 0), "im_im": (0, 1), "twice": (1, -1), "rect": (1, 1)},
+                   2: {"re_re": (1, 0), "im_im": (0, 0), "twice": (1, -1), "rect": (0, 1)}}
+_PAIR_TERMS = {"re_re": "plaquette_pair:re_re", "im_im": "plaquette_pair:im_im",
+               "twice": "plaquette_pair:twice", "rect": "rectangle"}
+
+
+def luscher_nlo_pairs(beta: float, N: int) -> dict:
+    """``{term name: x_f}`` of the NLO two-plaquette part ``c_f(t) = x_f t`` of the trivialising
+    map of the Wilson action (module docstring): the flow terms ``plaquette_pair:re_re``,
+    ``plaquette_pair:im_im``, ``plaquette_pair:twice`` and ``rectangle`` (N >= 3), ``re_re``
+    and ``im_im`` (U(1)), ``re_re`` and ``rectangle`` (SU(2))."""
+    k = beta / N
+    C = casimir(N)
+    full = ("re_re", "im_im", "twice", "rect")
+    basis = _PAIR_BASIS.get(N, full)
+    red = _PAIR_REDUCTION.get(N, {g: tuple(float(g == b) for b in full) for g in full})
+    Rm = np.array([red[g] for g in full], dtype=float)            # [4, n_basis]
+    L = np.array([[pair_laplacian(f, N).get(g, 0.0) for g in full] for f in basis])
+    inv = 0.0 if N == 1 else 1.0 / N
+    r = np.array([0.0, -2.0 * inv, -1.0, 1.0]) @ Rm
+    x = np.linalg.solve((L @ Rm).T, -(k * k / (8.0 * C)) * r)
+    return {_PAIR_TERMS[f]: float(v) for f, v in zip(basis, x)}
 
 
 def luscher_nlo_plaquette(beta: float, N: int) -> dict:
@@ -97,7 +144,9 @@ def luscher_coefficients(action, loop_names, lengths, n_t: int, order: int = 1) 
     action has rectangles). ``order=2`` adds the NLO single-plaquette class functions (Wilson
     action only; the flow needs ``n_t >= 2`` and the terms ``plaquette:re_tr2`` for U(1),
     ``plaquette:re_tr_sq`` for SU(2), and all three of ``plaquette:re_tr2``,
-    ``plaquette:re_tr_sq``, ``plaquette:abs_tr_sq`` for N >= 3; module docstring)."""
+    ``plaquette:re_tr_sq``, ``plaquette:abs_tr_sq`` for N >= 3; module docstring) and, when the
+    flow has any ``plaquette_pair`` term, the two-plaquette part (then all the terms of
+    :func:`luscher_nlo_pairs`: the full NLO map in 2D)."""
     k = {}
     if action.terms in ("all", "plaquette"):
         k["plaquette"] = action.beta * action.c0 / action.N
@@ -122,6 +171,13 @@ def luscher_coefficients(action, loop_names, lengths, n_t: int, order: int = 1) 
         if missing:
             raise ValueError(f"the NLO map needs the terms {missing} in the flow (it has "
                              f"{list(loop_names)})")
+        if any(str(name).startswith("plaquette_pair:") for name in loop_names):
+            pairs = luscher_nlo_pairs(action.beta, action.N)
+            missing = [name for name in pairs if name not in loop_names]
+            if missing:
+                raise ValueError(f"the two-plaquette part of the NLO map needs the terms "
+                                 f"{missing} in the flow (it has {list(loop_names)})")
+            nlo.update(pairs)
         for name, x in nlo.items():
             theta[list(loop_names).index(name), :2] = [0.5 * x, 0.5 * x]   # x t = x (P0 + P1)/2
     elif order != 1:
@@ -133,7 +189,8 @@ def luscher_flow(action, shape, xp, *, loops=("plaquette",), n_t: int = 1, n_ste
                  order: int = 1, **kwargs) -> GradientFlow:
     """A :class:`GradientFlow` for ``action`` on ``shape`` starting at (or, with no further
     training, equal to) the leading-order trivialising map (``order=2``: with the NLO
-    single-plaquette class functions)."""
+    single-plaquette class functions, and the two-plaquette part when ``loops`` has the pair
+    terms)."""
     flow = GradientFlow(shape, action.N, xp, loops=loops, n_t=n_t, n_steps=n_steps, **kwargs)
     theta = luscher_coefficients(action, flow.loop_names, flow.lengths, n_t, order=order)
     flow.load_params({"theta": theta})
