@@ -48,7 +48,16 @@ with ``S`` minimal-residual steps (``smoother="mr"``), the Schwarz alternating p
 blocks (``smoother="sap"``, :mod:`lattice_ml.fermions.sap`) or any callable (a trained PTC
 network, :mod:`lattice_ml.fermions.ptc`). ``D~^-1``: a dense inverse (``coarse_solver="direct"``, for
 small coarse grids) or GMRES on the stencil to ``coarse_tol`` (``"gmres"``; then ``M`` is not
-exactly linear, which :func:`fgmres` allows).
+exactly linear, which :func:`fgmres` allows), optionally right-preconditioned by ``precond``
+(:meth:`TwoLevelMultigrid.set_coarse_solver`), or any callable ``c -> y`` in its place (a trained
+:class:`lattice_ml.fermions.pooling.CoarseStencilNetwork`, ``M~ ~ D~^-1``).
+
+Learned transfer
+----------------
+``transfer=pool`` (a :class:`lattice_ml.fermions.pooling.GaugePooling`) replaces the near-null
+basis by gauge-equivariant pooling: ``R`` and ``P = R^dag`` are the layer's, the coarse field
+has ``pool.coarse_dof`` components per coarse site, and ``D~ = R D P`` is built by the same
+stencil code (no vectors, no bootstrap passes).
 """
 
 from __future__ import annotations
@@ -281,6 +290,7 @@ class TwoLevelMultigrid:
         self.chiral = bool(chiral)
         self.coarse_solver, self.coarse_tol, self.coarse_restart = (coarse_solver, coarse_tol,
                                                                    coarse_restart)
+        self.coarse_precond = None
         self.smoother = smoother
         self.coarse_iterations = 0
         self._build(None if transfer is not None else list(vectors))
@@ -401,13 +411,16 @@ class TwoLevelMultigrid:
         return CoarseOperator(A, F, Bm)
 
     # -- the preconditioner ---------------------------------------------------------------------
-    def set_coarse_solver(self, solver) -> None:
-        """Replace the coarse solve: ``"direct"``, ``"gmres"`` or a callable ``c -> y``."""
+    def set_coarse_solver(self, solver, precond=None) -> None:
+        """Replace the coarse solve: ``"direct"``, ``"gmres"`` (with ``precond``, e.g. a
+        trained coarse network, as the right preconditioner of the coarse FGMRES) or a
+        callable ``c -> y``."""
         if not (_is(solver, "direct") or _is(solver, "gmres")
                 or (callable(solver) and not isinstance(solver, str))):
             raise ValueError(f"coarse solver must be 'direct', 'gmres' or a callable, not "
                              f"{solver!r}")
         self.coarse_solver = solver
+        self.coarse_precond = precond
         if _is(solver, "direct"):
             self.coarse_op.solve_direct(self.xp.zeros((self.W.U.shape[0],)
                                                       + self.blocking.coarse + (self.n_c,),
@@ -418,8 +431,9 @@ class TwoLevelMultigrid:
             return self.coarse_op.solve_direct(c)
         if not _is(self.coarse_solver, "gmres"):           # a learned correction M~ ~ D~^-1
             return self.coarse_solver(c)
-        y, info = fgmres(self.coarse_op.apply, c, restart=self.coarse_restart,
-                         tol=self.coarse_tol, raise_on_failure=False)
+        y, info = fgmres(self.coarse_op.apply, c, M=self.coarse_precond,
+                         restart=self.coarse_restart, tol=self.coarse_tol,
+                         raise_on_failure=False)
         self.coarse_iterations += int(info.iterations.max())
         return y
 
