@@ -281,7 +281,11 @@ grid = {grid}
 
 
 def _grid_config(path, theory="phi4", shape=(8, 4), grid=(1, 1), n=6):
-    path.write_text(GRID_CONFIG.format(theory=theory, shape=list(shape), grid=list(grid), n=n))
+    text = GRID_CONFIG.format(theory=theory, shape=list(shape), grid=list(grid), n=n)
+    if theory == "su3":  # reunitarisation on the blocks, gauge measurements on the gathered field
+        text = text.replace("[run]\n", "[run]\nreunitarize_every = 2\n") + \
+            "[measure]\nevery = 1\nwilson_loops = 2\n"
+    path.write_text(text)
     return path
 
 
