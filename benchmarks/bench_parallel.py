@@ -30,8 +30,17 @@ all four directions across nodes (8 face exchanges per split direction and call 
 ``a`` latency and ``B`` bandwidth as above): ``efficiency = t_site l^4 / (t_site l^4 + n_msg a
 + bytes / B)``.
 
+The command with sites over ranks (``--command``, ``[parallel] grid``): ``lattice-ml run`` of a
+pure SU(3) HMC job on ``--L``⁴ (2 chains, ``--traj`` measured trajectories of length 0.5 in 8 Omelyan steps) as
+a plain one-process run (no grid: the array-API reference by the small-run rule) and with
+``grid = [R, 1, 1, 1]`` for each R of ``--ranks`` (R = 1: one process, else ``mpiexec -n R``):
+the CPU seconds of all its processes per trajectory (``RUSAGE_CHILDREN``, start-up included)
+and the run's own wall time per trajectory (``summary.json``), and whether the grid runs'
+``history.npz`` are bit-identical to each other.
+
 Run: ``python benchmarks/bench_parallel.py [--ranks 1 2] [--chains 8] [--L 16] [--traj 20]``;
-``python benchmarks/bench_parallel.py --domain --ranks 1 2 --L 8``.
+``python benchmarks/bench_parallel.py --domain --ranks 1 2 --L 8``;
+``python benchmarks/bench_parallel.py --command --ranks 1 2 --L 4 --traj 10``.
 """
 
 from __future__ import annotations
@@ -220,6 +229,71 @@ def domain(args) -> None:
     print(path)
 
 
+COMMAND_CONFIG = """
+[lattice]
+shape = [{L}, {L}, {L}, {L}]
+[theory]
+name = "su3"
+[sampler]
+n_chains = 2
+n_therm = 0
+n_samples = {traj}
+n_steps = 8
+tau = 0.5
+adapt_steps = false
+[run]
+progress = "never"
+"""
+
+
+def command(args) -> None:
+    import resource
+    import tempfile
+
+    import numpy as np
+
+    exe = Path(sys.executable).with_name("lattice-ml")
+    local = Path(sys.executable).parent / "mpiexec"
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env.pop("LATTICE_ML_KERNELS", None)
+    rows, histories = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "su3.toml"
+        cfg.write_text(COMMAND_CONFIG.format(L=args.L, traj=args.traj))
+        runs = [("plain", 1, [])] + [(f"grid {r}x1x1x1", r, [f"parallel.grid=[{r}, 1, 1, 1]"])
+                                     for r in args.ranks]
+        for name, r, sets in runs:
+            out = Path(tmp) / name.replace(" ", "_")
+            cmd = [str(exe), "run", str(cfg), "--out", str(out)]
+            for s_ in sets:
+                cmd += ["--set", s_]
+            if sets and r > 1:
+                cmd = [str(local), "-n", str(r)] + cmd
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            summary = json.loads((out / "summary.json").read_text())
+            if sets:
+                histories[name] = dict(np.load(out / "history.npz"))
+            rows.append({"run": name, "ranks": r, "kernels": summary["kernels"],
+                         "cpu_s_per_trajectory_all_processes": cpu / args.traj,
+                         "wall_s_per_trajectory_in_run": summary["elapsed_s"] / args.traj,
+                         "parallel": summary["parallel"]})
+            print(rows[-1], flush=True)
+    grids = list(histories.values())
+    identical = all(sorted(h) == sorted(grids[0]) and all(np.array_equal(h[k], grids[0][k])
+                                                          for k in h) for h in grids[1:])
+    plain = rows[0]["wall_s_per_trajectory_in_run"]
+    for row in rows:
+        row["wall_ratio_to_plain"] = row["wall_s_per_trajectory_in_run"] / plain
+    print({"grid_histories_bit_identical": identical})
+    path = harness.record("parallel-command", rows, "numpy", {
+        "lattice": [args.L] * 4, "trajectories": args.traj,
+        "grid_histories_bit_identical": identical})
+    print(path)
+
+
 def launch(args, ranks: int, mode: str) -> dict:
     local = Path(sys.executable).parent / "mpiexec"
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
@@ -242,7 +316,11 @@ def main() -> None:
     p.add_argument("--domain", action="store_true", help="domain decomposition (8^4 Wilson, "
                                                           "SU(3) force)")
     p.add_argument("--calls", type=int, default=5)
+    p.add_argument("--command", action="store_true", help="lattice-ml run with [parallel] grid "
+                                                           "(SU(3) HMC)")
     args = p.parse_args()
+    if args.command:
+        return command(args)
     if args.worker:
         return domain_worker(args) if args.domain else worker(args)
     if args.domain:
