@@ -113,6 +113,28 @@ def test_ncp_mixture_float32_at_large_s(xp):
     assert all(np.all(np.isfinite(to_numpy(a))) for a in g)
 
 
+def test_ncp_mixture_inverse_with_sharp_components(xp):
+    """The inverse where components bend sharply (|s| up to 12, mixed signs: Newton steps in
+    P overshoot there, the solve in z = ln tan(|P|/2) does not) to round-off in float64 and
+    float32 over the whole circle including -pi: the root to a few ulps of P, i.e.
+    ``|h(x) - y| <= 16 eps pi (1 + h'(x))`` (h' up to e^12 / 3 here)."""
+    mix = NCPMixture()
+    s64 = np.array([[12.0, -12.0, 9.0], [10.0, 0.3, -11.0], [-6.8, 0.5, 0.2]])[:, None, :]
+    grid = np.linspace(-math.pi, math.pi, 801)[:-1]
+    for dtype in (xp.float64, xp.float32):
+        eps = float(np.finfo(np.float64 if dtype == xp.float64 else np.float32).eps)
+        y, s = asarray(np.broadcast_to(grid, (3, 800)).copy(), xp, dtype=dtype), \
+            asarray(s64, xp, dtype=dtype)
+        x = mix.inverse(y, s)
+        assert x.dtype == dtype
+        x, y64 = to_numpy(x).astype(np.float64), to_numpy(y).astype(np.float64)
+        nz = np.abs(y64) > 1e-12                          # the grid point at 0 is 4e-16
+        assert np.all(np.abs(x) <= math.pi * (1 + 4 * eps))
+        assert np.all(np.sign(x[nz]) == np.sign(y64[nz])) and np.all(np.abs(x[~nz]) < 1e-12)
+        h, hp = (to_numpy(a) for a in mix.value(asarray(x, xp), asarray(s64, xp)))
+        assert np.all(np.abs(h - y64) <= 16 * eps * math.pi * (1 + hp))
+
+
 def test_ncp_mixture_vjp_matches_finite_differences(xp):
     mix = NCPMixture()
     P = asarray(np.random.default_rng(2).uniform(-math.pi, math.pi, (3, 4, 4)), xp)

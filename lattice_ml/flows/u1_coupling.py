@@ -61,9 +61,10 @@ link is ``a = sqrt(2) theta`` (``T_0 = i/sqrt(2)``, ``U -> exp(a T_0) U``), a un
 inputs and outputs, so the log-det in algebra coordinates is the same number.
 
 **Inverse.** The frozen plaquettes (hence ``s, t``) are unchanged by the layer, so ``P`` follows
-from ``h(P) = wrap(P' - t)`` by a safeguarded Newton iteration inside the bracket [-pi, pi]
-(bisection where a Newton step leaves the bracket), to round-off; then the links move back by
-``-sigma_mu m_a (P' - P)``.
+from ``h(P) = wrap(P' - t)`` by a safeguarded Newton iteration in ``z = ln tan(|P|/2)``
+(where every component is a shifted sigmoid; bracket from the single-component inverses,
+bisection where a Newton step leaves it, :meth:`NCPMixture.inverse`), to round-off; then the
+links move back by ``-sigma_mu m_a (P' - P)``.
 
 Derivatives used by the vjp (``D_k = cosh s_k - sinh s_k cos P``, evaluated as
 ``e^{-s_k} cos^2(P/2) + e^{s_k} sin^2(P/2)``, a sum of positive terms: the difference form
@@ -214,26 +215,39 @@ class NCPMixture:
         return gP, gs
 
     def inverse(self, y, s, max_iter: int = 200):
-        """``P`` in [-pi, pi] with ``h(P; s) = y`` for ``y`` in [-pi, pi): Newton's method kept
-        inside a bracket (bisection where a step leaves it), to round-off."""
+        """``P`` in [-pi, pi] with ``h(P; s) = y`` for ``y`` in [-pi, pi), to round-off.
+
+        ``h`` is odd, so ``P = sign(y) 2 atan(e^z)`` with ``z`` solving ``H(z) = |y|``,
+        ``H(z) = (1/K) sum_k 2 atan(e^{z + s_k})`` (``z = ln tan(|P|/2)``: each component is a
+        shifted sigmoid, ``H' = (1/K) sum_k sech(z + s_k) > 0`` and ``|H''| <= H'``, so Newton's
+        method converges from within a unit distance of the root; in ``P`` itself it crawls
+        where a component with large ``|s_k|`` bends sharply). The root lies between the
+        single-component roots ``ln tan(|y|/2) - s_k`` (every term is increasing): Newton from
+        the middle of that bracket, bisection where a step leaves it."""
         xp = namespace(y, s)
         eps = float(np.finfo(np.float32 if y.dtype == xp.float32 else np.float64).eps)
         tol = 8.0 * eps * math.pi
-        lo = xp.full(y.shape, -math.pi, dtype=y.dtype)
-        hi = xp.full(y.shape, math.pi, dtype=y.dtype)
-        x = y
+        K = s.shape[-1]
+        a = xp.clip(xp.abs(y), eps * eps, math.pi * (1.0 - 4.0 * eps))
+        lt = xp.log(xp.sin(0.5 * a)) - xp.log(xp.cos(0.5 * a))
+        zk = lt[..., None] - s
+        lo, hi = xp.min(zk, axis=-1), xp.max(zk, axis=-1)
+        z = 0.5 * (lo + hi)
         for _ in range(max_iter):
-            h, hp = self.value(x, s)
-            f = h - y
-            done = float(xp.max(xp.abs(f))) <= tol or float(xp.max(hi - lo)) <= 4 * tol
-            if done:
+            e = z[..., None] + s
+            ex = xp.exp(-xp.abs(e))
+            H = xp.sum(2.0 * xp.atan(xp.tanh(0.5 * e)), axis=-1) / K + 0.5 * math.pi
+            dH = xp.sum(2.0 * ex / (1.0 + ex * ex), axis=-1) / K          # sech(z + s_k)
+            f = H - a
+            if float(xp.max(xp.abs(f))) <= tol or float(xp.max(hi - lo)) <= tol:
                 break
-            lo = xp.where(f < 0, x, lo)
-            hi = xp.where(f > 0, x, hi)
-            xn = x - f / hp
-            bad = (xn <= lo) | (xn >= hi)
-            x = xp.where(bad, 0.5 * (lo + hi), xn)
-        return x
+            lo = xp.where(f < 0, z, lo)
+            hi = xp.where(f > 0, z, hi)
+            zn = z - f / dH
+            bad = (zn <= lo) | (zn >= hi)
+            z = xp.where(bad, 0.5 * (lo + hi), zn)
+        P = 0.5 * math.pi + 2.0 * xp.atan(xp.tanh(0.5 * z))                 # 2 atan(e^z)
+        return xp.where(y < 0, -P, P)
 
 
 # ------------------------------------------------------------------------------------------
