@@ -310,6 +310,7 @@ def _same_physics(a, b):
     (["theory.name=su3", "theory.action=symanzik"], "theory.action", "'symanzik'"),
     (["theory.name=su2", "theory.fermion=wilson"], "theory.fermion", "'wilson'"),
     (["sampler.fine_steps=2"], "sampler.fine_steps", "not supported with parallel.grid"),
+    (["run.backend=array_api_strict"], "run.backend", "'array_api_strict' is not supported"),
 ])
 def test_grid_is_refused_in_one_line_before_anything_is_written(tmp_path, capsys, sets, key,
                                                                  words):

@@ -31,7 +31,8 @@ copies) for the measurements, the checkpoints and the saved configurations, whic
 and writes. So ``history.npz`` and the summary's physics are bit-identical on every grid; a
 checkpoint holds the global field and resumes on any grid (``--resume DIR --set
 parallel.grid=[...]``). Supported (:data:`GRID_SUPPORTED`, :func:`parallel_rules`): HMC for φ⁴
-and for pure-gauge U(1)/SU(N) with the Wilson action, without ``fine_steps`` or a start file.
+and for pure-gauge U(1)/SU(N) with the Wilson action, without ``fine_steps`` or a start file,
+on NumPy (array-api-strict's operators refuse a decomposed operand; CuPy is untried).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ __all__ = ["main", "entered", "launched_by_mpi", "run_communicator", "announce",
 
 GRID_SUPPORTED = ("sampler.name = 'hmc' with theory.name = 'phi4', or 'u1', 'su2', 'su3', 'suN' "
                   "with theory.action = 'wilson' and no fermions; sampler.fine_steps = 0; no "
-                  "run.start_file")
+                  "run.start_file; run.backend = 'numpy'")
 """What a run with ``parallel.grid`` supports (the rest is refused in one line naming the key)."""
 
 _STATE = {"comm": None, "announced": False, "entered": False}
@@ -119,6 +120,10 @@ def parallel_rules(c: dict) -> None:
         why = ("sampler.fine_steps", f"{sm['fine_steps']}")
     elif c["run"].get("start_file"):
         why = ("run.start_file", "a start file")
+    elif c["run"]["backend"] != "numpy":
+        # array-api-strict's operators raise on a DomainArray operand instead of deferring to
+        # it (a strict step size times a decomposed force); CuPy is untried
+        why = ("run.backend", f"{c['run']['backend']!r}")
     if why is not None:
         raise ConfigError(why[0], f"{why[1]} is not supported with parallel.grid (supported: "
                           f"{GRID_SUPPORTED}); remove parallel.grid to run it on one process "
