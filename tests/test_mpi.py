@@ -193,17 +193,19 @@ def test_command_on_two_ranks_equals_one_process_and_resumes_on_three(tmp_path):
 
 @needs_mpi
 @pytest.mark.slow
-def test_interrupted_two_rank_run_stops_every_rank_at_one_checkpoint(tmp_path):
+@pytest.mark.parametrize("grid", [None, (2, 1)], ids=["chains", "grid"])
+def test_interrupted_two_rank_run_stops_every_rank_at_one_checkpoint(tmp_path, grid):
     """SIGINT to ``mpiexec -n 2`` stops both ranks at the same update with a checkpoint (exit
     130, no summary); its ensemble, streams and histories equal those of a one-process run that
-    ends at that update."""
+    ends at that update (chains split, or sites with ``grid = [2, 1]`` against ``[1, 1]``)."""
     import signal
     import time
 
     from lattice_ml.io.checkpoint import load_checkpoint
     cfg = tmp_path / "c.toml"
+    split = "" if grid is None else f"[parallel]\ngrid = {list(grid)}\n"
     cfg.write_text(CLI_CONFIG.format(n=100000).replace("checkpoint_every = 3",
-                                                        "checkpoint_every = 1"))
+                                                        "checkpoint_every = 1") + split)
     out = tmp_path / "two"
     cmd = [mpiexec(), "-n", "2", *lattice_ml_command(), "run", str(cfg), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -223,7 +225,8 @@ def test_interrupted_two_rank_run_stops_every_rank_at_one_checkpoint(tmp_path):
     two = load_checkpoint(out / "checkpoint.ckpt", kind="run").state
     done = two["next_update"]
     assert 4 < done < 100000
-    cfg.write_text(CLI_CONFIG.format(n=done - 4))  # 4 thermalisation updates, then measured
+    # 4 thermalisation updates, then measured
+    cfg.write_text(CLI_CONFIG.format(n=done - 4) + split.replace("[2, 1]", "[1, 1]"))
     cli(0, "run", cfg, "--out", tmp_path / "one")
     one = load_checkpoint(tmp_path / "one" / "checkpoint.ckpt", kind="run").state
     assert one["next_update"] == done
