@@ -264,8 +264,8 @@ def freezing(flow, action, args, xp, V, flow_sample=None):
     optionally the float32/float64 accept check; a short HMC run (cold start, float64, as the
     HMC row of docs/gauge_flows.md) for the CPU time per trajectory on the same machine; flow
     Metropolis (proposals from ``flow_sample``, default ``flow``) from a flow start and, after
-    an HMC run, from its last configurations; optionally the flow/HMC mixture and flow HMC
-    (float64, ``flow``). Cost per independent Q = 2 tau_int(Q) x CPU s per update of one
+    an HMC run, from its last configurations; optionally the flow/HMC mixture (from the HMC
+    configurations if there are any) and flow HMC (float64, ``flow``). Cost per independent Q = 2 tau_int(Q) x CPU s per update of one
     chain."""
     from lattice_ml.samplers.flow_hmc import FlowHMC
     from lattice_ml.samplers.flow_mixture import FlowHMCMixture
@@ -312,7 +312,7 @@ def freezing(flow, action, args, xp, V, flow_sample=None):
         print(row, flush=True)
         U_hmc = U
     samplers = [("flow_metropolis", FlowMetropolis(flow_sample, action), 0, sdtype,
-                 args.updates, None)]
+                 args.updates, {})]
     if U_hmc is not None:
         # the same chains started from the HMC run's last configurations (equilibrated at
         # short distances, in the charge sectors HMC left them): with the flow start, which
@@ -321,22 +321,25 @@ def freezing(flow, action, args, xp, V, flow_sample=None):
         cdt = xp.complex64 if sdtype == "float32" else xp.complex128
         U0 = xp.astype(U_hmc, cdt)
         samplers.append(("flow_metropolis (HMC start)", fm, 0, sdtype, args.updates,
-                         FlowMCMCState(U0, fm.log_weight(U0))))
+                         {"state": FlowMCMCState(U0, fm.log_weight(U0))}))
     if args.mix_hmc:
         hmc = _hmc(action, args)
         samplers.append((f"flow_metropolis+{args.mix_hmc}hmc",
                          FlowHMCMixture(flow, action, hmc, args.mix_hmc), args.mix_hmc,
-                         "float64", args.mix_updates or args.updates, None))
-    for k, (name, sampler, n_hmc, dt, n_up, state) in enumerate(samplers):
+                         "float64", args.mix_updates or args.updates,
+                         {} if U_hmc is None else {"x": U_hmc}))  # HMC start if there is one
+    for k, (name, sampler, n_hmc, dt, n_up, start) in enumerate(samplers):
         rng = RandomStreams(args.seed + 2 + 10 * k, args.chains, xp, dtype=dt)
         c0 = time.process_time()
-        _, hist = (sampler.run(rng, n_up, obs) if state is None else
-                   sampler.run(rng, n_up, obs, state=state))
+        _, hist = sampler.run(rng, n_up, obs, **start)
         cpu = (time.process_time() - c0) / (n_up * args.chains)
+        d = min(args.discard, n_up // 4)
         row = {"sampler": name, "chains": args.chains, "updates": n_up,
-               "discard": args.discard, "hmc_per_update": n_hmc, "dtype": dt,
+               "start": "hmc" if start else "flow", "discard": d, "hmc_per_update": n_hmc, "dtype": dt,
                **sampler.summary(hist), "cpu_s_per_update": cpu,
-               **_charge_stats(hist, args.discard, V)}
+               **_charge_stats(hist, d, V)}
+        row["acceptance_after_discard"] = float(np.mean(
+            np.stack([to_numpy(a) for a in hist["accepted"][d:]]).astype(float)))
         row["cpu_s_per_independent_Q"] = 2 * row["tau_int_Q"] * cpu
         rows.append(row)
         print(row, flush=True)
