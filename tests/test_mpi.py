@@ -393,3 +393,21 @@ def test_grid_phi4_on_one_process_resumes_on_two_ranks_to_the_same_bits(tmp_path
     errors = [line for line in bad.stderr.splitlines() if line.startswith("lattice-ml: error")]
     assert len(errors) == 1 and "needs 4 MPI rank(s)" in errors[0], bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_checkpoint_older_than_the_grid_key_resumes_without_a_grid(tmp_path, capsys):
+    """A checkpoint whose configuration has no ``parallel.grid`` (written before the key
+    existed) is a run without a grid: it extends as before, and refuses a grid."""
+    from lattice_ml.cli.main import main
+    from lattice_ml.io.checkpoint import load_checkpoint, save_checkpoint
+    cfg = _grid_config(tmp_path / "c.toml", n=5, grid=())
+    out = tmp_path / "a"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    path = out / "checkpoint.ckpt"
+    state = load_checkpoint(path, kind="run").state
+    del state["config"]["parallel"]["grid"]
+    save_checkpoint(path, state, kind="run")
+    assert main(["run", "--resume", str(out), "--set", "sampler.n_samples=7",
+                 "--set", "parallel.grid=[1, 1]"]) == 2
+    assert "parallel.grid ('no grid' in the checkpoint" in capsys.readouterr().err
+    assert main(["run", "--resume", str(out), "--set", "sampler.n_samples=6"]) == 0

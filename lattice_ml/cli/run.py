@@ -147,8 +147,9 @@ def _comparable(config: dict) -> dict:
     for dotted in MUTABLE_ON_RESUME:
         section, key = dotted.split(".")
         c.get(section, {}).pop(key, None)
-    if "grid" in c.get("parallel", {}):  # any grid gives the same bits; none draws differently
-        c["parallel"]["grid"] = "a grid of ranks" if c["parallel"]["grid"] else "no grid"
+    if "parallel" in c:  # any grid gives the same bits; none (or a checkpoint older than the
+        # key) draws differently
+        c["parallel"]["grid"] = "a grid of ranks" if c["parallel"].get("grid") else "no grid"
     return c
 
 
@@ -192,7 +193,7 @@ def load_resume(out_dir: str | Path, config: dict, extending: bool = False) -> d
         raise ResumeError(f"checkpoint {path} lacks {sorted(missing)}")
     saved, wanted = _comparable(state["config"]), _comparable(config)
     from .config import _schema_defaults
-    defaults = _schema_defaults()
+    defaults = _comparable(_schema_defaults())
     for section, values in wanted.items():
         # a table added to the schema after the checkpoint was written (e.g. [slhmc]) that
         # this configuration leaves at its defaults changes nothing the run did
