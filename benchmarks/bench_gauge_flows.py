@@ -22,7 +22,10 @@ Adam for ``--train-steps`` steps, with parameters, training wall time and the st
 |Tr P|^2 (:mod:`lattice_ml.flows.loop_functions`) and the 1x2 rectangle (n_t = 2: 10
 parameters); ``small_traces``: ``small`` and the three plaquette class functions (14);
 ``traces_rect``: ``traces`` and the three class functions of the 1x2 rectangle (16);
-``--n-t`` overrides the number of time basis functions. Training time is reported as CPU
+``nlo``: the eight functions of Lüscher's NLO map (plaquette, its three class functions, the
+1x2 rectangle, the plaquette pairs ``re_re``, ``im_im``, ``twice``: 16); ``nlo7``: ``nlo``
+without ``Re Tr P^2`` (dependent for SU(3): 14); ``--order 2`` starts the learned flow at the
+NLO map (``--train-steps 0``: the ESS and KL of that map alone); ``--n-t`` overrides the number of time basis functions. Training time is reported as CPU
 seconds (``time.process_time``) and wall seconds; the ESS of fresh samples with the bootstrap
 spread of its estimate (``*_err``). ``--no-baselines`` / ``--no-identity`` skip the ESS of the
 identity and of Lüscher's LO map; ``--nlo`` adds that of LO + the NLO single-plaquette class
@@ -106,7 +109,38 @@ LOOP_SETS = {"small": (("plaquette", "rectangle", SQUARE_2x2, RECT_1x3), 2),
              # traces and the rectangle's class functions (16)
              "traces_rect": (("plaquette", "plaquette:re_tr2", "plaquette:re_tr_sq",
                               "plaquette:abs_tr_sq", "rectangle", "rectangle:re_tr2",
-                              "rectangle:re_tr_sq", "rectangle:abs_tr_sq"), 2)}
+                              "rectangle:re_tr_sq", "rectangle:abs_tr_sq"), 2),
+             # the eight functions of Lüscher's NLO map in 2D (lattice_ml.flows.loop_pairs)
+             "nlo": (("plaquette", "plaquette:re_tr2", "plaquette:re_tr_sq",
+                      "plaquette:abs_tr_sq", "rectangle", "plaquette_pair:re_re",
+                      "plaquette_pair:im_im", "plaquette_pair:twice"), 2),
+             # the same without Re Tr P^2 = Re (Tr P)^2 - 2 Re Tr P (SU(3)): 7 x 2 = 14
+             "nlo7": (("plaquette", "plaquette:re_tr_sq", "plaquette:abs_tr_sq", "rectangle",
+                       "plaquette_pair:re_re", "plaquette_pair:im_im",
+                       "plaquette_pair:twice"), 2)}
+
+
+def make_flow(action, shape, loops, n_t, n_steps, order=1, memory="states"):
+    """A gradient flow on ``loops`` at Lüscher's map of ``order``; for ``order=2`` without the
+    term ``plaquette:re_tr2`` (SU(3)) its NLO coefficient is folded into ``plaquette:re_tr_sq``
+    and ``plaquette`` by ``Re Tr P^2 = Re (Tr P)^2 - 2 Re Tr P`` (Cayley-Hamilton)."""
+    loops = tuple(loops)
+    fold = order == 2 and action.N == 3 and "plaquette:re_tr2" not in loops
+    full = loops + ("plaquette:re_tr2",) if fold else loops
+    flow = luscher_flow(action, shape, XP, loops=full, n_t=n_t, n_steps=n_steps, order=order,
+                        memory=memory)
+    if not fold:
+        return flow
+    th = flow.params_to_host()["theta"]
+    names = list(flow.loop_names)
+    i2, isq, i1 = (names.index(n) for n in ("plaquette:re_tr2", "plaquette:re_tr_sq",
+                                            "plaquette"))
+    th[isq] += th[i2]
+    th[i1] -= 2.0 * th[i2]
+    out = luscher_flow(action, shape, XP, loops=loops, n_t=n_t, n_steps=n_steps,
+                       memory=memory)
+    out.load_params({"theta": np.delete(th, i2, axis=0)})
+    return out
 
 
 def ess_of(flow, action, n, seed, chunk=128):
@@ -189,9 +223,10 @@ def run_table(N, L, betas, args, name):
         ident = luscher_flow(action, (L, L), XP, n_steps=args.n_steps)
         ident.load_params({"theta": np.zeros((1, 1))})
         lo = luscher_flow(action, (L, L), XP, n_steps=args.n_steps)
-        learned = luscher_flow(action, (L, L), XP, loops=loops, n_t=n_t, n_steps=args.n_steps,
-                               memory=args.memory)
-        row = {"beta": beta, "L": L, "loops": list(learned.loop_names), "n_steps": args.n_steps}
+        learned = make_flow(action, (L, L), loops, n_t, args.n_steps, args.order, args.memory)
+        log_z = L * L * sun_log_c0(beta, N)
+        row = {"beta": beta, "L": L, "loops": list(learned.loop_names), "n_steps": args.n_steps,
+               "init_order": args.order}
         row["ess_identity"] = float("nan")
         if args.baselines and args.identity:
             row["ess_identity"], _ = ess_of(ident, action, args.ess_samples, 1)
@@ -199,6 +234,7 @@ def run_table(N, L, betas, args, name):
             t0 = time.perf_counter()
             row["ess_luscher_lo"], lw = ess_of(lo, action, args.ess_samples, 2)
             row["ess_luscher_lo_err"] = ess_spread(lw)
+            row["kl_luscher_lo"] = float(-np.mean(lw) + log_z)
             row["sample_s_per_cfg"] = (time.perf_counter() - t0) / args.ess_samples
         else:
             row["ess_luscher_lo"] = float("nan")
@@ -209,6 +245,20 @@ def run_table(N, L, betas, args, name):
             row["ess_luscher_nlo_plaquette_err"] = ess_spread(lw)
             print(f"beta {beta}: Lüscher LO + NLO single-plaquette part "
                   f"{row['ess_luscher_nlo_plaquette']:.3f}", flush=True)
+        if args.train_steps == 0:
+            # no training: the map the learned flow starts from (--order)
+            row["ess_init"], lw = ess_of(learned, action, args.ess_samples, 4)
+            row["ess_init_err"] = ess_spread(lw)
+            row["kl_init"] = float(-np.mean(lw) + log_z)
+            z = learned.draw_latent(RandomStreams(5, 64, XP))
+            row["step_check_rms"] = learned.step_size_check(action, z)["rms"]
+            row["parameters"] = learned.n_parameters
+            row["theta"] = learned.params_to_host()["theta"].tolist()
+            rows.append(row)
+            print_table([row], ["beta", "ess_luscher_lo", "kl_luscher_lo", "init_order",
+                                "parameters", "ess_init", "ess_init_err", "kl_init",
+                                "step_check_rms"])
+            continue
         print(f"beta {beta}: identity {row['ess_identity']:.3f}  Lüscher LO "
               f"{row['ess_luscher_lo']:.3f}; training {learned.n_parameters} parameters",
               flush=True)
@@ -220,6 +270,7 @@ def run_table(N, L, betas, args, name):
         row["train_cpu_s"] = cpu
         row["ess_learned"], lw = ess_of(learned, action, args.ess_samples, 4)
         row["ess_learned_err"] = ess_spread(lw)
+        row["kl_learned"] = float(-np.mean(lw) + log_z)
         row["loss_last10"] = float(np.mean(hist["loss"][-10:])) if args.train_steps else None
         z = learned.draw_latent(RandomStreams(5, 64, XP))
         row["step_check_rms"] = learned.step_size_check(action, z)["rms"]
@@ -235,6 +286,7 @@ def su3_2d(args):
     rows = run_table(3, args.L, args.beta or [4.0, 5.0, 6.0], args, "su3_2d")
     path = record("gauge-flows-su3-2d", rows, "numpy",
                   {"loops": args.loops, "n_steps": args.n_steps, "lr": args.lr,
+                   "init_order": args.order,
                    "published_ess_16x16": {"luscher_nl_8": [0.42, 0.04, 0.01],
                                            "gradient_flow_14": [0.91, 0.65, 0.26],
                                            "gradient_flow_420": [0.98, 0.88, 0.70]}})
@@ -343,15 +395,15 @@ def su3_train(args):
     beta = (args.beta or [4.0])[0]
     action = GaugeAction(beta, 3)
     Lt = args.L_train or args.L
-    flow = luscher_flow(action, (Lt, Lt), XP, loops=loops, n_t=n_t, n_steps=args.n_steps,
-                        memory=args.memory)
+    flow = make_flow(action, (Lt, Lt), loops, n_t, args.n_steps, args.order, args.memory)
     if args.init_record:
         doc = json.loads(Path(args.init_record).read_text())
         flow.load_params({"theta": np.asarray(doc["results"][args.init_index]["theta"])})
     log_c0 = sun_log_c0(beta, 3)
     res = train_recipe(flow, action, args, Lt * Lt * log_c0)
     loss = res.loss
-    row = {"beta": beta, "L_train": Lt, "loops": list(flow.loop_names), "parameters":
+    row = {"beta": beta, "L_train": Lt, "init_order": args.order,
+           "loops": list(flow.loop_names), "parameters":
            flow.n_parameters, "n_t": n_t, "train_n_steps": args.n_steps,
            "train_steps": len(loss), "batch": args.batch, "batch_late": args.batch_late,
            "batch_late_from": res.late, "lr": args.lr, "cosine": args.cosine, "lr_min": args.lr_min,
@@ -616,6 +668,10 @@ def main(argv=None):
     p.add_argument("--nlo", action="store_true",
                    help="su3_2d: also the ESS of Lüscher's map with the NLO single-plaquette "
                         "class functions (zero parameters)")
+    p.add_argument("--order", type=int, choices=[1, 2], default=1,
+                   help="su3_2d, su3_train: start the learned flow at Lüscher's map of this "
+                        "order (2: NLO, needs --loops nlo or nlo7 for the full map; "
+                        "su3_2d with --train-steps 0: the ESS and KL of that map)")
     p.add_argument("--memory", choices=["states", "stages", "constant"], default="states",
                    help="GradientFlow memory of the learned flows (stages: fastest training)")
     p.add_argument("--L-train", type=int, default=None, help="su3_train: training lattice")
