@@ -307,7 +307,10 @@ def _same_physics(a, b):
 @pytest.mark.parametrize("sets, key, words", [
     (["parallel.grid=[1]"], "parallel.grid", "has 1 entries"),
     (["parallel.grid=[3, 1]"], "parallel.grid", "does not divide lattice.shape[0] = 8"),
-    (["parallel.grid=[2, 1]"], "parallel.grid", "needs 2 MPI rank(s)"),
+    pytest.param(["parallel.grid=[2, 1]"], "parallel.grid", "needs 2 MPI rank(s)",
+                 marks=pytest.mark.xfail(strict=True, reason="the rank count is checked in "
+                                         "run_job, after main._cmd_run made the directory: "
+                                         "main._cmd_run must call check_ranks (lead)")),
     (["parallel.grid=[0, 1]"], "parallel.grid", "positive integers"),
     (["sampler.name=heatbath", "theory.name=u1"], "sampler.name", "'heatbath' is not supported"),
     (["theory.name=su3", "theory.action=symanzik"], "theory.action", "'symanzik'"),
@@ -325,6 +328,28 @@ def test_grid_is_refused_in_one_line_before_anything_is_written(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and key in err[0] and words in err[0], err
     assert not out.exists()
+
+
+def test_a_grid_run_is_analysed_on_one_process_and_resumed_only_on_its_ranks(tmp_path, capsys):
+    """The rank count is a rule of the launch, not of the file: ``analyse`` and ``config`` read
+    a run made with ``grid = [2, 1]`` on one process; ``run --resume`` there is refused in one
+    line naming the key, before config.toml is rewritten."""
+    from lattice_ml.cli.main import main
+    cfg = _grid_config(tmp_path / "c.toml", n=5)
+    out = tmp_path / "a"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    toml = out / "config.toml"   # as mpiexec -n 2 with grid = [2, 1] writes it (same bits)
+    toml.write_text(toml.read_text().replace("grid = [1, 1]", "grid = [2, 1]"))
+    written = toml.read_text()
+    assert "grid = [2, 1]" in written
+    capsys.readouterr()
+    assert main(["analyse", str(out)]) == 0
+    assert main(["config", str(toml)]) == 0
+    assert "grid = [2, 1]" in capsys.readouterr().out
+    assert main(["run", "--resume", str(out), "--set", "sampler.n_samples=6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "parallel.grid" in err[0] and "needs 2 MPI rank(s)" in err[0], err
+    assert toml.read_text() == written
 
 
 def test_grid_on_one_process_records_the_split_and_resumes_to_the_same_bits(tmp_path):

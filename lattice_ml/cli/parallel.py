@@ -30,7 +30,8 @@ with halo exchange, actions and ΔH reproducible global sums); the field is gath
 copies) for the measurements, the checkpoints and the saved configurations, which rank 0 makes
 and writes. So ``history.npz`` and the summary's physics are bit-identical on every grid; a
 checkpoint holds the global field and resumes on any grid (``--resume DIR --set
-parallel.grid=[...]``). Supported (:data:`GRID_SUPPORTED`, :func:`parallel_rules`): HMC for φ⁴
+parallel.grid=[...]``). Supported (:data:`GRID_SUPPORTED`, :func:`parallel_rules`; the rank
+count, :func:`check_ranks`, only where a run starts or resumes): HMC for φ⁴
 and for pure-gauge U(1)/SU(N) with the Wilson action, without ``fine_steps`` or a start file,
 on NumPy (array-api-strict's operators refuse a decomposed operand; CuPy is untried).
 """
@@ -45,9 +46,9 @@ import numpy as np
 
 from ..parallel import SERIAL, Communicator, launched_by_mpi, world
 
-__all__ = ["main", "entered", "launched_by_mpi", "run_communicator", "announce", "decomposition", "check_supported",
-           "gather_history", "gather_states", "own_chains", "grid_of", "parallel_rules",
-           "site_decomposition", "GRID_SUPPORTED"]
+__all__ = ["main", "entered", "launched_by_mpi", "run_communicator", "announce", "decomposition",
+           "check_supported", "gather_history", "gather_states", "own_chains", "grid_of",
+           "parallel_rules", "check_ranks", "site_decomposition", "GRID_SUPPORTED"]
 
 GRID_SUPPORTED = ("sampler.name = 'hmc' with theory.name = 'phi4', or 'u1', 'su2', 'su3', 'suN' "
                   "with theory.action = 'wilson' and no fermions; sampler.fine_steps = 0; no "
@@ -80,9 +81,11 @@ def _ranks() -> int:
 
 
 def parallel_rules(c: dict) -> None:
-    """The ``[parallel]`` rules: a grid of one entry per direction that divides the lattice,
-    whose product is the number of ranks, and a job the decomposed run supports
-    (:data:`GRID_SUPPORTED`). Raise :class:`~lattice_ml.cli.errors.ConfigError` naming the key."""
+    """The ``[parallel]`` rules of the schema: a grid of one entry per direction that divides
+    the lattice, and a job the decomposed run supports (:data:`GRID_SUPPORTED`). Raise
+    :class:`~lattice_ml.cli.errors.ConfigError` naming the key. The number of ranks is not a
+    property of the file (``lattice-ml analyse`` and ``config`` read a run made with ``grid =
+    [2, 1]`` on one process): :func:`check_ranks` checks it where a run starts or resumes."""
     from .errors import ConfigError
     grid = grid_of(c)
     if grid is None:
@@ -95,17 +98,6 @@ def parallel_rules(c: dict) -> None:
         if L % g:
             raise ConfigError("parallel.grid", f"entry [{mu}] = {g} does not divide "
                               f"lattice.shape[{mu}] = {L}: the blocks must be equal")
-    ranks, product = _ranks(), int(np.prod(grid))
-    if product != ranks:
-        how = (f"this launch has {ranks}" if launched_by_mpi()
-               else "this is one process (no MPI launcher)")
-        raise ConfigError("parallel.grid", f"{list(grid)} needs {product} MPI rank(s) "
-                          f"(mpiexec -n {product} lattice-ml run ...), {how} (a resumed "
-                          f"run may change it: --set parallel.grid=[...])")
-    if not c["parallel"]["chains"] and ranks > 1:
-        raise ConfigError("parallel.chains", "false runs on one process; a grid over several "
-                          "ranks needs them (with a grid the ranks split the sites and every "
-                          "rank holds every chain): remove the key or the grid")
     th, sm = c["theory"], c["sampler"]
     why = None
     if sm["name"] != "hmc":
@@ -128,6 +120,27 @@ def parallel_rules(c: dict) -> None:
         raise ConfigError(why[0], f"{why[1]} is not supported with parallel.grid (supported: "
                           f"{GRID_SUPPORTED}); remove parallel.grid to run it on one process "
                           f"or split the chains")
+
+
+def check_ranks(c: dict) -> None:
+    """The rules of this launch, checked where a run starts or resumes (before anything is
+    written): a grid whose product is the number of ranks, and no ``parallel.chains = false``
+    with a grid over several ranks. :class:`~lattice_ml.cli.errors.ConfigError` naming the key."""
+    from .errors import ConfigError
+    grid = grid_of(c)
+    if grid is None:
+        return
+    ranks, product = _ranks(), int(np.prod(grid))
+    if product != ranks:
+        how = (f"this launch has {ranks}" if launched_by_mpi()
+               else "this is one process (no MPI launcher)")
+        raise ConfigError("parallel.grid", f"{list(grid)} needs {product} MPI rank(s) "
+                          f"(mpiexec -n {product} lattice-ml run ...), {how} (a resumed "
+                          f"run may change it: --set parallel.grid=[...])")
+    if not c["parallel"]["chains"] and ranks > 1:
+        raise ConfigError("parallel.chains", "false runs on one process; a grid over several "
+                          "ranks needs them (with a grid the ranks split the sites and every "
+                          "rank holds every chain): remove the key or the grid")
 
 
 def site_decomposition(config: dict, comm: Communicator):

@@ -57,8 +57,8 @@ from ..backend import (CounterRandomStreams, RandomStreams, backend_name, namesp
                        namespace_by_name, to_numpy)
 from ..dispatch import ENV_VAR, current_mode, kernel_mode
 from ..parallel import SERIAL
-from .parallel import (announce, check_supported, decomposition, gather_history, gather_states,
-                       own_chains, run_communicator, site_decomposition)
+from .parallel import (announce, check_ranks, check_supported, decomposition, gather_history,
+                       gather_states, own_chains, run_communicator, site_decomposition)
 from ..io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..groups import reunitarize, unitarity_deviation
 from ..samplers.tuning import adapted_n_steps
@@ -241,6 +241,7 @@ def prepare_resume(directory: str | Path, overrides=()) -> tuple[dict, Path, dic
     regrid = [text for text, key in zip(overrides, keys) if key == REGRIDDABLE]
     base = load_config(out / CONFIG_NAME, regrid)
     config = load_config(out / CONFIG_NAME, overrides) if overrides else base
+    check_ranks(config)  # this launch's ranks against the grid, before anything is written
     if extending and not (out / CHECKPOINT_NAME).exists():
         raise ResumeError(f"cannot extend {out}: it has no {CHECKPOINT_NAME} (the final state "
                           "of the chains); a run that may be extended needs "
@@ -432,6 +433,7 @@ def run_job(config: dict, out_dir: Path, progress: str = "auto", *, resume: dict
     (default: :func:`~lattice_ml.cli.parallel.run_communicator`) is given by the other ranks,
     which write nothing and return ``None``.
     """
+    check_ranks(config)  # the launch's ranks against parallel.grid (not a rule of the file)
     if comm is None:
         comm = run_communicator(config)
     if resume is not None and "small_run_reason" in resume:

@@ -337,7 +337,8 @@ PLANNED_SAMPLERS: tuple[str, ...] = ()
 
 def _parallel_rules(c: dict) -> None:
     """The ``[parallel]`` rules (:func:`lattice_ml.cli.parallel.parallel_rules`: the grid
-    against the lattice, the ranks and what the decomposed run supports)."""
+    against the lattice and what the decomposed run supports; the number of ranks is checked
+    where a run starts or resumes, :func:`lattice_ml.cli.parallel.check_ranks`)."""
     from .parallel import parallel_rules
 
     parallel_rules(c)
