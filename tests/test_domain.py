@@ -100,6 +100,67 @@ def test_reproducible_sum_near_overflow_is_what_ieee_rounding_gives(backend):
                 assert list(got) == exact, row
 
 
+class _ThreadRank:
+    """Rank ``rank`` of ``size`` ranks run as threads of this process: the one collective that
+    :func:`reproducible_sum` uses (``allgather``), so a split of the numbers over ranks is
+    emulated in-process."""
+
+    def __init__(self, rank, size, slots, barrier):
+        self.rank, self.size, self.slots, self.barrier = rank, size, slots, barrier
+        self.comm = self
+
+    def allgather(self, obj):
+        self.slots[self.rank] = obj
+        self.barrier.wait()
+        out = list(self.slots)
+        self.barrier.wait()
+        return out
+
+
+def _split_sum(xp, host, parts):
+    """``reproducible_sum`` of ``host [rows, n]`` with the columns ``parts[r]`` on rank r."""
+    import threading
+    slots, barrier = [None] * len(parts), threading.Barrier(len(parts))
+    out, errors = [None] * len(parts), []
+
+    def rank(r):
+        try:
+            comm = _ThreadRank(r, len(parts), slots, barrier)
+            out[r] = to_numpy(reproducible_sum(comm, xp.asarray(host[:, parts[r]]), host.shape[1]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            barrier.abort()
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(len(parts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for o in out[1:]:
+        np.testing.assert_array_equal(o, out[0])     # every rank the same result
+    return out[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reproducible_sum_of_non_finite_numbers_is_the_same_on_every_grid(backend):
+    """A 2x2 field (columns: sites (0,0), (0,1), (1,0), (1,1)) summed on the grids [1, 1],
+    [2, 1], [1, 2] and [2, 2] (threads as ranks): IEEE addition of the global numbers decides,
+    whatever the split -- nan with a nan, with +inf and -inf, or with an inf against a finite
+    part that overflows to the other sign; else the inf present (review: [[M, M], [-inf, 0]]
+    was nan on [1, 1] and [2, 1] and -inf on [1, 2])."""
+    xp = namespace_by_name(backend)
+    M, inf, nan = np.finfo(np.float64).max, np.inf, np.nan
+    rows = [((M, M, -inf, 0.0), nan), ((-M, -M, inf, 0.0), nan), ((inf, 1.0, 2.0, 3.0), inf),
+            ((-inf, -M, -M, 0.0), -inf), ((M, M, 1.0, 2.0), inf), ((1.0, nan, 2.0, inf), nan),
+            ((inf, 0.0, 0.0, -inf), nan), ((inf, M, -M, inf), inf), ((1.0, 2.0, 3.0, 4.0), 10.0)]
+    host = np.array([r for r, _ in rows])
+    want = np.array([w for _, w in rows])
+    grids = {"1x1": [[0, 1, 2, 3]], "2x1": [[0, 1], [2, 3]], "1x2": [[0, 2], [1, 3]],
+             "2x2": [[0], [1], [2], [3]]}
+    for name, parts in grids.items():
+        np.testing.assert_array_equal(_split_sum(xp, host, parts), want, err_msg=name)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_namespace_of_a_decomposed_array(backend):
     """__array_namespace__, backend.namespace with plain operands, global shape, local block,
@@ -236,10 +297,16 @@ def test_random_streams_of_one_layout_refuse_the_draws_of_another():
     assert eta.site_axis == 1 and np.array_equal(
         to_numpy(eta.gather()), to_numpy(CounterRandomStreams(6, 2, xp).complex_normal((*shape, 4, 3))))
     assert not isinstance(sites.uniform((3,)), DomainArray)
-    # a block of two ranks' worth: the cut is on the stated axes of a 2x1x1x1 grid's block
-    two = Decomposition(SERIAL, shape, (1, 1, 1, 1))
-    assert two.random(CounterRandomStreams(5, 2, xp), 2, ((8,),)).normal((4, *shape, 8)).shape \
-        == (2, 4, *shape, 8)
+    # the two ranks of a 2x1x1x1 grid (no collective is needed to draw): each cuts its block
+    # [B, 4, 2, 4, 4, 4, 8] on the link layout's site axes, and the blocks make the global draw
+    whole = to_numpy(CounterRandomStreams(5, 2, xp).normal((4, *shape, 8)))
+    blocks = []
+    for r in range(2):
+        two = Decomposition(_ThreadRank(r, 2, None, None), shape, (2, 1, 1, 1))
+        p = two.random(CounterRandomStreams(5, 2, xp), 2, ((8,),)).normal((4, *shape, 8))
+        assert p.shape == (2, 4, *shape, 8) and p.local.shape == (2, 4, 2, 4, 4, 4, 8)
+        blocks.append(to_numpy(p.local))
+    assert np.array_equal(np.concatenate(blocks, axis=2), whole)
 
 
 # -- real launches ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from .schema import REQUIRED, SCHEMA, THEORY_DEFAULTS, iter_schema
 __all__ = ["reference_markdown"]
 
 _KINDS = {"int": "integer", "float": "number", "str": "string", "bool": "true/false",
-          "shape": "list of 2–4 even integers ≥ 2"}
+          "shape": "list of 2–4 even integers ≥ 2", "ints": "list of positive integers"}
 
 
 def _toml(value) -> str:

@@ -49,7 +49,9 @@ def reproducible_sum(comm: Communicator, x, count: int):
     result by ``2^64``: a sum whose correctly rounded value exceeds the largest float is
     ``±inf`` as IEEE summation gives (``[DBL_MAX/2] * 2`` is ``DBL_MAX``, ``[DBL_MAX] * 2`` is
     ``inf``; an intermediate overflow, ``[DBL_MAX, DBL_MAX, -DBL_MAX]``, is not one: ``DBL_MAX``).
-    Non-finite numbers give the plain sum's inf/nan (``+inf`` with ``-inf``: nan). Real
+    Non-finite numbers are decided from global flags, so the result is the same on every grid:
+    nan with a nan, with ``+inf`` and ``-inf``, or with an inf and a finite part that overflows
+    to the other sign (``[DBL_MAX, DBL_MAX, -inf]``: nan); otherwise the inf present. Real
     floating input (float32 summed in float64 and rounded at the end); complex: real and
     imaginary parts."""
     xp = namespace(x)
@@ -65,17 +67,28 @@ def reproducible_sum(comm: Communicator, x, count: int):
     m = np.asarray(m_local, dtype=np.float64)
     if comm.comm is not None:
         m = np.max(np.stack(comm.allgather(m)), axis=0)
-    finite = np.isfinite(m)
-    e = np.frexp(np.where(finite, m, 1.0))[1].astype(np.int64)  # M < 2^e
-    # below M = 2^(KW - 1074) the last boundary is the smallest subnormal: nothing is dropped
-    e = np.maximum(e, K * W - 1074)
+    finite = np.isfinite(m)        # global: every rank takes the same branch below
     dev = device_of(x)
-    sums = np.zeros((K,) + out_shape)
+    flags = None
     if np.all(finite):
         r = x
-    else:  # an output with a non-finite number is the plain sum's (below): zeros here
-        keep = xp.asarray(finite[..., None], device=dev)
-        r = xp.where(xp.isfinite(x) & keep, x, xp.zeros_like(x))
+    else:
+        # non-finite numbers: decided from global flags (nan, +inf, -inf), the same on every
+        # grid; the finite numbers are summed as always (their own max sets the scale)
+        fin = xp.isfinite(x)
+        r = xp.where(fin, x, xp.zeros_like(x))
+        both = np.zeros((4,) + out_shape)      # max |finite|, any nan, any +inf, any -inf
+        if x.shape[-1]:                         # (a rank may hold none of the numbers)
+            both[0] = to_numpy(xp.max(xp.abs(r), axis=-1))
+            for i, bad in enumerate((xp.isnan(x), x == math.inf, x == -math.inf)):
+                both[i + 1] = to_numpy(xp.any(bad, axis=-1))
+        if comm.comm is not None:
+            both = np.max(np.stack(comm.allgather(both)), axis=0)
+        m, flags = both[0], both[1:] > 0
+    e = np.frexp(m)[1].astype(np.int64)  # M < 2^e
+    # below M = 2^(KW - 1074) the last boundary is the smallest subnormal: nothing is dropped
+    e = np.maximum(e, K * W - 1074)
+    sums = np.zeros((K,) + out_shape)
     magic = 1.5 * 2.0 ** 52        # (y + magic) - magic rounds |y| <= 2^51 to an integer
 
     def power(t):                  # 2^t, |t| <= 1074, as a per-output column
@@ -104,13 +117,13 @@ def reproducible_sum(comm: Communicator, x, count: int):
     if np.any(shift):
         with np.errstate(over="ignore"):  # beyond the largest float: inf, as IEEE rounds
             flat = np.ldexp(flat, shift)
-    # non-finite input: the global max says so; the plain sums of the partials give inf/nan
-    if not np.all(finite):
-        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: nan, as IEEE says
-            plain = to_numpy(xp.sum(x, axis=-1))
-        if comm.comm is not None:
-            plain = np.sum(np.stack(comm.allgather(np.asarray(plain))), axis=0)
-        flat = np.where(finite, flat, plain)
+    if flags is not None:
+        # IEEE on the global numbers, whatever the split: nan with a nan, with +inf and -inf,
+        # or with an inf against a finite part that overflowed to the other sign; else the inf
+        nan, pos, neg = flags
+        pos, neg = pos | (flat == math.inf), neg | (flat == -math.inf)
+        flat = np.where(nan | (pos & neg), math.nan,
+                        np.where(pos, math.inf, np.where(neg, -math.inf, flat)))
     return xp.asarray(flat, dtype=out_dtype, device=dev)
 
 
