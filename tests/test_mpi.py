@@ -339,6 +339,33 @@ def test_every_kind_of_key_has_a_name_in_the_reference():
     assert "ints" in kinds and kinds <= set(_KINDS), kinds - set(_KINDS)
 
 
+def test_a_measurement_that_draws_is_refused_in_a_grid_run(tmp_path, capsys, monkeypatch):
+    """Rank 0 measures a grid run alone: a measurement that drew from the shared streams would
+    put them out of step with the other ranks', so its streams raise on any draw; without a
+    grid the same measurement runs."""
+    from lattice_ml.cli import run as run_module
+    from lattice_ml.cli.main import main
+    build = run_module.build_job
+
+    def drawing(config):
+        job = build(config)
+        plain = job.measure
+
+        def measure(field, rng, *args):
+            out = plain(field, rng, *args)
+            out["noise"] = rng.uniform((field.shape[0],))
+            return out
+        job.measure = measure
+        return job
+    monkeypatch.setattr(run_module, "build_job", drawing)
+    cfg = _grid_config(tmp_path / "c.toml", n=5)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "grid")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "drew random numbers (rng.uniform)" in err[0], err
+    assert main(["run", str(cfg), "--out", str(tmp_path / "plain"),
+                 "--set", "parallel.grid=[]"]) == 0
+
+
 def test_a_grid_run_is_analysed_on_one_process_and_resumed_only_on_its_ranks(tmp_path, capsys):
     """The rank count is a rule of the launch, not of the file: ``analyse`` and ``config`` read
     a run made with ``grid = [2, 1]`` on one process; ``run --resume`` there is refused in one

@@ -48,7 +48,7 @@ from ..parallel import SERIAL, Communicator, launched_by_mpi, world
 
 __all__ = ["main", "entered", "launched_by_mpi", "run_communicator", "announce", "decomposition",
            "check_supported", "gather_history", "gather_states", "own_chains", "grid_of",
-           "parallel_rules", "check_ranks", "site_decomposition", "GRID_SUPPORTED"]
+           "parallel_rules", "check_ranks", "site_decomposition", "GRID_SUPPORTED", "NoDraws"]
 
 GRID_SUPPORTED = ("sampler.name = 'hmc' with theory.name = 'phi4', or 'u1', 'su2', 'su3', 'suN' "
                   "with theory.action = 'wilson' and no fermions; sampler.fine_steps = 0; no "
@@ -141,6 +141,17 @@ def check_ranks(c: dict) -> None:
         raise ConfigError("parallel.chains", "false runs on one process; a grid over several "
                           "ranks needs them (with a grid the ranks split the sites and every "
                           "rank holds every chain): remove the key or the grid")
+
+
+class NoDraws:
+    """The random streams a measurement of a run with ``parallel.grid`` is handed: rank 0
+    measures alone, so a draw there would put its streams out of step with the other ranks'
+    (and change the numbers of every later update). Any use raises ``RuntimeError`` in one
+    line; the supported measurements draw nothing."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"a measurement drew random numbers (rng.{name}) in a run with "
+                           f"parallel.grid, where rank 0 measures alone: not supported")
 
 
 def site_decomposition(config: dict, comm: Communicator):

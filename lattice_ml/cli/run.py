@@ -57,8 +57,9 @@ from ..backend import (CounterRandomStreams, RandomStreams, backend_name, namesp
                        namespace_by_name, to_numpy)
 from ..dispatch import ENV_VAR, current_mode, kernel_mode
 from ..parallel import SERIAL
-from .parallel import (announce, check_ranks, check_supported, decomposition, gather_history,
-                       gather_states, own_chains, run_communicator, site_decomposition)
+from .parallel import (NoDraws, announce, check_ranks, check_supported, decomposition,
+                       gather_history, gather_states, own_chains, run_communicator,
+                       site_decomposition)
 from ..io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..groups import reunitarize, unitarity_deviation
 from ..samplers.tuning import adapted_n_steps
@@ -615,11 +616,12 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
             if measuring and (k - n_pre + 1) % every == 0:
                 i_meas = (k - n_pre + 1) // every - 1
                 # sites over ranks: rank 0 measures the gathered field (exact copies) with the
-                # one-process code (the supported measurements draw no random numbers)
+                # one-process code, alone, so with streams that refuse a draw (NoDraws)
                 seen = field if dec is None else field.gather()
                 if dec is None or root:
-                    measured = (job.measure(seen, rng, i_meas) if job.indexed_measure
-                                else job.measure(seen, rng))
+                    draws = rng if dec is None else NoDraws()
+                    measured = (job.measure(seen, draws, i_meas) if job.indexed_measure
+                                else job.measure(seen, draws))
                     for key, val in measured.items():
                         hist.setdefault(key, []).append(host(val))
                     if job.measure_gauge is not None and i_meas % measure_every == 0:
