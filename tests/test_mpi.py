@@ -458,19 +458,43 @@ def test_grid_phi4_on_one_process_resumes_on_two_ranks_to_the_same_bits(tmp_path
     assert not any((tmp_path / "bad" / n).exists() for n in ("checkpoint.ckpt", "summary.json"))
 
 
-def test_a_checkpoint_older_than_the_grid_key_resumes_without_a_grid(tmp_path, capsys):
-    """A checkpoint whose configuration has no ``parallel.grid`` (written before the key
-    existed) is a run without a grid: it extends as before, and refuses a grid."""
-    from lattice_ml.cli.main import main
+def _as_before_the_grid_key(out):
+    """Rewrite a finished run's ``config.toml`` and checkpoint as a version before
+    ``parallel.grid`` wrote them: ``[parallel]`` holds ``chains = true`` alone."""
+    import re
+
     from lattice_ml.io.checkpoint import load_checkpoint, save_checkpoint
-    cfg = _grid_config(tmp_path / "c.toml", n=5, grid=())
-    out = tmp_path / "a"
-    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    toml = out / "config.toml"
+    text, n = re.subn(r"(?m)^grid = .*\n", "", toml.read_text())
+    assert n == 1
+    toml.write_text(text)
     path = out / "checkpoint.ckpt"
     state = load_checkpoint(path, kind="run").state
     del state["config"]["parallel"]["grid"]
+    assert state["config"]["parallel"] == {"chains": True}
     save_checkpoint(path, state, kind="run")
+
+
+def test_a_checkpoint_older_than_the_grid_key_resumes_without_a_grid(tmp_path, capsys):
+    """A run whose config.toml and checkpoint have no ``parallel.grid`` (written before the key
+    existed) is a run without a grid: it resumes and extends to the bits of a run made with
+    the larger n_samples, and refuses a grid."""
+    from lattice_ml.cli.main import main
+    cfg = _grid_config(tmp_path / "c.toml", n=5, grid=())
+    out = tmp_path / "a"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    _as_before_the_grid_key(out)
     assert main(["run", "--resume", str(out), "--set", "sampler.n_samples=7",
                  "--set", "parallel.grid=[1, 1]"]) == 2
     assert "parallel.grid ('no grid' in the checkpoint" in capsys.readouterr().err
-    assert main(["run", "--resume", str(out), "--set", "sampler.n_samples=6"]) == 0
+    # unfinished (the summary and history gone: the final checkpoint resumes), then extended
+    (out / "summary.json").unlink()
+    (out / "history.npz").unlink()
+    assert main(["run", "--resume", str(out)]) == 0
+    assert main(["run", "--resume", str(out), "--set", "sampler.n_samples=7"]) == 0
+    assert main(["run", str(_grid_config(tmp_path / "f.toml", n=7, grid=())),
+                 "--out", str(tmp_path / "b")]) == 0
+    ha, hb = np.load(out / "history.npz"), np.load(tmp_path / "b" / "history.npz")
+    assert sorted(ha.files) == sorted(hb.files) and len(ha.files) >= 3
+    for k in ha.files:
+        np.testing.assert_array_equal(ha[k], hb[k], err_msg=k)
