@@ -26,9 +26,10 @@ chain on its block of sites. The run then draws from
 :class:`~lattice_ml.parallel.DomainRandomStreams` layout: the field's), so the start field, the
 momenta and the Metropolis numbers are the same on every grid, one rank with ``grid = [1, ...,
 1]`` included; the HMC steps act on :class:`~lattice_ml.parallel.DomainArray` blocks (forces
-with halo exchange, actions and ΔH reproducible global sums); the field is gathered (exact
-copies) for the measurements, the checkpoints and the saved configurations, which rank 0 makes
-and writes. So ``history.npz`` and the summary's physics are bit-identical on every grid; a
+with halo exchange, actions and ΔH reproducible global sums); the field is gathered to rank 0
+alone (exact copies) for the measurements, the checkpoints and the saved configurations, which
+rank 0 makes and writes, and a resumed run's field is scattered from rank 0 in blocks: only rank
+0 ever holds the whole field (memory O(V) there, O(V/R) on the others). So ``history.npz`` and the summary's physics are bit-identical on every grid; a
 checkpoint holds the global field and resumes on any grid (``--resume DIR --set
 parallel.grid=[...]``). Supported (:data:`GRID_SUPPORTED`, :func:`parallel_rules`; the rank
 count, :func:`check_ranks`, only where a run starts or resumes): HMC for φ⁴
@@ -228,9 +229,13 @@ def own_chains(state: dict, block) -> dict:
 
 
 def announce(comm: Communicator, config: dict, resume: dict | None) -> None:
-    """Rank 0: hand the job to the waiting ranks (once per command)."""
+    """Rank 0: hand the job to the waiting ranks (once per command); with ``parallel.grid``
+    without the checkpoint's field, which :func:`~lattice_ml.cli.run.run_job` scatters in
+    blocks (no rank but 0 holds the whole field)."""
     if comm.size > 1 and comm.is_root and not _STATE["announced"]:
         _STATE["announced"] = True
+        if resume is not None and grid_of(config) is not None:  # the field: scattered in blocks
+            resume = {k: v for k, v in resume.items() if k != "field"}
         comm.bcast(("run", config, resume))
 
 

@@ -485,10 +485,12 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
         field = _start_field(job, config, rng, xp, block)
         k0, elapsed0, segments = 0, 0.0, 1
     else:
-        saved = resume["field"][block.slice]
-        field = xp.asarray(saved, dtype=getattr(xp, saved.dtype.name))
-        if dec is not None:
-            field = dec.scatter(field, _field_layout(job, config)[0])
+        if dec is None:
+            saved = resume["field"][block.slice]
+            field = xp.asarray(saved, dtype=getattr(xp, saved.dtype.name))
+        else:  # rank 0 alone holds the checkpoint's field (announce): each rank gets its block
+            field = dec.scatter_from(resume["field"] if root else None,
+                                     _field_layout(job, config)[0], xp)
         try:
             rng.set_state(own_chains(resume["rng"], block))
         except ValueError as exc:  # a checkpoint with a grid resumed without one, or vice versa
@@ -537,7 +539,7 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
             return
         ck = {"config": config, "next_update": k, "total_updates": total,
               "elapsed_s": elapsed0 + time.perf_counter() - t_start, "segments": segments,
-              "field": comm.gather_chains(field) if dec is None else field.gather(),
+              "field": comm.gather_chains(field) if dec is None else field.gather(root=0),
               "rng": gather_states(chain_comm, rng.state()),
               "history": {key: gather_history(chain_comm, v, block) for key, v in hist.items()},
               "small_run_reason": reason or "",
@@ -615,9 +617,10 @@ def _run_job(config: dict, out_dir: Path, progress: str, resume: dict | None,
                         sampler = job.with_n_steps(n_new)
             if measuring and (k - n_pre + 1) % every == 0:
                 i_meas = (k - n_pre + 1) // every - 1
-                # sites over ranks: rank 0 measures the gathered field (exact copies) with the
-                # one-process code, alone, so with streams that refuse a draw (NoDraws)
-                seen = field if dec is None else field.gather()
+                # sites over ranks: rank 0 measures the field gathered to it (exact copies;
+                # the others hold their blocks only) with the one-process code, alone, so with
+                # streams that refuse a draw (NoDraws)
+                seen = field if dec is None else field.gather(root=0)
                 if dec is None or root:
                     draws = rng if dec is None else NoDraws()
                     measured = (job.measure(seen, draws, i_meas) if job.indexed_measure

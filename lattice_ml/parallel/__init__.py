@@ -68,17 +68,20 @@ decomposition, and the first site axis; its ``shape`` is the global one. Its nam
 So a result is bit-identical on every grid of ranks (one rank included) and agrees with the
 plain one-process code to round-off (docs/parallel.md). :class:`DomainRandomStreams` draws
 fields as blocks of :class:`~lattice_ml.backend.CounterRandomStreams` draws (numbers keyed on
-global coordinates). The older helpers :func:`halo_shift`, :func:`local_sites` and
-:func:`gather_sites` work on plain local arrays.
+global coordinates). The older helpers :func:`halo_shift`, :func:`local_sites`,
+:func:`gather_sites` and :func:`scatter_sites` work on plain local arrays;
+``DomainArray.gather(root=0)`` and ``Decomposition.scatter_from`` move the whole field to and
+from one rank only (the command's measurements, checkpoints and resumes).
 """
 
 from .chains import SERIAL, ChainBlock, Communicator, chain_blocks, launched_by_mpi, world
 from .domain import Decomposition, DomainArray, DomainRandomStreams, is_decomposed
 from .namespace import DomainNamespace
 from .reproducible import reproducible_sum
-from .sites import CartesianGrid, gather_sites, halo_shift, local_sites
+from .sites import CartesianGrid, gather_sites, halo_shift, local_sites, scatter_sites
 
 __all__ = ["Communicator", "ChainBlock", "CartesianGrid", "SERIAL", "world", "launched_by_mpi",
-           "chain_blocks", "halo_shift", "gather_sites", "local_sites", "Decomposition",
+           "chain_blocks", "halo_shift", "gather_sites", "scatter_sites", "local_sites",
+           "Decomposition",
            "DomainArray", "DomainNamespace", "DomainRandomStreams", "is_decomposed",
            "reproducible_sum"]

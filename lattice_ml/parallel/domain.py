@@ -10,7 +10,7 @@ import numpy as np
 
 from ..backend import device_of, namespace
 from .chains import Communicator
-from .sites import CartesianGrid, gather_sites
+from .sites import CartesianGrid, gather_sites, scatter_sites
 
 # ----------------------------------------------------------------------------------------------
 # domain decomposition: a decomposed array type whose namespace exchanges halos and sums
@@ -49,6 +49,23 @@ class Decomposition:
             raise ValueError(f"scatter: axes {site_axis}..{site_axis + self.D - 1} of shape "
                              f"{tuple(field.shape)} are not the lattice {self.shape}")
         return DomainArray(field[self.block(field.ndim, site_axis)], self, site_axis)
+
+    def scatter_from(self, field, site_axis: int = 1, xp=None, root: int = 0) -> "DomainArray":
+        """This rank's block of the global array ``field`` that rank ``root`` alone holds
+        (``None`` on the others; ``xp``: the namespace of the blocks there, default NumPy) as a
+        :class:`DomainArray`: only ``root`` ever holds the whole field."""
+        if self.comm.rank == root:
+            if isinstance(field, DomainArray):
+                raise TypeError("scatter_from: the field is decomposed already")
+            if tuple(field.shape[site_axis:site_axis + self.D]) != self.shape:
+                raise ValueError(f"scatter_from: axes {site_axis}..{site_axis + self.D - 1} of "
+                                 f"shape {tuple(field.shape)} are not the lattice {self.shape}")
+            xp = namespace(field)
+        local = scatter_sites(self.comm, self.grid, field, site_axis, root)
+        if xp is None:
+            xp = namespace(local)
+        return DomainArray(xp.asarray(local, dtype=getattr(xp, local.dtype.name)), self,
+                           site_axis)
 
     def random(self, rng, site_axis: int, tails=None) -> "DomainRandomStreams":
         """``rng`` (a :class:`~lattice_ml.backend.CounterRandomStreams`) drawing fields of one
@@ -126,9 +143,10 @@ class DomainArray:
         return (f"DomainArray(shape={self.shape}, local={tuple(self.local.shape)}, "
                 f"site_axis={self.site_axis}, dtype={self.dtype}, rank={self.dec.comm.rank})")
 
-    def gather(self):
-        """The global array on every rank (exact copies; O(V) memory and traffic)."""
-        return gather_sites(self.dec.comm, self.dec.grid, self.local, self.site_axis)
+    def gather(self, root: int | None = None):
+        """The global array (exact copies; O(V) memory and traffic) on every rank, or with
+        ``root`` on that rank alone (``None`` elsewhere, which hold only their block)."""
+        return gather_sites(self.dec.comm, self.dec.grid, self.local, self.site_axis, root)
 
     def _site_axes(self) -> tuple[int, ...]:
         return tuple(range(self.site_axis, self.site_axis + self.dec.D))

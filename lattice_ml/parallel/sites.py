@@ -69,12 +69,35 @@ def halo_shift(comm: Communicator, grid: CartesianGrid, field, mu: int, step: in
     return _halo_shift_axis(comm, grid, field, mu, step, axis)
 
 
-def gather_sites(comm: Communicator, grid: CartesianGrid, local, site_axis: int = 1):
-    """The global field from the local blocks of all ranks, on every rank (exact copies); a sum
-    over its sites is then the one-process sum, bit for bit."""
+def gather_sites(comm: Communicator, grid: CartesianGrid, local, site_axis: int = 1,
+                 root: int | None = None):
+    """The global field from the local blocks of all ranks (exact copies): on every rank, or
+    with ``root`` on that rank alone (``None`` elsewhere: the others never hold more than their
+    block). A sum over its sites is then the one-process sum, bit for bit."""
     if comm.comm is None:
         return local
-    blocks = comm.allgather(np.asarray(to_numpy(local)))
+    host = np.asarray(to_numpy(local))
+    blocks = comm.allgather(host) if root is None else comm.gather(host, root=root)
+    if blocks is None:
+        return None
+    return _like(_assemble(grid, blocks, site_axis), local)
+
+
+def scatter_sites(comm: Communicator, grid: CartesianGrid, field, site_axis: int = 1,
+                  root: int = 0) -> np.ndarray:
+    """This rank's block (host NumPy) of the global ``field`` that rank ``root`` alone holds
+    (``None`` elsewhere): one message per rank, no rank but ``root`` ever holds the field."""
+    if comm.comm is None:
+        return np.asarray(to_numpy(local_sites(grid, 0, field, site_axis)))
+    blocks = None
+    if comm.rank == root:
+        host = np.asarray(to_numpy(field))
+        blocks = [np.ascontiguousarray(local_sites(grid, r, host, site_axis))
+                  for r in range(grid.size)]
+    return comm.comm.scatter(blocks, root=root)
+
+
+def _assemble(grid: CartesianGrid, blocks, site_axis: int) -> np.ndarray:
     full_shape = list(blocks[0].shape)
     for mu, L in enumerate(grid.shape):
         full_shape[site_axis + mu] = L
@@ -84,7 +107,7 @@ def gather_sites(comm: Communicator, grid: CartesianGrid, local, site_axis: int 
         for mu, (a, n) in enumerate(zip(grid.start(r), grid.local_shape)):
             idx[site_axis + mu] = slice(a, a + n)
         full[tuple(idx)] = b
-    return _like(full, local)
+    return full
 
 
 def _halo_shift_axis(comm, grid, field, mu, step, axis):

@@ -6,7 +6,10 @@ on global coordinates), shifts it with ``halo_shift`` in every direction by -2, 
 compares with its block of ``lattice.shift`` of the whole field, bit for bit; links
 ``[batch, D, *sites, N, N]`` (site axis 2) and scalar fields ``[batch, *sites]``; then the
 phi^4 nearest-neighbour term sum_x phi(x) sum_mu phi(x + mu) from the local blocks, summed
-over the gathered sites, equals the one-process sum bit for bit.
+over the gathered sites, equals the one-process sum bit for bit. The gather to rank 0 alone and
+the scatter from it (``gather_sites(root=0)``, ``scatter_sites``, ``Decomposition.scatter_from``,
+``DomainArray.gather(root=0)``) give the field / the blocks on rank 0 and ``None`` / the blocks
+elsewhere.
 """
 
 import itertools
@@ -15,7 +18,8 @@ import numpy as np
 
 from lattice_ml.backend import RandomStreams, namespace_by_name
 from lattice_ml.lattice import shift
-from lattice_ml.parallel import CartesianGrid, gather_sites, halo_shift, local_sites, world
+from lattice_ml.parallel import (CartesianGrid, Decomposition, DomainArray, gather_sites,
+                                 halo_shift, local_sites, scatter_sites, world)
 
 
 def grids(size, D):
@@ -37,6 +41,16 @@ def main():
             grid = CartesianGrid(shape, dims)
             local = local_sites(grid, comm.rank, full, site_axis)
             assert np.array_equal(gather_sites(comm, grid, local, site_axis), full)
+            # to and from rank 0 alone: the others get None / their block, never the field
+            at_root = gather_sites(comm, grid, local, site_axis, root=0)
+            assert (np.array_equal(at_root, full) if comm.is_root else at_root is None)
+            block = scatter_sites(comm, grid, full if comm.is_root else None, site_axis)
+            assert np.array_equal(block, local), dims
+            dec = Decomposition(comm, shape, dims)
+            f = dec.scatter_from(full if comm.is_root else None, site_axis, xp)
+            assert isinstance(f, DomainArray) and np.array_equal(f.local, local)
+            g = f.gather(root=0)
+            assert np.array_equal(g, full) if comm.is_root else g is None
             for mu in range(D):
                 for step in (-2, -1, 1, 2):
                     if abs(step) > grid.local_shape[mu]:  # (a block one site thick)
