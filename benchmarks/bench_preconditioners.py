@@ -29,6 +29,18 @@ so the configuration is the same); ``--existing``: which existing solvers run (t
 is the reference); ``--low-mode``: the lowest mode of D (``D^-2 v`` by even/odd BiCGStab) and
 every multigrid's defect ``|(1 - P R) v|`` (``low_mode_defect``).
 
+``--learned`` (2D U(1), the first of ``--betas``): the learned layers of
+:mod:`lattice_ml.fermions.pooling` against the near-null multigrid (blocks 4x4,
+``--learned-n-vec`` vectors chirally split, 4 MR steps, direct coarse solve), per mass: (a) that
+multigrid; (b) gauge-equivariant pooling with ``2 * n_vec`` channels trained (``--learned-steps``
+Adam steps) on ``--learned-pool-vectors`` near-null vectors, started from the near-null basis
+(``mg_pool_nearnull``) or from random weights (``mg_pool_random``); (c) a coarse stencil network
+(``--learned-coarse-layers``) trained on ``|M~ D~ v - v|^2`` in place of the direct coarse solve
+(``mg_*_learned_coarse``), and as the preconditioner of a coarse FGMRES to 0.05
+(``mg_*_coarse_gmres_learned``, against ``mg_*_coarse_gmres`` without it); training CPU seconds
+apart. Transfer: the layers trained on config 0 at the lightest mass reused on config 1 at its
+``m_c + delta`` (``transferred``), against layers trained there (``*_trained_here``).
+
 ``--theory su3_4d``: quenched SU(3) configurations (heatbath + 2 over-relaxation sweeps from the
 unit field, ``--sweeps``), the clover operator with ``--csw`` (default 1.769, the
 non-perturbative value at beta = 6, Luescher et al. 1997). ``m_c = -min Re lambda`` over the
@@ -81,7 +93,10 @@ import harness  # noqa: E402
 
 from lattice_ml.backend import RandomStreams, namespace_by_name, to_numpy  # noqa: E402
 from lattice_ml.fermions import WilsonDirac  # noqa: E402
-from lattice_ml.fermions.multigrid import TwoLevelMultigrid  # noqa: E402
+from lattice_ml.fermions.multigrid import TwoLevelMultigrid, near_null_vectors  # noqa: E402
+from lattice_ml.fermions.pooling import (CoarseStencilNetwork, GaugePooling,  # noqa: E402
+                                         coarse_correction_cost, train_coarse_correction,
+                                         train_pooling)
 from lattice_ml.fermions.ptc import (PTCNetwork, ParallelTransport,  # noqa: E402
                                      preconditioner_cost, train_preconditioner)
 from lattice_ml.fermions.solvers import SolverError, bicgstab, cgne, fgmres, norm2  # noqa: E402
@@ -123,6 +138,8 @@ def critical_mass(U1):
     Dm = np.concatenate(cols).T
     lam = np.linalg.eigvals(Dm)
     real = lam[np.abs(lam.imag) < 1e-8]
+    if real.size == 0:        # no real eigenvalue (charge 0 on a small lattice): the lowest pair
+        real = lam
     return float(-real.real.min()), float(np.abs(lam).min())
 
 
@@ -419,6 +436,163 @@ def threads():
             "loadavg_start": _LOAD0, "loadavg_end": list(os.getloadavg())}
 
 
+def main_learned(args):
+    """``--learned``: 2D U(1), one beta (``--betas``, first), config 0 for the scan and config 1
+    for transfer; per mass ``m_c + delta``: the existing solvers, (a) the near-null multigrid,
+    (b) learned pooling R/P, (c) a learned coarse correction in place of the direct coarse
+    solve (on (a) and on (b)); training CPU seconds recorded apart."""
+    rows, configs = [], []
+    beta = args.betas[0]
+    L = args.L
+    U = thermalise(beta, L, args.sweeps, seed=int(10 * beta))
+    U0, U1 = U[0:1, ...], U[1:2, ...]
+    plaq = plaquette(U)
+    mcs = [critical_mass(Uc)[0] for Uc in (U0, U1)]
+    configs.append(dict(beta=beta, L=L, plaquette=plaq.tolist(), m_c=mcs[0], m_c_config1=mcs[1]))
+    print(f"beta {beta}: plaquette {plaq}, m_c = {mcs}", flush=True)
+    block, nv, nsm = (4, 4), args.learned_n_vec, 4
+    n_pool = args.learned_pool_vectors
+    eta = RandomStreams(seed=7, n_chains=1, xp=xp).complex_normal((L, L, 2, 1))
+    steps_p, steps_c = args.learned_steps
+
+    def solve(W, M):
+        """FGMRES(30) to 1e-10, at most ``--learned-maxiter`` steps (a failure is a row)."""
+        c0 = time.process_time()
+        try:
+            (x, info), dt = timed(lambda: fgmres(W.apply, eta, M=M, restart=30, tol=TOL,
+                                                 maxiter=args.learned_maxiter))
+        except SolverError as err:        # recorded: the row says how it failed
+            return dict(iterations=err.iteration, failed=str(err),
+                        cpu_seconds=time.process_time() - c0)
+        return dict(iterations=int(info.iterations[0]), seconds=dt, cpu_seconds=_CPU["last"],
+                    residual=rel_res(W, x, eta))
+
+    def learned_rows(W, Uc, tag, trained=None, plain_coarse_gmres=True):
+        """(a), (b), (c) on one operator; ``trained``: (pool weights, coarse nets) to reuse
+        (transfer) instead of training."""
+        out = {}
+        mg_a, _ = timed(lambda: TwoLevelMultigrid(W, block, n_vec=nv, n_smooth=nsm))
+        setup_a = _CPU["last"]
+        out["mg_nearnull"] = dict(tag, solver="mg_nearnull", cpu_setup_seconds=setup_a,
+                                  defect_pool_vectors=None, **solve(W, mg_a))
+        # the pool of near-null vectors the pooling is trained on (and the basis of (a))
+        vecs, _ = timed(lambda: near_null_vectors(W, n_pool, 3, 20))
+        t_vec = _CPU["last"]
+        res = {}
+        for init in ("nearnull", "random"):
+            pool = GaugePooling(Uc, block, 2 * nv)
+            if trained is not None:
+                pool.set_weights(trained["pool_" + init])
+                pool.orthonormalise()
+                rec_s, c0, c1 = 0.0, None, pool.cost(vecs, need_grad=False)[0]
+            else:
+                if init == "nearnull":
+                    pool.init_from_vectors(vecs[:nv])
+                else:
+                    pool.init_random(seed=5)
+                c0 = pool.cost(vecs, need_grad=False)[0]
+                lr = args.learned_lr if init == "random" else args.learned_lr_finetune
+                rec, _ = timed(lambda: train_pooling(pool, vecs, steps=steps_p, lr=lr))
+                rec_s, c1 = _CPU["last"], rec.extra["final_cost"]
+            mg_b, _ = timed(lambda: TwoLevelMultigrid(W, block, n_smooth=nsm, transfer=pool))
+            name = f"mg_pool_{init}"
+            out[name] = dict(tag, solver=name, cpu_setup_seconds=t_vec + _CPU["last"],
+                             cpu_train_seconds=rec_s, pool_cost=[c0, c1],
+                             **solve(W, mg_b))
+            res[name] = (pool, mg_b)
+        # nearnull basis cost on the same vector pool, for comparison
+        pool_nn = GaugePooling(Uc, block, 2 * nv)
+        pool_nn.init_from_vectors(vecs[:nv])
+        out["mg_pool_nearnull"]["pool_cost_nearnull_basis"] = pool_nn.cost(vecs, False)[0]
+        nets = {}
+        for base, mg in (("nearnull", mg_a), ("pool", res["mg_pool_nearnull"][1])):
+            Dc = mg.coarse_op.apply
+            vtest = RandomStreams(seed=21, n_chains=8, xp=xp).complex_normal(
+                mg.blocking.coarse + (mg.n_c,))
+            if trained is not None:
+                net = CoarseStencilNetwork(trained["coarse_" + base])
+                t_c = 0.0
+            else:
+                net = CoarseStencilNetwork.from_coarse_operator(
+                    mg.coarse_op, n_layers=args.learned_coarse_layers)
+                _, _ = timed(lambda: train_coarse_correction(net, Dc, steps=steps_c, batch=8,
+                                                             lr=args.learned_lr_coarse))
+                t_c = _CPU["last"]
+            cc = coarse_correction_cost(net, Dc, vtest, need_grad=False)[0]
+            nets[base] = net
+            direct = mg.coarse_solver
+            mg.set_coarse_solver(net)
+            name = f"mg_{base}_learned_coarse"
+            out[name] = dict(tag, solver=name, cpu_train_seconds=t_c, coarse_cost=cc,
+                             **solve(W, mg))
+            # the coarse system solved by FGMRES to coarse_tol, without and with the network
+            # as its preconditioner
+            pres = [(f"mg_{base}_coarse_gmres", None)] if plain_coarse_gmres else []
+            for pname, pre in pres + [(f"mg_{base}_coarse_gmres_learned", net)]:
+                mg.set_coarse_solver("gmres", precond=pre)
+                mg.coarse_iterations = 0
+                out[pname] = dict(tag, solver=pname, **solve(W, mg))
+                out[pname]["coarse_iterations"] = mg.coarse_iterations
+            mg.set_coarse_solver(direct)
+        trained_out = dict(pool_nearnull=res["mg_pool_nearnull"][0].weights,
+                           pool_random=res["mg_pool_random"][0].weights,
+                           coarse_nearnull=nets["nearnull"].weights,
+                           coarse_pool=nets["pool"].weights)
+        return out, trained_out
+
+    trained_last = None
+    for d in args.deltas:
+        W = WilsonDirac(U0, mass=mcs[0] + d)
+        tag = dict(beta=beta, L=L, delta=d, mass=mcs[0] + d, config=0)
+        out = run_solvers(W, eta, None, [], tag, mg_configs=[("mg_default", dict(
+            block=block, n_vec=nv, n_smooth=nsm, coarse_solver="direct"))],
+            existing=("cgnr_eo", "bicgstab_eo"))
+        lr_, trained_last = learned_rows(W, U0, tag)
+        out.update(lr_)
+        _ratios(out)
+        rows.extend(out.values())
+        harness.print_table(list(out.values()), LEARNED_COLUMNS)
+    # transfer: the layers trained on config 0 at the lightest mass, reused on config 1
+    d = args.deltas[-1]
+    W1 = WilsonDirac(U1, mass=mcs[1] + d)
+    tag = dict(beta=beta, L=L, delta=d, mass=mcs[1] + d, config=1, transferred=True)
+    out = run_solvers(W1, eta, None, [], tag, mg_configs=[("mg_default", dict(
+        block=block, n_vec=nv, n_smooth=nsm, coarse_solver="direct"))],
+        existing=("cgnr_eo", "bicgstab_eo"))
+    tr, _ = learned_rows(W1, U1, tag, trained=trained_last)
+    out.update(tr)
+    tag2 = dict(tag, transferred=False)
+    fresh, _ = learned_rows(W1, U1, tag2, plain_coarse_gmres=False)
+    out.update({k + "_trained_here": dict(v, solver=k + "_trained_here")
+                for k, v in fresh.items() if k != "mg_nearnull"})
+    _ratios(out)
+    rows.extend(out.values())
+    harness.print_table(list(out.values()), LEARNED_COLUMNS)
+    path = harness.record("preconditioners-learned-u1", rows, "numpy",
+                          {"configs": configs, "tol": TOL, "block": list(block), "n_vec": nv,
+                           "pool_vectors": n_pool, "train_steps": [steps_p, steps_c],
+                           "coarse_layers": args.learned_coarse_layers,
+                           "lr": args.learned_lr, "lr_finetune": args.learned_lr_finetune,
+                           "lr_coarse": args.learned_lr_coarse,
+                           **threads()})
+    print(path)
+
+
+LEARNED_COLUMNS = ["delta", "config", "solver", "iterations", "cpu_seconds", "cpu_setup_seconds",
+                   "cpu_train_seconds", "pool_cost", "coarse_cost", "coarse_iterations",
+                   "cpu_speedup_vs_best", "cpu_speedup_vs_mg"]
+
+
+def _ratios(out):
+    """CPU-time ratios against the best existing solver and the near-null multigrid."""
+    existing = [k for k in ("cgnr_eo", "bicgstab_eo", "bicgstab") if k in out]
+    best = min(existing, key=lambda k: out[k]["cpu_seconds"])
+    for r in out.values():
+        r["best_existing_cpu"] = best
+        r["cpu_speedup_vs_best"] = out[best]["cpu_seconds"] / r["cpu_seconds"]
+        r["cpu_speedup_vs_mg"] = out["mg_nearnull"]["cpu_seconds"] / r["cpu_seconds"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--theory", choices=["u1_2d", "su3_4d"], default="u1_2d")
@@ -449,6 +623,26 @@ def main():
                          "multigrid's defect |(1 - P R) v|")
     ap.add_argument("--mg", action="append", default=[], metavar="NAME:key=value,...",
                     help="a multigrid configuration (repeatable; replaces the default row)")
+    ap.add_argument("--learned", action="store_true",
+                    help="u1_2d: learned pooling R/P and a learned coarse correction against "
+                         "the near-null multigrid (first of --betas; transfer to config 1)")
+    ap.add_argument("--learned-n-vec", type=int, default=8,
+                    help="--learned: near-null vectors of (a), channels per chirality of (b)")
+    ap.add_argument("--learned-pool-vectors", type=int, default=16,
+                    help="--learned: near-null vectors the pooling is trained on")
+    ap.add_argument("--learned-steps", type=int, nargs=2, default=[200, 200],
+                    metavar=("POOL", "COARSE"), help="--learned: Adam steps")
+    ap.add_argument("--learned-coarse-layers", type=int, default=2,
+                    help="--learned: coarse stencil layers of the learned coarse correction")
+    ap.add_argument("--learned-maxiter", type=int, default=10000,
+                    help="--learned: FGMRES step limit (a row that fails is recorded)")
+    ap.add_argument("--learned-lr", type=float, default=0.02,
+                    help="--learned: Adam learning rate of the pooling from random weights")
+    ap.add_argument("--learned-lr-coarse", type=float, default=0.003,
+                    help="--learned: Adam learning rate of the coarse network")
+    ap.add_argument("--learned-lr-finetune", type=float, default=0.002,
+                    help="--learned: Adam learning rate of the pooling started from the "
+                         "near-null basis")
     args = ap.parse_args()
     args.mg_configs = [parse_mg(m) for m in args.mg]
     four = args.theory == "su3_4d"
@@ -457,6 +651,8 @@ def main():
     args.sweeps = args.sweeps or (100 if four else 300)
     if four:
         return main_su3_4d(args)
+    if args.learned:
+        return main_learned(args)
     rows, configs, transfer = [], [], []
     for beta in args.betas:
         U = thermalise(beta, args.L, args.sweeps, seed=int(10 * beta))
