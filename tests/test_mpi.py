@@ -307,10 +307,7 @@ def _same_physics(a, b):
 @pytest.mark.parametrize("sets, key, words", [
     (["parallel.grid=[1]"], "parallel.grid", "has 1 entries"),
     (["parallel.grid=[3, 1]"], "parallel.grid", "does not divide lattice.shape[0] = 8"),
-    pytest.param(["parallel.grid=[2, 1]"], "parallel.grid", "needs 2 MPI rank(s)",
-                 marks=pytest.mark.xfail(strict=True, reason="the rank count is checked in "
-                                         "run_job, after main._cmd_run made the directory: "
-                                         "main._cmd_run must call check_ranks (lead)")),
+    (["parallel.grid=[2, 1]"], "parallel.grid", "needs 2 MPI rank(s)"),
     (["parallel.grid=[0, 1]"], "parallel.grid", "positive integers"),
     (["sampler.name=heatbath", "theory.name=u1"], "sampler.name", "'heatbath' is not supported"),
     (["theory.name=su3", "theory.action=symanzik"], "theory.action", "'symanzik'"),
@@ -452,9 +449,7 @@ def test_grid_phi4_on_one_process_resumes_on_two_ranks_to_the_same_bits(tmp_path
     assert bad.returncode == 2, bad.stderr
     errors = [line for line in bad.stderr.splitlines() if line.startswith("lattice-ml: error")]
     assert len(errors) == 1 and "needs 4 MPI rank(s)" in errors[0], bad.stderr
-    # nothing run (that nothing at all is written waits for main._cmd_run to call check_ranks:
-    # the xfail of test_grid_is_refused_in_one_line_before_anything_is_written)
-    assert not any((tmp_path / "bad" / n).exists() for n in ("checkpoint.ckpt", "summary.json"))
+    assert not (tmp_path / "bad").exists()          # refused before anything is written
 
 
 def _as_before_the_grid_key(out):

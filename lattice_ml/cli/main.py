@@ -198,6 +198,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume is None:
         try:  # 1. everything that can be checked before touching the disk
             config = load_config(args.config, args.overrides)
+            from lattice_ml.cli.parallel import check_ranks   # the launch's rank count, first
+            check_ranks(config)
             out = prepare_out_dir(args.out)
         except (ConfigError, OutputError) as exc:
             _error(str(exc))
