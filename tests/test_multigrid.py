@@ -153,12 +153,11 @@ def test_n_vec_beyond_the_block_dof_is_refused(xp_cpu):
     the chiral split) cannot give R P = 1 (it gave 0.97 before): a one-line error naming n_vec,
     before any vector is computed; at the limit R P = 1 still holds."""
     W = wilson(xp_cpu, 2, 1, (4, 4), 0.0)
-    import pytest as _pt
-    with _pt.raises(ValueError, match="n_vec = 5 exceeds the 4 dof of one chirality"):
+    with pytest.raises(ValueError, match="n_vec = 5 exceeds the 4 dof of one chirality"):
         TwoLevelMultigrid(W, (2, 2), n_vec=5, n_iter=1, inner_iter=2)      # block dof 8
-    with _pt.raises(ValueError, match="n_vec = 9 exceeds the 8 dof"):
+    with pytest.raises(ValueError, match="n_vec = 9 exceeds the 8 dof"):
         TwoLevelMultigrid(W, (2, 2), n_vec=9, n_iter=1, inner_iter=2, chiral=False)
-    with _pt.raises(ValueError, match="n_vec = 5"):
+    with pytest.raises(ValueError, match="n_vec = 5"):
         TwoLevelMultigrid(W, (2, 2), vectors=[xp_cpu.ones((1, 4, 4, 2, 1), dtype=xp_cpu.complex128)] * 5)
     mg = TwoLevelMultigrid(W, (2, 2), n_vec=4, n_iter=1, inner_iter=2)
     c = RandomStreams(seed=5, n_chains=1, xp=xp_cpu).complex_normal(mg.blocking.coarse + (8,))
