@@ -233,7 +233,7 @@ def _nlo_only_flow(beta, N, shape, with_pairs=True):
                         scheme="euler")
 
 
-@pytest.mark.parametrize("N", [1, 3])
+@pytest.mark.parametrize("N", [1, 2, 3])
 def test_nlo_map_solves_the_continuity_equation(N):
     """At order beta^2 the continuity equation reads -Delta S~^(2) + t dS~^(1) . dS = const,
     i.e. div Z^(2) + |dS|^2 / (4C) is the same on every configuration (Z^(2) the NLO vector

@@ -40,7 +40,9 @@ the shared link twice) sum over the pairs of coplanar plaquettes on either side 
 both read from it (``W = U_l S``); together with ``"rectangle"`` (``Re Tr(W_a W_b^dagger)``)
 they span a space closed under the group Laplacian, so their divergence is again in closed form
 (:mod:`lattice_ml.flows.loop_pairs`: values, vector field, Laplacian, pull-back). They are the
-two-plaquette terms of Lüscher's NLO map (:mod:`lattice_ml.flows.trivializing`). Their recorded
+two-plaquette terms of Lüscher's NLO map (:mod:`lattice_ml.flows.trivializing`) in D = 2; in
+D > 2 the NLO map also has pairs of plaquettes in different planes, which these terms do not
+hold (the map built from them is then its coplanar part only). Their recorded
 length in ``lengths`` is 8 (two plaquettes).
 
 The coefficients are smooth in t, ``c_i(t) = sum_j theta_ij P_j(2t - 1)`` with Legendre

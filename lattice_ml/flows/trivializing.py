@@ -190,7 +190,8 @@ def luscher_flow(action, shape, xp, *, loops=("plaquette",), n_t: int = 1, n_ste
     """A :class:`GradientFlow` for ``action`` on ``shape`` starting at (or, with no further
     training, equal to) the leading-order trivialising map (``order=2``: with the NLO
     single-plaquette class functions, and the two-plaquette part when ``loops`` has the pair
-    terms)."""
+    terms: the complete NLO map in D = 2, its coplanar part only in D > 2, where the pairs of
+    plaquettes in different planes are missing)."""
     flow = GradientFlow(shape, action.N, xp, loops=loops, n_t=n_t, n_steps=n_steps, **kwargs)
     theta = luscher_coefficients(action, flow.loop_names, flow.lengths, n_t, order=order)
     flow.load_params({"theta": theta})
