@@ -88,6 +88,30 @@ def test_loops_through_a_link_twice_are_refused():
 
 
 # -- the log-det ----------------------------------------------------------------------------
+def _fd_divergence(f, U):
+    """``sum_{links, a} d^a Z^a`` of the flow's vector field at t = 0 (one Euler stage of size
+    1, per configuration) by central differences, and the closed form (dlogJ)."""
+    T = to_numpy(generators(f.N, NP))
+
+    def field(V):
+        _, dlogJ, st = f._step(NP.asarray(V), 0.0, 1.0, keep=True)
+        return to_numpy(st[0]["X"]), to_numpy(dlogJ)
+
+    _, div = field(U)
+    h, fd = 1e-5, 0.0
+    for site in np.ndindex(U.shape[1:-2]):
+        idx = (slice(None),) + site
+        comp = []
+        for a in range(T.shape[0]):
+            for s in (h, -h):
+                V = U.copy()
+                V[idx] = to_numpy(expm_algebra(NP.asarray(s * T[a]))) @ U[idx]
+                Z = field(V)[0][idx]
+                comp.append(-2.0 * np.einsum("ij,bji->b", T[a], Z).real)
+            fd = fd + (comp[-2] - comp[-1]) / (2 * h)
+    return fd, div
+
+
 def _dense_logdet(f, z, h=1e-5):
     """log|det| of the Jacobian of the discrete map in left-trivialised algebra coordinates, by
     central differences (first configuration only)."""

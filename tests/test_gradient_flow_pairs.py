@@ -19,7 +19,7 @@ from lattice_ml.gauge import GaugeAction
 from lattice_ml.groups import (expm_algebra, gauge_transform, generators, haar_random,
                                random_gauge_transformation, unitarity_deviation)
 
-from test_gradient_flow import _dense_logdet, check_vjp_against_fd
+from test_gradient_flow import _dense_logdet, _fd_divergence, check_vjp_against_fd
 
 NP = namespace_by_name("numpy")
 ALL = ("re_re", "im_im", "twice", "rect")
@@ -119,30 +119,6 @@ def test_inverse_to_round_off(N, backend):
     z2, ld = f.inverse(U)
     np.testing.assert_allclose(to_numpy(z2), to_numpy(z), atol=1e-11)
     np.testing.assert_allclose(to_numpy(ld), -to_numpy(lj), rtol=1e-10)
-
-
-def _fd_divergence(f, U):
-    """``sum_{links, a} d^a Z^a`` of the flow's vector field at t = 0 (one Euler stage of size
-    1, per configuration) by central differences, and the closed form (dlogJ)."""
-    T = to_numpy(generators(f.N, NP))
-
-    def field(V):
-        _, dlogJ, st = f._step(NP.asarray(V), 0.0, 1.0, keep=True)
-        return to_numpy(st[0]["X"]), to_numpy(dlogJ)
-
-    _, div = field(U)
-    h, fd = 1e-5, 0.0
-    for site in np.ndindex(U.shape[1:-2]):
-        idx = (slice(None),) + site
-        comp = []
-        for a in range(T.shape[0]):
-            for s in (h, -h):
-                V = U.copy()
-                V[idx] = to_numpy(expm_algebra(NP.asarray(s * T[a]))) @ U[idx]
-                Z = field(V)[0][idx]
-                comp.append(-2.0 * np.einsum("ij,bji->b", T[a], Z).real)
-            fd = fd + (comp[-2] - comp[-1]) / (2 * h)
-    return fd, div
 
 
 @pytest.mark.parametrize("N", [1, 3])

@@ -17,7 +17,7 @@ from lattice_ml.gauge import GaugeAction
 from lattice_ml.groups import (expm_algebra, gauge_transform, generators, haar_random,
                                random_gauge_transformation, unitarity_deviation)
 
-from test_gradient_flow import _dense_logdet, check_vjp_against_fd
+from test_gradient_flow import _dense_logdet, _fd_divergence, check_vjp_against_fd
 
 NP = namespace_by_name("numpy")
 QUADRATIC = ("re_tr2", "re_tr_sq", "abs_tr_sq")
@@ -131,23 +131,7 @@ def test_divergence_against_finite_differences_of_the_vector_field(N, shape, loo
     theta = np.random.default_rng(N).normal(scale=0.3, size=(len(loops), 1))
     f = _tf_flow(NP, N, shape, loops, theta, n_steps=1, scheme="euler")
     U = to_numpy(f.draw_latent(RandomStreams(2, 1, NP)))
-    T = to_numpy(generators(N, NP))
-
-    def field(V):
-        _, dlogJ, st = f._step(NP.asarray(V), 0.0, 1.0, keep=True)
-        return to_numpy(st[0]["X"]), float(to_numpy(dlogJ)[0])
-
-    _, div = field(U)
-    h, fd = 1e-5, 0.0
-    for site in np.ndindex(U.shape[1:-2]):
-        for a in range(T.shape[0]):
-            comp = []
-            for s in (h, -h):
-                V = U.copy()
-                V[(0,) + site] = to_numpy(expm_algebra(NP.asarray(s * T[a]))) @ U[(0,) + site]
-                Z = field(V)[0][(0,) + site]
-                comp.append(-2.0 * np.trace(T[a] @ Z).real)
-            fd += (comp[0] - comp[1]) / (2 * h)
+    fd, div = (float(v[0]) for v in _fd_divergence(f, U))
     assert abs(fd - div) < 1e-7 * (1 + abs(div)), (fd, div)
 
 
